@@ -1,0 +1,64 @@
+//! Wiring: opens the store, starts the writer and the HTTP server, and shuts them down in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::relay::RelayState;
+use crate::relay::subscriptions::SubscriptionIndex;
+use crate::store::writer::Writer;
+use crate::{http, store};
+
+/// A running relay.
+pub struct RelayHandle {
+    pub local_addr: SocketAddr,
+    state: Arc<RelayState>,
+    done: JoinHandle<()>,
+}
+
+impl RelayHandle {
+    /// Starts a relay on `config.server.bind` (port 0 picks a free port: see `local_addr`).
+    pub async fn start(config: Config) -> anyhow::Result<Self> {
+        let config = Arc::new(config);
+        let store = store::open(&config.database).await?;
+        let subscriptions = Arc::new(SubscriptionIndex::default());
+        let (writer, writer_task) = Writer::spawn(store.clone(), config.database.max_batch, subscriptions.clone());
+        let state = Arc::new(RelayState::new(config.clone(), store.clone(), writer, subscriptions));
+        let listener = TcpListener::bind(config.server.bind)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
+        let local_addr = listener.local_addr()?;
+        tracing::info!(%local_addr, public_url = %config.server.public_url, "relay listening");
+
+        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let shutdown = state.shutdown.clone();
+        let connections = state.connections.clone();
+        let done = tokio::spawn(async move {
+            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
+            if let Err(e) = served {
+                tracing::error!("server stopped: {e}");
+            }
+            // Connections answer their in-flight events before they end; only then may the writer stop.
+            connections.close();
+            connections.wait().await;
+            // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
+            if writer_task.await.is_err() {
+                tracing::error!("the writer task panicked");
+            }
+            store.close().await;
+            tracing::info!("relay stopped");
+        });
+        Ok(Self { local_addr, state, done })
+    }
+
+    /// Stops accepting, closes connections once their pending events are answered, commits, and waits.
+    pub async fn shutdown(self) {
+        self.state.shutdown.cancel();
+        let Self { state, done, .. } = self;
+        drop(state);
+        let _ = done.await;
+    }
+}

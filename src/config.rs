@@ -1,0 +1,233 @@
+//! Configuration: `config.toml`, overridden by `PUSHRELAY_SECTION__KEY` environment variables.
+//!
+//! Every section and key has a default, so an older file keeps working when a later version adds a section.
+//! Keys inside a known section are checked strictly: a typo is an error naming the key, not a silent default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub relay: RelayInfoConfig,
+    pub limits: LimitsConfig,
+    pub database: DatabaseConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Listen address of the WebSocket and HTTP server.
+    pub bind: SocketAddr,
+    /// The relay's own `ws://` or `wss://` URL, as clients reach it.
+    pub public_url: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:7777".parse().expect("valid default address"),
+            public_url: "ws://127.0.0.1:7777".to_owned(),
+        }
+    }
+}
+
+/// What the NIP-11 document says about the relay and its operator.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RelayInfoConfig {
+    pub name: String,
+    pub description: String,
+    /// The operator's pubkey (hex), for NIP-11 `pubkey`.
+    pub pubkey: Option<String>,
+    /// How to reach the operator, for NIP-11 `contact`.
+    pub contact: Option<String>,
+}
+
+impl Default for RelayInfoConfig {
+    fn default() -> Self {
+        Self {
+            name: "pushrelay".to_owned(),
+            description: "A Nostr relay that also delivers push notifications".to_owned(),
+            pubkey: None,
+            contact: None,
+        }
+    }
+}
+
+/// Limits that are enforced on every client and advertised in NIP-11 `limitation`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LimitsConfig {
+    /// Largest WebSocket message accepted from a client, in bytes.
+    pub max_message_length: usize,
+    /// Open subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Filters in one REQ.
+    pub max_filters: usize,
+    /// Longest subscription id.
+    pub max_subid_length: usize,
+    /// Largest `limit` honoured in a filter; larger ones are cut to this.
+    pub max_limit: u64,
+    /// `limit` used for a filter that names none.
+    pub default_limit: u64,
+    /// Tags per event.
+    pub max_event_tags: usize,
+    /// Characters of event content.
+    pub max_content_length: usize,
+    /// Oldest accepted `created_at`, in seconds before now (0 = no limit).
+    pub created_at_lower_limit: u64,
+    /// Newest accepted `created_at`, in seconds after now (0 = no limit).
+    pub created_at_upper_limit: u64,
+    /// Messages waiting to be sent to a client before it is disconnected as too slow.
+    pub max_outgoing_queue: usize,
+    /// Events of one connection being verified or written at once; reading waits beyond it.
+    pub max_pending_events: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_message_length: 128 * 1024,
+            max_subscriptions: 20,
+            max_filters: 10,
+            max_subid_length: 64,
+            max_limit: 500,
+            default_limit: 100,
+            max_event_tags: 2000,
+            max_content_length: 64 * 1024,
+            created_at_lower_limit: 0,
+            created_at_upper_limit: 15 * 60,
+            max_outgoing_queue: 1000,
+            max_pending_events: 64,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    /// `sqlite://PATH` (the folder is created if missing).
+    pub url: String,
+    /// Read-only connections serving REQ queries.
+    pub read_connections: u32,
+    /// Most events committed in one transaction by the writer.
+    pub max_batch: usize,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self { url: "sqlite://data/pushrelay.db".to_owned(), read_connections: 4, max_batch: 512 }
+    }
+}
+
+impl Config {
+    /// Reads `path` (which must exist) and applies environment overrides.
+    pub fn load(path: &Path) -> Result<Self, String> {
+        if !path.is_file() {
+            return Err(format!("config file {} not found", path.display()));
+        }
+        Self::from_figment(Figment::new().merge(Toml::file_exact(path)))
+            .map_err(|e| format!("config file {}: {e}", path.display()))
+    }
+
+    /// Defaults plus environment overrides, for running without a file.
+    pub fn from_env() -> Result<Self, String> {
+        Self::from_figment(Figment::new())
+    }
+
+    fn from_figment(figment: Figment) -> Result<Self, String> {
+        let config: Config =
+            figment.merge(Env::prefixed("PUSHRELAY_").split("__")).extract().map_err(|e| one_line(&e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let limits = &self.limits;
+        if limits.default_limit > limits.max_limit {
+            return Err("limits.default_limit: expected a value no larger than limits.max_limit".into());
+        }
+        for (key, value) in [
+            ("limits.max_message_length", limits.max_message_length),
+            ("limits.max_subscriptions", limits.max_subscriptions),
+            ("limits.max_filters", limits.max_filters),
+            ("limits.max_outgoing_queue", limits.max_outgoing_queue),
+            ("limits.max_pending_events", limits.max_pending_events),
+            ("database.max_batch", self.database.max_batch),
+        ] {
+            if value == 0 {
+                return Err(format!("{key}: expected a positive number"));
+            }
+        }
+        if !(self.server.public_url.starts_with("ws://") || self.server.public_url.starts_with("wss://")) {
+            return Err("server.public_url: expected a ws:// or wss:// URL".into());
+        }
+        self.database.sqlite_path()?;
+        Ok(())
+    }
+}
+
+impl DatabaseConfig {
+    pub fn sqlite_path(&self) -> Result<PathBuf, String> {
+        self.url
+            .strip_prefix("sqlite://")
+            .filter(|p| !p.is_empty())
+            .map(PathBuf::from)
+            .ok_or_else(|| format!("database.url: expected sqlite://PATH, found {:?}", self.url))
+    }
+}
+
+fn one_line(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(&path)
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let config = load_str("").unwrap();
+        assert_eq!(config.server.bind.port(), 7777);
+        assert_eq!(config.limits.default_limit, 100);
+    }
+
+    #[test]
+    fn wrong_type_names_file_key_and_expectation() {
+        let err = load_str("[limits]\nmax_limit = \"lots\"\n").unwrap_err();
+        assert!(err.contains("relay.toml"), "{err}");
+        assert!(err.contains("max_limit"), "{err}");
+        assert!(err.contains("expected"), "{err}");
+        assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn unknown_key_in_known_section_is_an_error() {
+        let err = load_str("[limits]\nmax_limt = 5\n").unwrap_err();
+        assert!(err.contains("max_limt"), "{err}");
+    }
+
+    #[test]
+    fn unknown_sections_are_ignored() {
+        load_str("[future]\nthing = 1\n").unwrap();
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let err = Config::load(Path::new("/nonexistent/pushrelay.toml")).unwrap_err();
+        assert!(err.contains("/nonexistent/pushrelay.toml"), "{err}");
+    }
+}

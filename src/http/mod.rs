@@ -1,0 +1,66 @@
+//! HTTP front: the WebSocket upgrade on `/`, the NIP-11 document, and a small page for browsers.
+
+mod nip11;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::http::{HeaderMap, Method, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::cors::{Any, CorsLayer};
+
+use crate::relay::{RelayState, connection};
+
+/// Frames above this many multiples of `max_message_length` close the connection outright; anything between the
+/// limit and this is refused with a NOTICE and the connection stays open.
+const HARD_FRAME_LIMIT_FACTOR: usize = 4;
+
+pub fn router(state: Arc<RelayState>) -> Router {
+    let cors = CorsLayer::new().allow_origin(Any).allow_headers(Any).allow_methods([Method::GET]);
+    Router::new().route("/", get(root)).layer(cors).with_state(state)
+}
+
+async fn root(
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<Arc<RelayState>>,
+    headers: HeaderMap,
+) -> Response {
+    if let Ok(upgrade) = upgrade {
+        let hard_limit = state.config.limits.max_message_length.saturating_mul(HARD_FRAME_LIMIT_FACTOR);
+        let tracker = state.connections.clone();
+        return upgrade
+            .max_message_size(hard_limit)
+            .max_frame_size(hard_limit)
+            // Small buffers keep idle connections cheap; they grow only while a large message passes.
+            .read_buffer_size(4096)
+            .write_buffer_size(0)
+            .on_upgrade(move |socket| tracker.track_future(connection::serve(socket, state, peer)));
+    }
+    let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
+    if accept.contains("application/nostr+json") {
+        return nip11::document(&state.config);
+    }
+    Html(page(&state)).into_response()
+}
+
+fn page(state: &RelayState) -> String {
+    let relay = &state.config.relay;
+    format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title></head><body>\
+         <h1>{name}</h1><p>{description}</p>\
+         <p>This is a Nostr relay. Add <code>{url}</code> to your Nostr client to use it.</p>\
+         </body></html>",
+        name = escape(&relay.name),
+        description = escape(&relay.description),
+        url = escape(&state.config.server.public_url),
+    )
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;")
+}

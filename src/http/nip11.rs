@@ -1,0 +1,42 @@
+//! The NIP-11 relay information document, built from the configuration so that what is advertised is what is
+//! enforced.
+
+use axum::Json;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+
+use crate::config::Config;
+
+/// The NIPs this relay implements completely.
+pub const SUPPORTED_NIPS: &[u16] = &[1, 11];
+
+pub fn document(config: &Config) -> Response {
+    let relay = &config.relay;
+    let limits = &config.limits;
+    let body: Value = json!({
+        "name": relay.name,
+        "description": relay.description,
+        "pubkey": relay.pubkey,
+        "contact": relay.contact,
+        "software": env!("CARGO_PKG_NAME"),
+        "version": env!("CARGO_PKG_VERSION"),
+        "supported_nips": SUPPORTED_NIPS,
+        "limitation": {
+            "max_message_length": limits.max_message_length,
+            "max_subscriptions": limits.max_subscriptions,
+            "max_filters": limits.max_filters,
+            "max_subid_length": limits.max_subid_length,
+            "max_limit": limits.max_limit,
+            "default_limit": limits.default_limit,
+            "max_event_tags": limits.max_event_tags,
+            "max_content_length": limits.max_content_length,
+            "created_at_lower_limit": limits.created_at_lower_limit,
+            "created_at_upper_limit": limits.created_at_upper_limit,
+            "auth_required": false,
+            "payment_required": false,
+            "restricted_writes": false,
+        },
+    });
+    ([(header::CONTENT_TYPE, "application/nostr+json")], Json(body)).into_response()
+}

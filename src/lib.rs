@@ -1,0 +1,11 @@
+//! pushrelay: a Nostr relay with push notifications built in. See ARCHITECTURE.md for the map of modules.
+
+pub mod app;
+pub mod config;
+pub mod http;
+pub mod protocol;
+pub mod relay;
+pub mod store;
+
+pub use app::RelayHandle;
+pub use config::Config;

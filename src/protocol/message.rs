@@ -1,0 +1,148 @@
+//! Client-to-relay messages (parsed strictly) and relay-to-client messages (formatted).
+
+use serde_json::value::RawValue;
+
+use super::filter::Filter;
+
+#[derive(Debug)]
+pub enum ClientMessage {
+    /// The event is kept raw: it is parsed and verified off the async threads.
+    Event(Box<RawValue>),
+    Req {
+        sub_id: String,
+        filters: Vec<Filter>,
+    },
+    Close {
+        sub_id: String,
+    },
+}
+
+/// Why a message was refused, and to whom the answer goes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum ParseError {
+    /// Nothing in the message says what it was about: answer with a NOTICE.
+    Notice(String),
+    /// A REQ whose subscription id is known: answer with CLOSED.
+    Closed { sub_id: String, reason: String },
+}
+
+impl ClientMessage {
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let parts: Vec<&RawValue> = serde_json::from_str(text)
+            .map_err(|_| ParseError::Notice("invalid: message is not a JSON array".into()))?;
+        let verb: &str = parts
+            .first()
+            .and_then(|v| serde_json::from_str(v.get()).ok())
+            .ok_or_else(|| ParseError::Notice("invalid: message must start with a verb string".into()))?;
+        match verb {
+            "EVENT" => match parts.as_slice() {
+                [_, event] => Ok(Self::Event((*event).to_owned())),
+                _ => Err(ParseError::Notice("invalid: EVENT takes exactly one event".into())),
+            },
+            "REQ" => {
+                let sub_id = sub_id(&parts, "REQ")?;
+                let filters = parts[2..]
+                    .iter()
+                    .map(|raw| {
+                        serde_json::from_str(raw.get())
+                            .map_err(|e| e.to_string())
+                            .and_then(|value| Filter::from_json(&value))
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|e| ParseError::Closed { sub_id: sub_id.clone(), reason: format!("invalid: {e}") })?;
+                if filters.is_empty() {
+                    return Err(ParseError::Closed { sub_id, reason: "invalid: REQ needs at least one filter".into() });
+                }
+                Ok(Self::Req { sub_id, filters })
+            }
+            "CLOSE" => match parts.as_slice() {
+                [_, _] => Ok(Self::Close { sub_id: sub_id(&parts, "CLOSE")? }),
+                _ => Err(ParseError::Notice("invalid: CLOSE takes exactly one subscription id".into())),
+            },
+            other => Err(ParseError::Notice(format!("invalid: unknown message type {}", quote(other)))),
+        }
+    }
+}
+
+fn sub_id(parts: &[&RawValue], verb: &str) -> Result<String, ParseError> {
+    parts
+        .get(1)
+        .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ParseError::Notice(format!("invalid: {verb} needs a subscription id string")))
+}
+
+/// Best effort to find the id of an event that failed to parse, so that the client gets an `OK` it can match.
+pub fn event_id_of(raw: &RawValue) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: String,
+    }
+    serde_json::from_str::<IdOnly>(raw.get())
+        .ok()
+        .map(|e| e.id)
+        .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+}
+
+fn quote(text: &str) -> String {
+    serde_json::to_string(text).expect("strings always serialize")
+}
+
+pub fn ok(event_id: &str, accepted: bool, message: &str) -> String {
+    format!(r#"["OK",{},{accepted},{}]"#, quote(event_id), quote(message))
+}
+
+pub fn event(sub_id: &str, event_json: &str) -> String {
+    format!(r#"["EVENT",{},{event_json}]"#, quote(sub_id))
+}
+
+pub fn eose(sub_id: &str) -> String {
+    format!(r#"["EOSE",{}]"#, quote(sub_id))
+}
+
+pub fn closed(sub_id: &str, reason: &str) -> String {
+    format!(r#"["CLOSED",{},{}]"#, quote(sub_id), quote(reason))
+}
+
+pub fn notice(message: &str) -> String {
+    format!(r#"["NOTICE",{}]"#, quote(message))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_each_verb() {
+        assert!(matches!(ClientMessage::parse(r#"["EVENT",{"id":"x"}]"#), Ok(ClientMessage::Event(_))));
+        match ClientMessage::parse(r#"["REQ","s",{"kinds":[1]},{}]"#).unwrap() {
+            ClientMessage::Req { sub_id, filters } => assert_eq!((sub_id.as_str(), filters.len()), ("s", 2)),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(ClientMessage::parse(r#"["CLOSE","s"]"#), Ok(ClientMessage::Close { .. })));
+    }
+
+    #[test]
+    fn malformed_messages_get_notices() {
+        for bad in
+            ["", "{}", "[]", "[1]", r#"["EVENT"]"#, r#"["REQ"]"#, r#"["REQ",5,{}]"#, r#"["NOPE"]"#, "[\"EVENT\",{}"]
+        {
+            assert!(matches!(ClientMessage::parse(bad), Err(ParseError::Notice(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn bad_filters_close_the_subscription() {
+        assert_eq!(
+            ClientMessage::parse(r#"["REQ","s",{"kinds":"x"}]"#).unwrap_err(),
+            ParseError::Closed { sub_id: "s".into(), reason: "invalid: kinds: expected an array".into() }
+        );
+        assert!(matches!(ClientMessage::parse(r#"["REQ","s"]"#), Err(ParseError::Closed { .. })));
+    }
+
+    #[test]
+    fn formats_escape_strings() {
+        assert_eq!(notice("a\"b"), r#"["NOTICE","a\"b"]"#);
+        assert_eq!(ok("ab", false, "invalid: x"), r#"["OK","ab",false,"invalid: x"]"#);
+    }
+}

@@ -1,0 +1,10 @@
+//! The Nostr wire protocol as this relay speaks it: messages, filters and verified events.
+//! Knows nothing of sockets, storage or push.
+
+pub mod event;
+pub mod filter;
+pub mod message;
+pub mod verify;
+
+pub use event::{KindClass, SharedEvent, VerifiedEvent};
+pub use filter::Filter;

@@ -1,0 +1,58 @@
+//! The NIP-01 relay: client connections, admission of events, and live subscriptions.
+
+mod admission;
+pub mod connection;
+pub mod subscriptions;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::store::EventStore;
+use crate::store::writer::Writer;
+use subscriptions::SubscriptionIndex;
+
+/// What every connection shares.
+pub struct RelayState {
+    pub config: Arc<Config>,
+    pub store: Arc<dyn EventStore>,
+    pub writer: Writer,
+    pub subscriptions: Arc<SubscriptionIndex>,
+    /// Bounds concurrent signature checks to the number of cores, so that a flood of events queues here instead of
+    /// spawning hundreds of blocking threads.
+    pub verify_slots: Semaphore,
+    /// Cancelled to close every connection at shutdown.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks, so that shutdown can wait for their last acknowledgements.
+    pub connections: TaskTracker,
+    next_connection_id: AtomicU64,
+}
+
+impl RelayState {
+    pub fn new(
+        config: Arc<Config>,
+        store: Arc<dyn EventStore>,
+        writer: Writer,
+        subscriptions: Arc<SubscriptionIndex>,
+    ) -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Self {
+            config,
+            store,
+            writer,
+            subscriptions,
+            verify_slots: Semaphore::new(cores),
+            shutdown: CancellationToken::new(),
+            connections: TaskTracker::new(),
+            next_connection_id: AtomicU64::new(1),
+        }
+    }
+
+    fn next_connection_id(&self) -> u64 {
+        self.next_connection_id.fetch_add(1, Ordering::Relaxed)
+    }
+}

@@ -1,0 +1,158 @@
+//! Live subscriptions, indexed so that a new event meets only the subscriptions that could want it.
+//!
+//! Each filter is filed under its most selective field: its ids, else its authors, else the values of one of its
+//! tags, else its kinds; only a filter with none of these is tried against every event. A candidate is then checked
+//! with the full filter, so the index only has to avoid false negatives.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, SharedEvent, message};
+use crate::store::writer::CommitListener;
+
+/// The sending side of a connection's bounded outgoing queue.
+pub struct Outbox {
+    queue: mpsc::Sender<String>,
+    /// Cancelled when the queue overflowed: the connection reads too slowly and is to be dropped.
+    pub overflowed: CancellationToken,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<String>) {
+        let (queue, receiver) = mpsc::channel(capacity);
+        (Arc::new(Self { queue, overflowed: CancellationToken::new() }), receiver)
+    }
+
+    /// Never waits: a client that does not keep up is cut off rather than allowed to slow the sender down.
+    fn push(&self, message: String) {
+        if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(message) {
+            self.overflowed.cancel();
+        }
+    }
+}
+
+pub type SubscriptionKey = u64;
+
+struct LiveSubscription {
+    outbox: Arc<Outbox>,
+    sub_id: String,
+    filters: Vec<Filter>,
+}
+
+#[derive(Default)]
+pub struct SubscriptionIndex {
+    inner: RwLock<Index>,
+}
+
+#[derive(Default)]
+struct Index {
+    next_key: SubscriptionKey,
+    subscriptions: HashMap<SubscriptionKey, LiveSubscription>,
+    by_id: HashMap<Hash32, HashSet<SubscriptionKey>>,
+    by_author: HashMap<Hash32, HashSet<SubscriptionKey>>,
+    by_tag: HashMap<char, HashMap<String, HashSet<SubscriptionKey>>>,
+    by_kind: HashMap<u16, HashSet<SubscriptionKey>>,
+    unindexed: HashSet<SubscriptionKey>,
+}
+
+impl SubscriptionIndex {
+    pub fn add(&self, outbox: &Arc<Outbox>, sub_id: &str, filters: Vec<Filter>) -> SubscriptionKey {
+        let mut index = self.inner.write().expect("subscription index lock");
+        let key = index.next_key;
+        index.next_key += 1;
+        for filter in &filters {
+            index.file(key, filter, true);
+        }
+        let subscription = LiveSubscription { outbox: outbox.clone(), sub_id: sub_id.to_owned(), filters };
+        index.subscriptions.insert(key, subscription);
+        key
+    }
+
+    pub fn remove(&self, key: SubscriptionKey) {
+        let mut index = self.inner.write().expect("subscription index lock");
+        if let Some(subscription) = index.subscriptions.remove(&key) {
+            for filter in &subscription.filters {
+                index.file(key, filter, false);
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.inner.read().expect("subscription index lock").subscriptions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Sends the event to every live subscription with a matching filter.
+    pub fn publish(&self, event: &SharedEvent) {
+        let index = self.inner.read().expect("subscription index lock");
+        let mut candidates: HashSet<SubscriptionKey> = index.unindexed.clone();
+        let mut collect = |keys: Option<&HashSet<SubscriptionKey>>| candidates.extend(keys.into_iter().flatten());
+        collect(index.by_id.get(event.id()));
+        collect(index.by_author.get(event.pubkey()));
+        collect(index.by_kind.get(&event.kind()));
+        for (letter, value) in event.indexed_tags() {
+            collect(index.by_tag.get(&letter).and_then(|values| values.get(value)));
+        }
+        for key in candidates {
+            let subscription = &index.subscriptions[&key];
+            if subscription.filters.iter().any(|f| f.matches(&event.event)) {
+                subscription.outbox.push(message::event(&subscription.sub_id, &event.json));
+            }
+        }
+    }
+}
+
+impl CommitListener for SubscriptionIndex {
+    fn committed(&self, events: &[SharedEvent]) {
+        for event in events {
+            self.publish(event);
+        }
+    }
+}
+
+impl Index {
+    /// Adds (`insert`) or removes the filter's entries under its most selective field.
+    fn file(&mut self, key: SubscriptionKey, filter: &Filter, insert: bool) {
+        fn apply<K: std::hash::Hash + Eq>(
+            map: &mut HashMap<K, HashSet<SubscriptionKey>>,
+            entries: impl IntoIterator<Item = K>,
+            key: SubscriptionKey,
+            insert: bool,
+        ) {
+            for entry in entries {
+                if insert {
+                    map.entry(entry).or_default().insert(key);
+                } else if let Some(keys) = map.get_mut(&entry) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        map.remove(&entry);
+                    }
+                }
+            }
+        }
+        if let Some(ids) = &filter.ids {
+            apply(&mut self.by_id, ids.iter().copied(), key, insert);
+        } else if let Some(authors) = &filter.authors {
+            apply(&mut self.by_author, authors.iter().copied(), key, insert);
+        } else if let Some((letter, values)) = filter.tags.iter().min_by_key(|(_, values)| values.len()) {
+            let by_value = self.by_tag.entry(*letter).or_default();
+            apply(by_value, values.iter().cloned(), key, insert);
+            if by_value.is_empty() {
+                self.by_tag.remove(letter);
+            }
+        } else if let Some(kinds) = &filter.kinds {
+            apply(&mut self.by_kind, kinds.iter().copied(), key, insert);
+        } else if insert {
+            self.unindexed.insert(key);
+        } else {
+            self.unindexed.remove(&key);
+        }
+    }
+}

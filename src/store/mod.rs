@@ -1,0 +1,85 @@
+//! Durable storage of events behind one small trait, so that another database can be added without touching the
+//! protocol code. Writes go through the single [`writer`] task; reads go straight to the store.
+
+mod sqlite;
+pub mod writer;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use futures_util::future::try_join_all;
+
+use crate::config::DatabaseConfig;
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, SharedEvent};
+
+pub use sqlite::SqliteStore;
+
+/// What became of one event handed to the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WriteOutcome {
+    Stored,
+    /// The same id is already stored.
+    Duplicate,
+    /// A replaceable or addressable event older than the version already stored.
+    Superseded,
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{0}")]
+pub struct StoreError(pub String);
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for StoreError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// A stored event as a query returns it.
+#[derive(Debug, Clone)]
+pub struct StoredEvent {
+    pub id: Hash32,
+    pub created_at: i64,
+    pub json: String,
+}
+
+#[async_trait]
+pub trait EventStore: Send + Sync {
+    /// Applies a batch in one transaction, in order, so that later events see earlier ones (replacement).
+    /// Only the writer task calls this.
+    async fn write_batch(&self, batch: &[SharedEvent]) -> Result<Vec<WriteOutcome>, StoreError>;
+
+    /// Events matching one filter, newest first (ties: lowest id first), at most `filter.limit` of them.
+    async fn query_filter(&self, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// Flushes and closes connections.
+    async fn close(&self);
+}
+
+impl dyn EventStore {
+    /// Events matching any of the filters, de-duplicated, newest first; each filter contributes at most its limit.
+    pub async fn query(&self, filters: &[Filter]) -> Result<Vec<StoredEvent>, StoreError> {
+        let per_filter = try_join_all(filters.iter().map(|f| self.query_filter(f))).await?;
+        let mut events: Vec<StoredEvent> = per_filter.into_iter().flatten().collect();
+        events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
+        events.dedup_by(|a, b| a.id == b.id);
+        Ok(events)
+    }
+}
+
+/// Opens the store named by `[database] url`, creating and migrating it as needed.
+pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn EventStore>, StoreError> {
+    let path = config.sqlite_path().map_err(StoreError)?;
+    Ok(Arc::new(SqliteStore::open(&path, config.read_connections).await?))
+}
+
+/// Clamps an unsigned protocol timestamp into the signed integer databases store.
+pub(crate) fn db_time(secs: u64) -> i64 {
+    i64::try_from(secs).unwrap_or(i64::MAX)
+}
