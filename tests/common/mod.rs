@@ -1,0 +1,182 @@
+//! Test harness: a relay started in-process on an ephemeral port with its own SQLite file, and a WebSocket client
+//! that talks to it as any Nostr client would.
+#![allow(dead_code)] // each test binary uses its own subset of the helpers
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use nostr::prelude::*;
+use pushrelay::{Config, RelayHandle};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+pub const TIMEOUT: Duration = Duration::from_secs(10);
+
+pub struct TestRelay {
+    pub handle: Option<RelayHandle>,
+    pub config: Config,
+    pub url: String,
+    pub dir: tempfile::TempDir,
+}
+
+impl TestRelay {
+    pub async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.server.bind = "127.0.0.1:0".parse().unwrap();
+        config.database.url = format!("sqlite://{}", dir.path().join("relay.db").display());
+        adjust(&mut config);
+        Self::start_in(dir, config).await
+    }
+
+    async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
+        let handle = RelayHandle::start(config.clone()).await.expect("relay starts");
+        let url = format!("ws://{}", handle.local_addr);
+        Self { handle: Some(handle), config, url, dir }
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.dir.path().join("relay.db")
+    }
+
+    pub fn http_url(&self) -> String {
+        self.url.replacen("ws://", "http://", 1)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.url).await
+    }
+
+    /// Shuts the relay down cleanly and starts it again on the same database (on a new port).
+    pub async fn restart(mut self) -> Self {
+        self.handle.take().unwrap().shutdown().await;
+        let mut config = self.config.clone();
+        config.server.bind = "127.0.0.1:0".parse().unwrap();
+        Self::start_in(self.dir, config).await
+    }
+}
+
+pub struct Client {
+    socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Self {
+        let (socket, _) = connect_async(url).await.expect("websocket connects");
+        Self { socket }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.socket.send(Message::Text(text.into())).await.expect("send");
+    }
+
+    pub async fn send(&mut self, message: Value) {
+        self.send_text(&message.to_string()).await;
+    }
+
+    /// The next text message, parsed; panics after the timeout.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(TIMEOUT).await.expect("a message from the relay in time")
+    }
+
+    /// The next text message within `wait`, or None on timeout or close.
+    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+        loop {
+            match tokio::time::timeout(wait, self.socket.next()).await {
+                Err(_) => return None,
+                Ok(None | Some(Err(_))) => return None,
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    return Some(serde_json::from_str(&text).expect("relay sends JSON"));
+                }
+                Ok(Some(Ok(Message::Close(_)))) => return None,
+                Ok(Some(Ok(_))) => continue,
+            }
+        }
+    }
+
+    /// Asserts that nothing arrives for a short while.
+    pub async fn expect_silence(&mut self) {
+        if let Some(message) = self.try_recv(Duration::from_millis(300)).await {
+            panic!("expected no message, got {message}");
+        }
+    }
+
+    /// Publishes an event and returns the relay's (accepted, message) answer.
+    pub async fn publish(&mut self, event: &Event) -> (bool, String) {
+        self.publish_raw(json!(["EVENT", event])).await
+    }
+
+    pub async fn publish_raw(&mut self, message: Value) -> (bool, String) {
+        let id = message[1]["id"].clone();
+        self.send(message).await;
+        let answer = self.recv().await;
+        assert_eq!(answer[0], "OK", "expected OK, got {answer}");
+        assert_eq!(answer[1], id, "OK for another event: {answer}");
+        (answer[2].as_bool().unwrap(), answer[3].as_str().unwrap().to_owned())
+    }
+
+    /// Publishes an event that must be accepted.
+    pub async fn publish_ok(&mut self, event: &Event) {
+        let (accepted, message) = self.publish(event).await;
+        assert!(accepted, "event refused: {message}");
+    }
+
+    /// Sends a REQ and returns the stored events up to EOSE (the subscription stays open).
+    pub async fn req(&mut self, sub_id: &str, filters: &[Value]) -> Vec<Value> {
+        let mut message = vec![json!("REQ"), json!(sub_id)];
+        message.extend(filters.iter().cloned());
+        self.send(Value::Array(message)).await;
+        let mut events = Vec::new();
+        loop {
+            let reply = self.recv().await;
+            match reply[0].as_str().unwrap() {
+                "EVENT" => {
+                    assert_eq!(reply[1], sub_id);
+                    events.push(reply[2].clone());
+                }
+                "EOSE" => {
+                    assert_eq!(reply[1], sub_id);
+                    return events;
+                }
+                _ => panic!("unexpected reply to REQ: {reply}"),
+            }
+        }
+    }
+
+    /// The ids of the stored events a REQ returns, in order.
+    pub async fn req_ids(&mut self, sub_id: &str, filters: &[Value]) -> Vec<String> {
+        self.req(sub_id, filters).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
+    }
+
+    pub async fn close(&mut self, sub_id: &str) {
+        self.send(json!(["CLOSE", sub_id])).await;
+    }
+}
+
+pub fn now() -> u64 {
+    Timestamp::now().as_secs()
+}
+
+/// Signs an event with the given kind, content, tags and created_at.
+pub fn sign(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]], created_at: u64) -> Event {
+    EventBuilder::new(Kind::from(kind), content)
+        .tags(tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap()))
+        .custom_created_at(Timestamp::from_secs(created_at))
+        .finalize(keys)
+        .unwrap()
+}
+
+pub fn note(keys: &Keys, content: &str) -> Event {
+    sign(keys, 1, content, &[], now())
+}
+
+pub fn id_of(event: &Event) -> String {
+    event.id.to_hex()
+}
