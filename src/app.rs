@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -37,6 +38,13 @@ impl RelayHandle {
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
         let done = tokio::spawn(async move {
+            // Nostr traffic is many small messages (EVENT, EOSE, OK): without TCP_NODELAY, Nagle's algorithm and
+            // delayed ACKs add tens of milliseconds to every answer that follows another.
+            let listener = listener.tap_io(|tcp| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::warn!("cannot set TCP_NODELAY: {e}");
+                }
+            });
             let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
             if let Err(e) = served {
                 tracing::error!("server stopped: {e}");

@@ -58,7 +58,7 @@ async fn replaceable_keeps_the_newest_and_refuses_older() {
     client.publish_ok(&v2).await;
 
     let filter = json!({"authors": [keys.public_key().to_hex()], "kinds": [0]});
-    assert_eq!(client.req_ids("a", &[filter.clone()]).await, vec![id_of(&v2)]);
+    assert_eq!(client.req_ids("a", std::slice::from_ref(&filter)).await, vec![id_of(&v2)]);
 
     // Older than what is stored: refused, and the stored one stays.
     let old = sign(&keys, 0, "{\"name\":\"old\"}", &[], t + 5);
@@ -83,7 +83,7 @@ async fn replaceable_ties_keep_the_lowest_id() {
 
     client.publish_ok(&high).await;
     client.publish_ok(&low).await;
-    assert_eq!(client.req_ids("x", &[filter.clone()]).await, vec![id_of(&low)]);
+    assert_eq!(client.req_ids("x", std::slice::from_ref(&filter)).await, vec![id_of(&low)]);
     assert!(!client.publish(&high).await.0, "higher id at the same time loses");
     assert_eq!(client.req_ids("y", &[filter]).await, vec![id_of(&low)]);
 }
@@ -103,7 +103,7 @@ async fn addressable_is_replaced_per_d_tag() {
         client.publish_ok(event).await;
     }
     let filter = json!({"authors": [keys.public_key().to_hex()]});
-    let mut ids = client.req_ids("x", &[filter.clone()]).await;
+    let mut ids = client.req_ids("x", std::slice::from_ref(&filter)).await;
     ids.sort();
     let mut expected = vec![id_of(&a2), id_of(&b1), id_of(&none)];
     expected.sort();

@@ -11,7 +11,7 @@ use pushrelay::{Config, RelayHandle};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -56,10 +56,18 @@ impl TestRelay {
 
     /// Shuts the relay down cleanly and starts it again on the same database (on a new port).
     pub async fn restart(mut self) -> Self {
-        self.handle.take().unwrap().shutdown().await;
-        let mut config = self.config.clone();
+        if let Some(handle) = self.handle.take() {
+            handle.shutdown().await;
+        }
+        Self::reopen(self).await
+    }
+
+    /// Starts a relay on the database of one whose handle was already shut down.
+    pub async fn reopen(stopped: Self) -> Self {
+        assert!(stopped.handle.is_none(), "shut the relay down first");
+        let mut config = stopped.config.clone();
         config.server.bind = "127.0.0.1:0".parse().unwrap();
-        Self::start_in(self.dir, config).await
+        Self::start_in(stopped.dir, config).await
     }
 }
 
@@ -69,8 +77,11 @@ pub struct Client {
 
 impl Client {
     pub async fn connect(url: &str) -> Self {
-        let (socket, _) = connect_async(url).await.expect("websocket connects");
-        Self { socket }
+        Self::try_connect(url).await.expect("websocket connects")
+    }
+
+    pub async fn try_connect(url: &str) -> Option<Self> {
+        connect_async_with_config(url, None, true).await.ok().map(|(socket, _)| Self { socket })
     }
 
     pub async fn send_text(&mut self, text: &str) {
