@@ -8,8 +8,9 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::relay::RelayState;
+use crate::push::PushService;
 use crate::relay::subscriptions::SubscriptionIndex;
+use crate::relay::{EventConsumer, RelayState};
 use crate::store::writer::Writer;
 use crate::{http, store};
 
@@ -17,6 +18,7 @@ use crate::{http, store};
 pub struct RelayHandle {
     pub local_addr: SocketAddr,
     state: Arc<RelayState>,
+    push: Option<Arc<PushService>>,
     done: JoinHandle<()>,
 }
 
@@ -26,8 +28,20 @@ impl RelayHandle {
         let config = Arc::new(config);
         let store = store::open(&config.database).await?;
         let subscriptions = Arc::new(SubscriptionIndex::default());
+        let push = if config.push.enabled {
+            let database = config.database.sqlite_path().map_err(anyhow::Error::msg)?;
+            let push = PushService::start(&config.push, &database).await.map_err(anyhow::Error::msg)?;
+            let pubkey = push.public_key();
+            tracing::info!(pubkey = %pubkey.to_hex(), npub = %push.npub(), "push pubkey");
+            Some(push)
+        } else {
+            None
+        };
+        let consumer = push.clone().map(|p| p as Arc<dyn EventConsumer>);
+        let self_pubkey = push.as_ref().map(|p| p.public_key().to_hex());
         let (writer, writer_task) = Writer::spawn(store.clone(), config.database.max_batch, subscriptions.clone());
-        let state = Arc::new(RelayState::new(config.clone(), store.clone(), writer, subscriptions));
+        let state =
+            Arc::new(RelayState::new(config.clone(), store.clone(), writer, subscriptions, consumer, self_pubkey));
         let listener = TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
@@ -37,6 +51,7 @@ impl RelayHandle {
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
+        let push_at_shutdown = push.clone();
         let done = tokio::spawn(async move {
             // Nostr traffic is many small messages (EVENT, EOSE, OK): without TCP_NODELAY, Nagle's algorithm and
             // delayed ACKs add tens of milliseconds to every answer that follows another.
@@ -56,17 +71,25 @@ impl RelayHandle {
             if writer_task.await.is_err() {
                 tracing::error!("the writer task panicked");
             }
+            if let Some(push) = push_at_shutdown {
+                push.close().await;
+            }
             store.close().await;
             tracing::info!("relay stopped");
         });
-        Ok(Self { local_addr, state, done })
+        Ok(Self { local_addr, state, push, done })
+    }
+
+    /// The push service, when `[push] enabled`.
+    pub fn push(&self) -> Option<&Arc<PushService>> {
+        self.push.as_ref()
     }
 
     /// Stops accepting, closes connections once their pending events are answered, commits, and waits.
     pub async fn shutdown(self) {
         self.state.shutdown.cancel();
-        let Self { state, done, .. } = self;
-        drop(state);
+        let Self { state, push, done, .. } = self;
+        drop((state, push));
         let _ = done.await;
     }
 }

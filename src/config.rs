@@ -17,6 +17,7 @@ pub struct Config {
     pub relay: RelayInfoConfig,
     pub limits: LimitsConfig,
     pub database: DatabaseConfig,
+    pub push: PushConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -126,6 +127,59 @@ impl Default for DatabaseConfig {
     }
 }
 
+/// The push side: the relay's push identity, registration limits and presence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Consume kind 22456 registrations addressed to the push pubkey.
+    pub enabled: bool,
+    /// The relay's push secret key (hex), created with mode 0600 on first start if missing.
+    pub secret_key_file: PathBuf,
+    /// A pubkey is offline once this many seconds pass without a heartbeat.
+    pub heartbeat_timeout_secs: u64,
+    /// A registration event whose created_at is further than this from now is refused as a possible replay.
+    pub registration_window_secs: u64,
+    /// Devices one pubkey may register.
+    pub max_devices_per_pubkey: usize,
+    /// Pubkeys that may register one device id.
+    pub max_pubkeys_per_device: usize,
+    /// Entries per registration field.
+    pub max_kinds: usize,
+    pub max_p_tags: usize,
+    pub max_e_tags: usize,
+    pub max_authors: usize,
+    pub max_relays: usize,
+    pub apns: ApnsConfig,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_key_file: PathBuf::from("data/push.key"),
+            heartbeat_timeout_secs: 180,
+            registration_window_secs: 600,
+            max_devices_per_pubkey: 10,
+            max_pubkeys_per_device: 10,
+            max_kinds: 64,
+            max_p_tags: 64,
+            max_e_tags: 1000,
+            max_authors: 5000,
+            max_relays: 16,
+            apns: ApnsConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// The default `apns-topic`, for device ids that are a bare token.
+    pub topic: String,
+    /// iOS bundle ids that may prefix an APNs token in a device id; the one found becomes the `apns-topic`.
+    pub bundle_ids: Vec<String>,
+}
+
 impl Config {
     /// Reads `path` (which must exist) and applies environment overrides.
     pub fn load(path: &Path) -> Result<Self, String> {
@@ -160,6 +214,7 @@ impl Config {
             ("limits.max_outgoing_queue", limits.max_outgoing_queue),
             ("limits.max_pending_events", limits.max_pending_events),
             ("database.max_batch", self.database.max_batch),
+            ("push.heartbeat_timeout_secs", self.push.heartbeat_timeout_secs as usize),
         ] {
             if value == 0 {
                 return Err(format!("{key}: expected a positive number"));

@@ -4,6 +4,7 @@ pub mod app;
 pub mod config;
 pub mod http;
 pub mod protocol;
+pub mod push;
 pub mod relay;
 pub mod store;
 

@@ -1,7 +1,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pushrelay::{Config, RelayHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -10,8 +10,18 @@ use tracing_subscriber::EnvFilter;
 #[command(version)]
 struct Cli {
     /// Configuration file; every key can also be set as PUSHRELAY_SECTION__KEY.
-    #[arg(long, default_value = "config.toml")]
+    #[arg(long, global = true, default_value = "config.toml")]
     config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the relay (what runs when no command is given).
+    Run,
+    /// Print the relay's push pubkey (hex and npub), creating the key file if it is missing.
+    Keys,
 }
 
 #[tokio::main]
@@ -27,6 +37,9 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(Command::Keys) = cli.command {
+        return print_keys(&config);
+    }
     let relay = match RelayHandle::start(config).await {
         Ok(relay) => relay,
         Err(e) => {
@@ -46,5 +59,23 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
+    }
+}
+
+fn print_keys(config: &Config) -> ExitCode {
+    match pushrelay::push::keys::load_or_create(&config.push.secret_key_file) {
+        Ok(keys) => {
+            let pubkey = keys.public_key();
+            println!("hex:  {}", pubkey.to_hex());
+            println!(
+                "npub: {}",
+                nostr::nips::nip19::ToBech32::to_bech32(&pubkey).expect("a public key always encodes")
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pushrelay: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

@@ -43,7 +43,7 @@ async fn root(
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/nostr+json") {
-        return nip11::document(&state.config);
+        return nip11::document(&state.config, state.self_pubkey.as_deref());
     }
     Html(page(&state)).into_response()
 }

@@ -11,7 +11,7 @@ use crate::config::Config;
 /// The NIPs this relay implements completely.
 pub const SUPPORTED_NIPS: &[u16] = &[1, 11];
 
-pub fn document(config: &Config) -> Response {
+pub fn document(config: &Config, self_pubkey: Option<&str>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
     let body: Value = json!({
@@ -19,6 +19,7 @@ pub fn document(config: &Config) -> Response {
         "description": relay.description,
         "pubkey": relay.pubkey,
         "contact": relay.contact,
+        "self": self_pubkey,
         "software": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": SUPPORTED_NIPS,

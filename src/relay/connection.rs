@@ -175,6 +175,11 @@ async fn process_event(state: Arc<RelayState>, raw: Box<RawValue>) -> String {
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
+    if let Some(consumer) = &state.consumer
+        && let Some((accepted, reason)) = consumer.consume(&event).await
+    {
+        return message::ok(&id, accepted, &reason);
+    }
     if event.class() == KindClass::Ephemeral {
         state.subscriptions.publish(&event);
         return message::ok(&id, true, "");

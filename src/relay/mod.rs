@@ -7,14 +7,24 @@ pub mod subscriptions;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use async_trait::async_trait;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
+use crate::protocol::SharedEvent;
 use crate::store::EventStore;
 use crate::store::writer::Writer;
 use subscriptions::SubscriptionIndex;
+
+/// Takes certain verified events out of the relay's path (push registrations addressed to the relay): such an
+/// event is answered by the consumer and never stored nor delivered to any subscription.
+#[async_trait]
+pub trait EventConsumer: Send + Sync {
+    /// The `OK` answer (accepted, message) if the event is the consumer's; None lets the relay handle it.
+    async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)>;
+}
 
 /// What every connection shares.
 pub struct RelayState {
@@ -22,6 +32,9 @@ pub struct RelayState {
     pub store: Arc<dyn EventStore>,
     pub writer: Writer,
     pub subscriptions: Arc<SubscriptionIndex>,
+    pub consumer: Option<Arc<dyn EventConsumer>>,
+    /// The relay's own pubkey (NIP-11 `self`).
+    pub self_pubkey: Option<String>,
     /// Bounds concurrent signature checks to the number of cores, so that a flood of events queues here instead of
     /// spawning hundreds of blocking threads.
     pub verify_slots: Semaphore,
@@ -38,6 +51,8 @@ impl RelayState {
         store: Arc<dyn EventStore>,
         writer: Writer,
         subscriptions: Arc<SubscriptionIndex>,
+        consumer: Option<Arc<dyn EventConsumer>>,
+        self_pubkey: Option<String>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -45,6 +60,8 @@ impl RelayState {
             store,
             writer,
             subscriptions,
+            consumer,
+            self_pubkey,
             verify_slots: Semaphore::new(cores),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),

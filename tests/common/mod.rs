@@ -32,6 +32,7 @@ impl TestRelay {
         let mut config = Config::default();
         config.server.bind = "127.0.0.1:0".parse().unwrap();
         config.database.url = format!("sqlite://{}", dir.path().join("relay.db").display());
+        config.push.secret_key_file = dir.path().join("push.key");
         adjust(&mut config);
         Self::start_in(dir, config).await
     }

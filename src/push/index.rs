@@ -1,0 +1,154 @@
+//! The in-memory registration index the push matcher queries: registrations keyed by the `p` values and by the
+//! `e`/`h` values they watch, plus every pubkey's presence. Finding the devices for an event costs a few hash
+//! look-ups per tag, however many devices are registered. The database is the source of truth; this index is
+//! rebuilt from it at start and updated after every committed change.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::device::Device;
+use crate::protocol::VerifiedEvent;
+use crate::protocol::filter::Hash32;
+
+/// One device of one pubkey, with what it wants to be woken for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Registration {
+    pub pubkey: Hash32,
+    pub device_id: String,
+    pub device: Device,
+    pub kinds: Vec<u16>,
+    pub p_tags: Vec<String>,
+    pub e_tags: Vec<String>,
+    pub authors: Vec<String>,
+    pub exclude_authors: Vec<String>,
+    pub relays: Vec<String>,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// Presence belongs to the pubkey (heartbeats carry no device id).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// The last word was `online: 1` (and not a later `online: 0`).
+    pub online: bool,
+    /// When that last `online: 1` arrived (relay time, seconds).
+    pub last_heartbeat: i64,
+}
+
+impl Presence {
+    /// Online from the last heartbeat until `online: 0` or until the timeout passes without a heartbeat.
+    pub fn is_online(&self, now: i64, timeout_secs: i64) -> bool {
+        self.online && now < self.last_heartbeat.saturating_add(timeout_secs)
+    }
+}
+
+type Key = (Hash32, String);
+
+#[derive(Default)]
+pub struct RegistrationIndex {
+    registrations: HashMap<Key, Arc<Registration>>,
+    by_pubkey: HashMap<Hash32, HashSet<String>>,
+    by_p: HashMap<String, HashSet<Key>>,
+    by_e: HashMap<String, HashSet<Key>>,
+    presence: HashMap<Hash32, Presence>,
+}
+
+impl RegistrationIndex {
+    pub fn insert(&mut self, registration: Registration) {
+        let key = (registration.pubkey, registration.device_id.clone());
+        self.remove(&key.0, &key.1);
+        for p in &registration.p_tags {
+            self.by_p.entry(p.clone()).or_default().insert(key.clone());
+        }
+        for e in &registration.e_tags {
+            self.by_e.entry(e.clone()).or_default().insert(key.clone());
+        }
+        self.by_pubkey.entry(key.0).or_default().insert(key.1.clone());
+        self.registrations.insert(key, Arc::new(registration));
+    }
+
+    pub fn remove(&mut self, pubkey: &Hash32, device_id: &str) {
+        let key = (*pubkey, device_id.to_owned());
+        let Some(old) = self.registrations.remove(&key) else { return };
+        for (map, values) in [(&mut self.by_p, &old.p_tags), (&mut self.by_e, &old.e_tags)] {
+            for value in values {
+                if let Some(keys) = map.get_mut(value) {
+                    keys.remove(&key);
+                    if keys.is_empty() {
+                        map.remove(value);
+                    }
+                }
+            }
+        }
+        if let Some(devices) = self.by_pubkey.get_mut(pubkey) {
+            devices.remove(device_id);
+            if devices.is_empty() {
+                self.by_pubkey.remove(pubkey);
+            }
+        }
+    }
+
+    pub fn remove_pubkey(&mut self, pubkey: &Hash32) {
+        for device_id in self.by_pubkey.get(pubkey).cloned().unwrap_or_default() {
+            self.remove(pubkey, &device_id);
+        }
+    }
+
+    pub fn set_presence(&mut self, pubkey: Hash32, presence: Presence) {
+        self.presence.insert(pubkey, presence);
+    }
+
+    pub fn presence(&self, pubkey: &Hash32) -> Presence {
+        self.presence.get(pubkey).copied().unwrap_or_default()
+    }
+
+    pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {
+        let mut found: Vec<Arc<Registration>> = self
+            .by_pubkey
+            .get(pubkey)
+            .into_iter()
+            .flatten()
+            .map(|device_id| self.registrations[&(*pubkey, device_id.clone())].clone())
+            .collect();
+        found.sort_by(|a, b| a.device_id.cmp(&b.device_id));
+        found
+    }
+
+    pub fn len(&self) -> usize {
+        self.registrations.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.registrations.is_empty()
+    }
+
+    /// The registrations an event should notify now (spec: Matching): a `p` tag in its `#p` or an `e`/`h` tag in
+    /// its `#e`, its kind in `kinds`, an author other than the pubkey itself and not excluded, and the pubkey
+    /// offline.
+    pub fn matching(&self, event: &VerifiedEvent, now: i64, timeout_secs: i64) -> Vec<Arc<Registration>> {
+        let mut keys: HashSet<&Key> = HashSet::new();
+        for (letter, value) in event.indexed_tags() {
+            let map = match letter {
+                'p' => &self.by_p,
+                'e' | 'h' => &self.by_e,
+                _ => continue,
+            };
+            keys.extend(map.get(value).into_iter().flatten());
+        }
+        let author = event.event.pubkey.to_hex();
+        let kind = event.kind();
+        let mut found: Vec<Arc<Registration>> = keys
+            .into_iter()
+            .map(|key| &self.registrations[key])
+            .filter(|r| {
+                r.kinds.contains(&kind)
+                    && r.pubkey != *event.pubkey()
+                    && !r.exclude_authors.contains(&author)
+                    && !self.presence(&r.pubkey).is_online(now, timeout_secs)
+            })
+            .cloned()
+            .collect();
+        found.sort_by(|a, b| (a.pubkey, &a.device_id).cmp(&(b.pubkey, &b.device_id)));
+        found
+    }
+}

@@ -1,0 +1,288 @@
+//! Registrations and presence: stored in the relay's database, mirrored in the in-memory index.
+//!
+//! Changes are serialised by one lock so that the database and the index change in the same order; the index is
+//! updated only after the database commit, so what the matcher sees is always something that was saved.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Row, SqlitePool};
+use tokio::sync::Mutex;
+
+use super::device::{Device, shorten};
+use super::index::{Presence, Registration, RegistrationIndex};
+use super::registration::RegistrationUpdate;
+use crate::config::PushConfig;
+use crate::protocol::VerifiedEvent;
+use crate::protocol::filter::Hash32;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    /// Older than a registration event already applied for this pubkey: nothing changed.
+    Replay,
+}
+
+#[derive(Debug)]
+pub enum ApplyError {
+    /// The update is not acceptable; the text is the `OK false` reason.
+    Refused(String),
+    Database(sqlx::Error),
+}
+
+impl From<sqlx::Error> for ApplyError {
+    fn from(e: sqlx::Error) -> Self {
+        Self::Database(e)
+    }
+}
+
+pub struct Registry {
+    pool: SqlitePool,
+    index: RwLock<RegistrationIndex>,
+    changes: Mutex<()>,
+    config: PushConfig,
+}
+
+impl Registry {
+    /// Opens the registrations in the relay's SQLite file (already migrated by the store) and loads the index.
+    pub async fn open(path: &Path, config: PushConfig) -> Result<Self, sqlx::Error> {
+        // Registrations and heartbeats are re-sent by the app, so `synchronous = NORMAL` (safe against a crash of
+        // the relay, not of the machine) is enough here and spares an fsync per heartbeat.
+        let options = SqliteConnectOptions::from_str("sqlite://")?
+            .filename(path)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10));
+        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
+        let registry = Self { pool, index: RwLock::default(), changes: Mutex::new(()), config };
+        registry.load().await?;
+        Ok(registry)
+    }
+
+    async fn load(&self) -> Result<(), sqlx::Error> {
+        let mut index = RegistrationIndex::default();
+        for row in sqlx::query("SELECT * FROM push_registrations").fetch_all(&self.pool).await? {
+            let device_id: String = row.try_get("device_id")?;
+            match Device::parse(&device_id, &self.config.apns.bundle_ids) {
+                Ok(device) => index.insert(registration_from_row(&row, device)?),
+                Err(e) => tracing::warn!(device = shorten(&device_id), "stored registration skipped: {e}"),
+            }
+        }
+        for row in sqlx::query("SELECT pubkey, online, last_heartbeat FROM push_presence").fetch_all(&self.pool).await?
+        {
+            let presence = Presence { online: row.try_get("online")?, last_heartbeat: row.try_get("last_heartbeat")? };
+            index.set_presence(hash(row.try_get("pubkey")?)?, presence);
+        }
+        tracing::info!(registrations = index.len(), "push registrations loaded");
+        *self.index.write().expect("registration index lock") = index;
+        Ok(())
+    }
+
+    /// Applies one decrypted registration event of `pubkey`, created at `created_at`, at relay time `now`.
+    pub async fn apply(
+        &self,
+        pubkey: Hash32,
+        created_at: i64,
+        update: RegistrationUpdate,
+        now: i64,
+    ) -> Result<Applied, ApplyError> {
+        let _serialised = self.changes.lock().await;
+        let mut tx = self.pool.begin().await?;
+        let last_applied: Option<i64> =
+            sqlx::query_scalar("SELECT last_applied_at FROM push_presence WHERE pubkey = ?")
+                .bind(&pubkey[..])
+                .fetch_optional(&mut *tx)
+                .await?;
+        if last_applied.is_some_and(|last| created_at < last) {
+            return Ok(Applied::Replay);
+        }
+
+        let (current, presence) = {
+            let index = self.index.read().expect("registration index lock");
+            (index.registrations_of(&pubkey), index.presence(&pubkey))
+        };
+        let logout = update.is_logout();
+        let targets = if logout {
+            sqlx::query("DELETE FROM push_registrations WHERE pubkey = ?").bind(&pubkey[..]).execute(&mut *tx).await?;
+            Vec::new()
+        } else {
+            self.updated_registrations(&mut tx, pubkey, &current, &update, now).await?
+        };
+        for registration in &targets {
+            save(&mut tx, registration).await?;
+        }
+        let presence = match update.online {
+            Some(true) => Presence { online: true, last_heartbeat: now },
+            Some(false) => Presence { online: false, ..presence },
+            None => presence,
+        };
+        sqlx::query(
+            "INSERT INTO push_presence (pubkey, online, last_heartbeat, last_applied_at) VALUES (?, ?, ?, ?)
+             ON CONFLICT (pubkey) DO UPDATE SET online = excluded.online, last_heartbeat = excluded.last_heartbeat,
+             last_applied_at = max(last_applied_at, excluded.last_applied_at)",
+        )
+        .bind(&pubkey[..])
+        .bind(presence.online)
+        .bind(presence.last_heartbeat)
+        .bind(created_at)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+
+        let mut index = self.index.write().expect("registration index lock");
+        if logout {
+            index.remove_pubkey(&pubkey);
+        }
+        for registration in targets {
+            index.insert(registration);
+        }
+        index.set_presence(pubkey, presence);
+        Ok(Applied::Applied)
+    }
+
+    /// The registrations an update rewrites: the named device (new or existing), or, with no device id, every
+    /// device of the pubkey.
+    async fn updated_registrations(
+        &self,
+        tx: &mut sqlx::SqliteConnection,
+        pubkey: Hash32,
+        current: &[Arc<Registration>],
+        update: &RegistrationUpdate,
+        now: i64,
+    ) -> Result<Vec<Registration>, ApplyError> {
+        let Some(device_id) = &update.device_id else {
+            if !update.has_fields() {
+                return Ok(Vec::new());
+            }
+            return Ok(current.iter().map(|r| merged((**r).clone(), update, now)).collect());
+        };
+        if device_id.is_empty() {
+            return Err(ApplyError::Refused("invalid: deviceId is empty (a logout also sends online: 0)".into()));
+        }
+        let device = Device::parse(device_id, &self.config.apns.bundle_ids).map_err(ApplyError::Refused)?;
+        if let Some(existing) = current.iter().find(|r| r.device_id == *device_id) {
+            return Ok(vec![merged((**existing).clone(), update, now)]);
+        }
+        if current.len() >= self.config.max_devices_per_pubkey {
+            return Err(ApplyError::Refused(format!(
+                "blocked: this pubkey has too many devices (max {})",
+                self.config.max_devices_per_pubkey
+            )));
+        }
+        let sharing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_registrations WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_one(&mut *tx)
+            .await?;
+        if sharing >= self.config.max_pubkeys_per_device as i64 {
+            return Err(ApplyError::Refused(format!(
+                "blocked: this device is registered by too many pubkeys (max {})",
+                self.config.max_pubkeys_per_device
+            )));
+        }
+        let fresh = Registration {
+            pubkey,
+            device_id: device_id.clone(),
+            device,
+            kinds: Vec::new(),
+            p_tags: Vec::new(),
+            e_tags: Vec::new(),
+            authors: Vec::new(),
+            exclude_authors: Vec::new(),
+            relays: Vec::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        Ok(vec![merged(fresh, update, now)])
+    }
+
+    pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {
+        self.index.read().expect("registration index lock").registrations_of(pubkey)
+    }
+
+    pub fn is_online(&self, pubkey: &Hash32, now: i64) -> bool {
+        let timeout = self.config.heartbeat_timeout_secs as i64;
+        self.index.read().expect("registration index lock").presence(pubkey).is_online(now, timeout)
+    }
+
+    /// The registrations an event should notify now: what the push matcher asks.
+    pub fn matching(&self, event: &VerifiedEvent, now: i64) -> Vec<Arc<Registration>> {
+        let timeout = self.config.heartbeat_timeout_secs as i64;
+        self.index.read().expect("registration index lock").matching(event, now, timeout)
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64) -> Registration {
+    let replace = |field: &mut Vec<String>, new: &Option<Vec<String>>| {
+        if let Some(new) = new {
+            field.clone_from(new);
+        }
+    };
+    if let Some(kinds) = &update.kinds {
+        registration.kinds.clone_from(kinds);
+    }
+    replace(&mut registration.p_tags, &update.p_tags);
+    replace(&mut registration.e_tags, &update.e_tags);
+    replace(&mut registration.authors, &update.authors);
+    replace(&mut registration.exclude_authors, &update.exclude_authors);
+    replace(&mut registration.relays, &update.relays);
+    registration.updated_at = now;
+    registration
+}
+
+async fn save(tx: &mut sqlx::SqliteConnection, r: &Registration) -> Result<(), sqlx::Error> {
+    let json = |list: &[String]| serde_json::to_string(list).expect("strings serialize");
+    sqlx::query(
+        "INSERT INTO push_registrations
+           (pubkey, device_id, kinds, p_tags, e_tags, authors, exclude_authors, relays, platform, created_at, updated_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (pubkey, device_id) DO UPDATE SET kinds = excluded.kinds, p_tags = excluded.p_tags,
+           e_tags = excluded.e_tags, authors = excluded.authors, exclude_authors = excluded.exclude_authors,
+           relays = excluded.relays, platform = excluded.platform, updated_at = excluded.updated_at",
+    )
+    .bind(&r.pubkey[..])
+    .bind(&r.device_id)
+    .bind(serde_json::to_string(&r.kinds).expect("integers serialize"))
+    .bind(json(&r.p_tags))
+    .bind(json(&r.e_tags))
+    .bind(json(&r.authors))
+    .bind(json(&r.exclude_authors))
+    .bind(json(&r.relays))
+    .bind(r.device.platform())
+    .bind(r.created_at)
+    .bind(r.updated_at)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+fn registration_from_row(row: &sqlx::sqlite::SqliteRow, device: Device) -> Result<Registration, sqlx::Error> {
+    let list = |column: &str| -> Result<Vec<String>, sqlx::Error> {
+        let text: String = row.try_get(column)?;
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
+    };
+    let kinds: String = row.try_get("kinds")?;
+    Ok(Registration {
+        pubkey: hash(row.try_get("pubkey")?)?,
+        device_id: row.try_get("device_id")?,
+        device,
+        kinds: serde_json::from_str(&kinds).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
+        p_tags: list("p_tags")?,
+        e_tags: list("e_tags")?,
+        authors: list("authors")?,
+        exclude_authors: list("exclude_authors")?,
+        relays: list("relays")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn hash(bytes: Vec<u8>) -> Result<Hash32, sqlx::Error> {
+    bytes.try_into().map_err(|_| sqlx::Error::Decode("stored pubkey is not 32 bytes".into()))
+}
