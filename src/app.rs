@@ -48,6 +48,7 @@ impl RelayHandle {
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, public_url = %config.server.public_url, "relay listening");
 
+        let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
@@ -67,6 +68,7 @@ impl RelayHandle {
             // Connections answer their in-flight events before they end; only then may the writer stop.
             connections.close();
             connections.wait().await;
+            let _ = housekeeping.await;
             // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
             if writer_task.await.is_err() {
                 tracing::error!("the writer task panicked");
@@ -91,5 +93,23 @@ impl RelayHandle {
         let Self { state, push, done, .. } = self;
         drop((state, push));
         let _ = done.await;
+    }
+}
+
+/// Periodic chores until shutdown: purging expired events (NIP-40) and forgetting idle rate-limit keys.
+async fn housekeeping(state: Arc<RelayState>) {
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(state.config.database.purge_interval_secs));
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
+        }
+        match state.store.purge_expired(store::unix_now()).await {
+            Ok(0) => {}
+            Ok(purged) => tracing::info!(purged, "expired events purged"),
+            Err(e) => tracing::error!("purging expired events failed: {e}"),
+        }
+        state.rate_limits.forget_idle();
     }
 }

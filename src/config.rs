@@ -17,6 +17,8 @@ pub struct Config {
     pub relay: RelayInfoConfig,
     pub limits: LimitsConfig,
     pub database: DatabaseConfig,
+    pub policy: PolicyConfig,
+    pub auth: AuthConfig,
     pub push: PushConfig,
 }
 
@@ -89,6 +91,14 @@ pub struct LimitsConfig {
     pub max_outgoing_queue: usize,
     /// Events of one connection being verified or written at once; reading waits beyond it.
     pub max_pending_events: usize,
+    /// Open connections from one IP address (0 = no limit).
+    pub max_connections_per_ip: usize,
+    /// Events accepted per minute from one IP address, in bursts of up to as many (0 = no limit).
+    pub ip_events_per_minute: u32,
+    /// Events accepted per minute from one author (0 = no limit).
+    pub pubkey_events_per_minute: u32,
+    /// REQ and COUNT messages per minute on one connection (0 = no limit).
+    pub reqs_per_minute: u32,
 }
 
 impl Default for LimitsConfig {
@@ -106,6 +116,10 @@ impl Default for LimitsConfig {
             created_at_upper_limit: 15 * 60,
             max_outgoing_queue: 1000,
             max_pending_events: 64,
+            max_connections_per_ip: 200,
+            ip_events_per_minute: 6000,
+            pubkey_events_per_minute: 600,
+            reqs_per_minute: 1200,
         }
     }
 }
@@ -119,11 +133,55 @@ pub struct DatabaseConfig {
     pub read_connections: u32,
     /// Most events committed in one transaction by the writer.
     pub max_batch: usize,
+    /// How often expired events (NIP-40) are purged, in seconds.
+    pub purge_interval_secs: u64,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
-        Self { url: "sqlite://data/pushrelay.db".to_owned(), read_connections: 4, max_batch: 512 }
+        Self {
+            url: "sqlite://data/pushrelay.db".to_owned(),
+            read_connections: 4,
+            max_batch: 512,
+            purge_interval_secs: 60,
+        }
+    }
+}
+
+/// Who may publish what.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// When not empty, only these kinds are accepted.
+    pub kind_allowlist: Vec<u16>,
+    /// Kinds never accepted.
+    pub kind_denylist: Vec<u16>,
+    /// Authors (hex pubkeys) whose events are refused.
+    pub pubkey_blocklist: Vec<String>,
+}
+
+/// NIP-42 authentication and what depends on it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Kinds served only to an authenticated pubkey that wrote them or is p-tagged in them.
+    pub read_restricted_kinds: Vec<u16>,
+    /// When true, only authenticated pubkeys in `write_allowlist` may publish, and only their own events.
+    pub restrict_writes: bool,
+    /// Hex pubkeys allowed to publish when `restrict_writes` is on.
+    pub write_allowlist: Vec<String>,
+    /// How far an AUTH event's created_at may be from now, in seconds.
+    pub max_clock_skew_secs: u64,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            read_restricted_kinds: vec![4, 1059, 1060, 14],
+            restrict_writes: false,
+            write_allowlist: Vec::new(),
+            max_clock_skew_secs: 600,
+        }
     }
 }
 
@@ -215,6 +273,7 @@ impl Config {
             ("limits.max_pending_events", limits.max_pending_events),
             ("database.max_batch", self.database.max_batch),
             ("push.heartbeat_timeout_secs", self.push.heartbeat_timeout_secs as usize),
+            ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
         ] {
             if value == 0 {
                 return Err(format!("{key}: expected a positive number"));
@@ -224,6 +283,14 @@ impl Config {
             return Err("server.public_url: expected a ws:// or wss:// URL".into());
         }
         self.database.sqlite_path()?;
+        for (key, list) in [
+            ("policy.pubkey_blocklist", &self.policy.pubkey_blocklist),
+            ("auth.write_allowlist", &self.auth.write_allowlist),
+        ] {
+            if let Some(bad) = list.iter().find(|p| crate::protocol::filter::parse_hash(p).is_none()) {
+                return Err(format!("{key}: expected 64-digit lowercase hex pubkeys, found {bad:?}"));
+            }
+        }
         Ok(())
     }
 }

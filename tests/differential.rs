@@ -27,6 +27,10 @@ async fn relay_answers_equal_a_plain_matcher() {
         c.limits.default_limit = DEFAULT_LIMIT;
         c.limits.max_limit = MAX_LIMIT;
         c.limits.max_filters = 4;
+        // Query semantics only: no read restrictions, no rate limits.
+        c.auth.read_restricted_kinds = vec![];
+        c.limits.pubkey_events_per_minute = 0;
+        c.limits.reqs_per_minute = 0;
     })
     .await;
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
-use axum::http::{HeaderMap, Method, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{Any, CorsLayer};
@@ -31,6 +31,10 @@ async fn root(
     headers: HeaderMap,
 ) -> Response {
     if let Ok(upgrade) = upgrade {
+        let Some(slot) = state.connections_per_ip.try_open(peer.ip()) else {
+            tracing::info!(%peer, "connection refused: too many from this address");
+            return (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address\n").into_response();
+        };
         let hard_limit = state.config.limits.max_message_length.saturating_mul(HARD_FRAME_LIMIT_FACTOR);
         let tracker = state.connections.clone();
         return upgrade
@@ -39,7 +43,7 @@ async fn root(
             // Small buffers keep idle connections cheap; they grow only while a large message passes.
             .read_buffer_size(4096)
             .write_buffer_size(0)
-            .on_upgrade(move |socket| tracker.track_future(connection::serve(socket, state, peer)));
+            .on_upgrade(move |socket| tracker.track_future(connection::serve(socket, state, peer, slot)));
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/nostr+json") {

@@ -9,11 +9,12 @@ use serde_json::{Value, json};
 use crate::config::Config;
 
 /// The NIPs this relay implements completely.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 11];
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70];
 
 pub fn document(config: &Config, self_pubkey: Option<&str>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
+    let restrict_writes = config.auth.restrict_writes;
     let body: Value = json!({
         "name": relay.name,
         "description": relay.description,
@@ -34,10 +35,17 @@ pub fn document(config: &Config, self_pubkey: Option<&str>) -> Response {
             "max_content_length": limits.max_content_length,
             "created_at_lower_limit": limits.created_at_lower_limit,
             "created_at_upper_limit": limits.created_at_upper_limit,
-            "auth_required": false,
+            "max_connections_per_ip": limits.max_connections_per_ip,
+            "ip_events_per_minute": limits.ip_events_per_minute,
+            "pubkey_events_per_minute": limits.pubkey_events_per_minute,
+            "reqs_per_minute": limits.reqs_per_minute,
+            "auth_required": restrict_writes,
             "payment_required": false,
-            "restricted_writes": false,
+            "restricted_writes": restrict_writes,
         },
+        "read_restricted_kinds": config.auth.read_restricted_kinds,
+        "kind_allowlist": config.policy.kind_allowlist,
+        "kind_denylist": config.policy.kind_denylist,
     });
     ([(header::CONTENT_TYPE, "application/nostr+json")], Json(body)).into_response()
 }

@@ -76,6 +76,11 @@ impl VerifiedEvent {
             .map_or("", String::as_str)
     }
 
+    /// NIP-40: when the event stops being served, if it has an `expiration` tag.
+    pub fn expiration(&self) -> Option<u64> {
+        self.event.tags.expiration().map(|t| t.as_secs())
+    }
+
     /// The (letter, first value) pairs of single-letter tags: what tag filters can query.
     pub fn indexed_tags(&self) -> impl Iterator<Item = (char, &str)> {
         self.event.tags.iter().filter_map(|tag| {

@@ -15,6 +15,13 @@ pub enum ClientMessage {
     Close {
         sub_id: String,
     },
+    /// NIP-45.
+    Count {
+        sub_id: String,
+        filters: Vec<Filter>,
+    },
+    /// NIP-42: the signed kind 22242 event, checked off the async threads like any event.
+    Auth(Box<RawValue>),
 }
 
 /// Why a message was refused, and to whom the answer goes.
@@ -39,8 +46,12 @@ impl ClientMessage {
                 [_, event] => Ok(Self::Event((*event).to_owned())),
                 _ => Err(ParseError::Notice("invalid: EVENT takes exactly one event".into())),
             },
-            "REQ" => {
-                let sub_id = sub_id(&parts, "REQ")?;
+            "AUTH" => match parts.as_slice() {
+                [_, event] => Ok(Self::Auth((*event).to_owned())),
+                _ => Err(ParseError::Notice("invalid: AUTH takes exactly one event".into())),
+            },
+            "REQ" | "COUNT" => {
+                let sub_id = sub_id(&parts, verb)?;
                 let filters = parts[2..]
                     .iter()
                     .map(|raw| {
@@ -51,9 +62,10 @@ impl ClientMessage {
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| ParseError::Closed { sub_id: sub_id.clone(), reason: format!("invalid: {e}") })?;
                 if filters.is_empty() {
-                    return Err(ParseError::Closed { sub_id, reason: "invalid: REQ needs at least one filter".into() });
+                    let reason = format!("invalid: {verb} needs at least one filter");
+                    return Err(ParseError::Closed { sub_id, reason });
                 }
-                Ok(Self::Req { sub_id, filters })
+                Ok(if verb == "REQ" { Self::Req { sub_id, filters } } else { Self::Count { sub_id, filters } })
             }
             "CLOSE" => match parts.as_slice() {
                 [_, _] => Ok(Self::Close { sub_id: sub_id(&parts, "CLOSE")? }),
@@ -104,6 +116,14 @@ pub fn closed(sub_id: &str, reason: &str) -> String {
     format!(r#"["CLOSED",{},{}]"#, quote(sub_id), quote(reason))
 }
 
+pub fn count(sub_id: &str, count: u64) -> String {
+    format!(r#"["COUNT",{},{{"count":{count}}}]"#, quote(sub_id))
+}
+
+pub fn auth(challenge: &str) -> String {
+    format!(r#"["AUTH",{}]"#, quote(challenge))
+}
+
 pub fn notice(message: &str) -> String {
     format!(r#"["NOTICE",{}]"#, quote(message))
 }
@@ -120,6 +140,8 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert!(matches!(ClientMessage::parse(r#"["CLOSE","s"]"#), Ok(ClientMessage::Close { .. })));
+        assert!(matches!(ClientMessage::parse(r#"["COUNT","c",{}]"#), Ok(ClientMessage::Count { .. })));
+        assert!(matches!(ClientMessage::parse(r#"["AUTH",{"kind":22242}]"#), Ok(ClientMessage::Auth(_))));
     }
 
     #[test]

@@ -1,12 +1,15 @@
-//! What an event must satisfy before it is written: form, configured limits, id and signature.
-//! Runs on a blocking thread (see `connection::verify_off_thread`), since the signature check is CPU work.
+//! What an event must satisfy before it is written: form, configured limits, id and signature (`admit`, run on a
+//! blocking thread since the signature check is CPU work), then the operator's policy (`Policy`).
 
+use std::collections::HashSet;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 
-use crate::config::LimitsConfig;
+use super::auth::Reader;
+use crate::config::{Config, LimitsConfig};
 use crate::protocol::VerifiedEvent;
+use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::message::event_id_of;
 use crate::protocol::verify::{parse_event, verify_event};
 
@@ -36,4 +39,77 @@ pub fn admit(raw: &RawValue, limits: &LimitsConfig) -> Result<VerifiedEvent, Ref
     }
     verify_event(&event).map_err(|reason| refuse(reason.into()))?;
     Ok(VerifiedEvent::new(event))
+}
+
+/// The operator's rules on who may publish what, checked after an event is verified.
+pub struct Policy {
+    kind_allowlist: HashSet<u16>,
+    kind_denylist: HashSet<u16>,
+    blocked_authors: HashSet<Hash32>,
+    restrict_writes: bool,
+    writers: HashSet<Hash32>,
+    public_url: String,
+}
+
+const VANISH_KIND: u16 = 62;
+
+impl Policy {
+    pub fn new(config: &Config) -> Self {
+        let pubkeys = |list: &[String]| list.iter().filter_map(|p| parse_hash(p)).collect();
+        Self {
+            kind_allowlist: config.policy.kind_allowlist.iter().copied().collect(),
+            kind_denylist: config.policy.kind_denylist.iter().copied().collect(),
+            blocked_authors: pubkeys(&config.policy.pubkey_blocklist),
+            restrict_writes: config.auth.restrict_writes,
+            writers: pubkeys(&config.auth.write_allowlist),
+            public_url: config.server.public_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    pub fn restricts_writes(&self) -> bool {
+        self.restrict_writes
+    }
+
+    /// Whether `publisher` (the connection, as far as it authenticated) may publish `event` now.
+    pub fn check(&self, event: &VerifiedEvent, publisher: &Reader, now: u64) -> Result<(), String> {
+        let kind = event.kind();
+        if (!self.kind_allowlist.is_empty() && !self.kind_allowlist.contains(&kind))
+            || self.kind_denylist.contains(&kind)
+        {
+            return Err(format!("blocked: kind {kind} is not accepted here"));
+        }
+        if self.blocked_authors.contains(event.pubkey()) {
+            return Err("blocked: this author may not publish here".into());
+        }
+        if event.expiration().is_some_and(|at| at <= now) {
+            return Err("invalid: this event has already expired".into());
+        }
+        if event.event.is_protected() && !publisher.is_authenticated_as(event.pubkey()) {
+            return Err("auth-required: this event may only be published by its author".into());
+        }
+        if self.restrict_writes {
+            if publisher.pubkeys().is_empty() {
+                return Err("auth-required: this relay accepts events from authenticated users only".into());
+            }
+            if !publisher.is_authenticated_as(event.pubkey()) || !self.writers.contains(event.pubkey()) {
+                return Err("restricted: this pubkey may not publish here".into());
+            }
+        }
+        if kind == VANISH_KIND && !self.is_vanish_for_us(event) {
+            return Err("blocked: this request to vanish is for another relay".into());
+        }
+        Ok(())
+    }
+
+    /// NIP-62: a request to vanish names the relays it is for in `relay` tags, or `ALL_RELAYS`.
+    fn is_vanish_for_us(&self, event: &VerifiedEvent) -> bool {
+        event
+            .event
+            .tags
+            .iter()
+            .map(|t| t.as_slice())
+            .filter(|t| t[0] == "relay")
+            .filter_map(|t| t.get(1))
+            .any(|url| url == "ALL_RELAYS" || url.trim_end_matches('/').eq_ignore_ascii_case(&self.public_url))
+    }
 }

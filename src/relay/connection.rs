@@ -1,11 +1,12 @@
 //! One task per client connection: reads messages, answers them, and relays live events from its outbox.
 //!
-//! Events are pipelined: each EVENT becomes a future (verify off-thread, then wait for the writer's commit) so that
-//! a publisher sending many events gets them committed in shared batches; reading pauses once
-//! `max_pending_events` are in flight. A REQ is answered inline: stored events, EOSE, then live events.
+//! Events are pipelined: each EVENT (and AUTH) becomes a future (verify off-thread, then wait for the writer's
+//! commit) so that a publisher sending many events gets them committed in shared batches; reading pauses once
+//! `max_pending_events` are in flight. A REQ is answered inline: stored events, EOSE, then live events. The
+//! connection opens with a NIP-42 challenge.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,29 +14,52 @@ use axum::extract::ws::{Message, WebSocket};
 use futures_util::future::BoxFuture;
 use futures_util::stream::{FuturesUnordered, SplitSink};
 use futures_util::{FutureExt, SinkExt, StreamExt};
+use governor::DefaultDirectRateLimiter;
 use serde_json::value::RawValue;
 
 use super::RelayState;
 use super::admission::{Refusal, admit};
+use super::auth::{self, Reader};
+use super::rate::ConnectionSlot;
 use super::subscriptions::{Outbox, SubscriptionKey};
-use crate::protocol::message::{self, ClientMessage, ParseError};
-use crate::protocol::{Filter, KindClass};
-use crate::store::WriteOutcome;
+use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
+use crate::protocol::{Filter, KindClass, VerifiedEvent};
+use crate::store::{WriteOutcome, unix_now};
 
 /// How long a closing connection waits for its in-flight events to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 type Sink = SplitSink<WebSocket, Message>;
 
-pub async fn serve(socket: WebSocket, state: Arc<RelayState>, peer: SocketAddr) {
+/// What the futures of one connection need to know about it.
+struct Peer {
+    ip: IpAddr,
+    reader: Arc<Reader>,
+    challenge: String,
+}
+
+/// `slot` holds the connection's place in the per-IP count until the connection ends.
+pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAddr, slot: ConnectionSlot) {
+    let _slot = slot;
     let connection_id = state.next_connection_id();
-    tracing::info!(connection_id, %peer, "connection opened");
+    tracing::info!(connection_id, peer = %address, "connection opened");
     let limits = &state.config.limits;
     let (mut sink, mut stream) = socket.split();
-    let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue);
-    let mut session = Session { state: state.clone(), outbox, subscriptions: HashMap::new() };
+    let reader = Arc::new(Reader::new(state.config.auth.read_restricted_kinds.clone()));
+    let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, reader.clone());
+    let peer = Arc::new(Peer { ip: address.ip(), reader, challenge: auth::new_challenge() });
+    let mut session = Session {
+        state: state.clone(),
+        outbox,
+        peer: peer.clone(),
+        subscriptions: HashMap::new(),
+        req_limiter: state.rate_limits.req_limiter(),
+    };
     let mut pending: FuturesUnordered<BoxFuture<'static, String>> = FuturesUnordered::new();
 
+    if send(&mut sink, message::auth(&peer.challenge)).await.is_err() {
+        return;
+    }
     let reason = loop {
         tokio::select! {
             _ = state.shutdown.cancelled() => break "relay shutting down",
@@ -81,7 +105,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, peer: SocketAddr) 
         state.subscriptions.remove(key);
     }
     let _ = sink.close().await;
-    tracing::info!(connection_id, %peer, reason, "connection closed");
+    tracing::info!(connection_id, peer = %address, reason, "connection closed");
 }
 
 async fn send(sink: &mut Sink, text: String) -> Result<(), ()> {
@@ -91,7 +115,9 @@ async fn send(sink: &mut Sink, text: String) -> Result<(), ()> {
 struct Session {
     state: Arc<RelayState>,
     outbox: Arc<Outbox>,
+    peer: Arc<Peer>,
     subscriptions: HashMap<String, SubscriptionKey>,
+    req_limiter: Option<DefaultDirectRateLimiter>,
 }
 
 impl Session {
@@ -109,10 +135,15 @@ impl Session {
         }
         match ClientMessage::parse(text) {
             Ok(ClientMessage::Event(raw)) => {
-                pending.push(process_event(self.state.clone(), raw).boxed());
+                pending.push(process_event(self.state.clone(), self.peer.clone(), raw).boxed());
+                Ok(())
+            }
+            Ok(ClientMessage::Auth(raw)) => {
+                pending.push(authenticate(self.state.clone(), self.peer.clone(), raw).boxed());
                 Ok(())
             }
             Ok(ClientMessage::Req { sub_id, filters }) => self.subscribe(sub_id, filters, sink).await,
+            Ok(ClientMessage::Count { sub_id, filters }) => self.count(sub_id, filters, sink).await,
             Ok(ClientMessage::Close { sub_id }) => {
                 if let Some(key) = self.subscriptions.remove(&sub_id) {
                     self.state.subscriptions.remove(key);
@@ -124,20 +155,39 @@ impl Session {
         }
     }
 
-    async fn subscribe(&mut self, sub_id: String, mut filters: Vec<Filter>, sink: &mut Sink) -> Result<(), ()> {
+    /// Why a REQ or COUNT cannot be served, if it cannot: the answer for a CLOSED.
+    fn refusal(&self, sub_id: &str, filters: &[Filter], opens_subscription: bool) -> Option<String> {
         let limits = &self.state.config.limits;
-        let refusal = if sub_id.chars().count() > limits.max_subid_length {
-            Some(format!("invalid: subscription id longer than {} characters", limits.max_subid_length))
-        } else if filters.len() > limits.max_filters {
-            Some(format!("invalid: too many filters (max {})", limits.max_filters))
-        } else if !self.subscriptions.contains_key(&sub_id) && self.subscriptions.len() >= limits.max_subscriptions {
-            Some(format!("rate-limited: too many open subscriptions (max {})", limits.max_subscriptions))
-        } else {
-            None
-        };
-        if let Some(reason) = refusal {
+        if sub_id.chars().count() > limits.max_subid_length {
+            return Some(format!("invalid: subscription id longer than {} characters", limits.max_subid_length));
+        }
+        if filters.len() > limits.max_filters {
+            return Some(format!("invalid: too many filters (max {})", limits.max_filters));
+        }
+        if opens_subscription
+            && !self.subscriptions.contains_key(sub_id)
+            && self.subscriptions.len() >= limits.max_subscriptions
+        {
+            return Some(format!("rate-limited: too many open subscriptions (max {})", limits.max_subscriptions));
+        }
+        if self.req_limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+            return Some("rate-limited: too many requests, slow down".into());
+        }
+        let reader = &self.peer.reader;
+        let asks_restricted = filters
+            .iter()
+            .any(|f| f.kinds.as_ref().is_some_and(|kinds| kinds.iter().any(|k| reader.is_restricted(*k))));
+        if asks_restricted && reader.pubkeys().is_empty() {
+            return Some("auth-required: these kinds are served only to their author and recipients".into());
+        }
+        None
+    }
+
+    async fn subscribe(&mut self, sub_id: String, mut filters: Vec<Filter>, sink: &mut Sink) -> Result<(), ()> {
+        if let Some(reason) = self.refusal(&sub_id, &filters, true) {
             return send(sink, message::closed(&sub_id, &reason)).await;
         }
+        let limits = &self.state.config.limits;
         for filter in &mut filters {
             filter.limit = Some(filter.limit.unwrap_or(limits.default_limit).min(limits.max_limit));
         }
@@ -149,7 +199,8 @@ impl Session {
         // those events until the stored ones and EOSE have been sent.
         let key = self.state.subscriptions.add(&self.outbox, &sub_id, filters.clone());
         self.subscriptions.insert(sub_id.clone(), key);
-        match self.state.store.query(&filters).await {
+        let viewers = self.peer.reader.pubkeys();
+        match self.state.store.query(&filters, self.peer.reader.visibility(&viewers)).await {
             Ok(events) => {
                 for stored in events {
                     send(sink, message::event(&sub_id, &stored.json)).await?;
@@ -164,17 +215,42 @@ impl Session {
             }
         }
     }
+
+    async fn count(&mut self, sub_id: String, filters: Vec<Filter>, sink: &mut Sink) -> Result<(), ()> {
+        if let Some(reason) = self.refusal(&sub_id, &filters, false) {
+            return send(sink, message::closed(&sub_id, &reason)).await;
+        }
+        let viewers = self.peer.reader.pubkeys();
+        match self.state.store.count(&filters, self.peer.reader.visibility(&viewers)).await {
+            Ok(count) => send(sink, message::count(&sub_id, count)).await,
+            Err(e) => {
+                tracing::error!(sub_id, "count failed: {e}");
+                send(sink, message::closed(&sub_id, "error: could not query the database")).await
+            }
+        }
+    }
 }
 
 /// Admits, stores or relays one event, and returns the message that answers it.
-async fn process_event(state: Arc<RelayState>, raw: Box<RawValue>) -> String {
-    let admitted = verify_off_thread(&state, raw).await;
-    let event = match admitted {
+async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
+    if !state.rate_limits.allow_event_from_ip(peer.ip) {
+        let Some(id) = event_id_of(&raw) else {
+            return message::notice("rate-limited: too many events from your address");
+        };
+        return message::ok(&id, false, "rate-limited: too many events from your address, slow down");
+    }
+    let event = match verify_off_thread(&state, raw).await {
         Ok(event) => Arc::new(event),
         Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
+    if let Err(reason) = state.policy.check(&event, &peer.reader, unix_now()) {
+        return message::ok(&id, false, &reason);
+    }
+    if !state.rate_limits.allow_event_from_pubkey(event.pubkey()) {
+        return message::ok(&id, false, "rate-limited: too many events from this author, slow down");
+    }
     if let Some(consumer) = &state.consumer
         && let Some((accepted, reason)) = consumer.consume(&event).await
     {
@@ -188,14 +264,36 @@ async fn process_event(state: Arc<RelayState>, raw: Box<RawValue>) -> String {
         Ok(WriteOutcome::Stored) => message::ok(&id, true, ""),
         Ok(WriteOutcome::Duplicate) => message::ok(&id, true, "duplicate: already have this event"),
         Ok(WriteOutcome::Superseded) => message::ok(&id, false, "duplicate: a newer version is already stored"),
+        Ok(WriteOutcome::Deleted) => message::ok(&id, false, "blocked: this event was deleted by its author"),
         Err(_) => message::ok(&id, false, "error: could not store the event"),
     }
 }
 
-async fn verify_off_thread(
-    state: &Arc<RelayState>,
-    raw: Box<RawValue>,
-) -> Result<crate::protocol::VerifiedEvent, Refusal> {
+/// Checks a NIP-42 AUTH event; on success the connection may read what is addressed to that pubkey.
+async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
+    let event = match verify_off_thread(&state, raw).await {
+        Ok(event) => event,
+        Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
+        Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
+    };
+    let id = event.event.id.to_hex();
+    let auth = &state.config.auth;
+    match auth::check_auth_event(
+        &event.event,
+        &peer.challenge,
+        &state.config.server.public_url,
+        auth.max_clock_skew_secs,
+        unix_now(),
+    ) {
+        Ok(()) => {
+            peer.reader.authenticate(*event.pubkey());
+            message::ok(&id, true, "")
+        }
+        Err(reason) => message::ok(&id, false, &reason),
+    }
+}
+
+async fn verify_off_thread(state: &Arc<RelayState>, raw: Box<RawValue>) -> Result<VerifiedEvent, Refusal> {
     let _slot = state.verify_slots.acquire().await.expect("the semaphore is never closed");
     let config = state.config.clone();
     tokio::task::spawn_blocking(move || admit(&raw, &config.limits)).await.unwrap_or_else(|e| {

@@ -1,7 +1,9 @@
 //! The NIP-01 relay: client connections, admission of events, and live subscriptions.
 
-mod admission;
+pub mod admission;
+pub mod auth;
 pub mod connection;
+pub mod rate;
 pub mod subscriptions;
 
 use std::sync::Arc;
@@ -16,6 +18,8 @@ use crate::config::Config;
 use crate::protocol::SharedEvent;
 use crate::store::EventStore;
 use crate::store::writer::Writer;
+use admission::Policy;
+use rate::{ConnectionCounter, RateLimits};
 use subscriptions::SubscriptionIndex;
 
 /// Takes certain verified events out of the relay's path (push registrations addressed to the relay): such an
@@ -35,6 +39,9 @@ pub struct RelayState {
     pub consumer: Option<Arc<dyn EventConsumer>>,
     /// The relay's own pubkey (NIP-11 `self`).
     pub self_pubkey: Option<String>,
+    pub policy: Policy,
+    pub rate_limits: RateLimits,
+    pub connections_per_ip: Arc<ConnectionCounter>,
     /// Bounds concurrent signature checks to the number of cores, so that a flood of events queues here instead of
     /// spawning hundreds of blocking threads.
     pub verify_slots: Semaphore,
@@ -56,16 +63,19 @@ impl RelayState {
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
-            config,
             store,
             writer,
             subscriptions,
             consumer,
             self_pubkey,
+            policy: Policy::new(&config),
+            rate_limits: RateLimits::new(&config.limits),
+            connections_per_ip: ConnectionCounter::new(config.limits.max_connections_per_ip),
             verify_slots: Semaphore::new(cores),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
+            config,
         }
     }
 

@@ -10,6 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use super::auth::Reader;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent, message};
 use crate::store::writer::CommitListener;
@@ -17,14 +18,16 @@ use crate::store::writer::CommitListener;
 /// The sending side of a connection's bounded outgoing queue.
 pub struct Outbox {
     queue: mpsc::Sender<String>,
+    /// Who reads this connection: restricted kinds are delivered only where this reader may see them.
+    pub reader: Arc<Reader>,
     /// Cancelled when the queue overflowed: the connection reads too slowly and is to be dropped.
     pub overflowed: CancellationToken,
 }
 
 impl Outbox {
-    pub fn new(capacity: usize) -> (Arc<Self>, mpsc::Receiver<String>) {
+    pub fn new(capacity: usize, reader: Arc<Reader>) -> (Arc<Self>, mpsc::Receiver<String>) {
         let (queue, receiver) = mpsc::channel(capacity);
-        (Arc::new(Self { queue, overflowed: CancellationToken::new() }), receiver)
+        (Arc::new(Self { queue, reader, overflowed: CancellationToken::new() }), receiver)
     }
 
     /// Never waits: a client that does not keep up is cut off rather than allowed to slow the sender down.
@@ -102,7 +105,8 @@ impl SubscriptionIndex {
         }
         for key in candidates {
             let subscription = &index.subscriptions[&key];
-            if subscription.filters.iter().any(|f| f.matches(&event.event)) {
+            if subscription.filters.iter().any(|f| f.matches(&event.event)) && subscription.outbox.reader.may_see(event)
+            {
                 subscription.outbox.push(message::event(&subscription.sub_id, &event.json));
             }
         }

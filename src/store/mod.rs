@@ -23,6 +23,16 @@ pub enum WriteOutcome {
     Duplicate,
     /// A replaceable or addressable event older than the version already stored.
     Superseded,
+    /// Its author deleted it (NIP-09) or asked to vanish (NIP-62) before it arrived.
+    Deleted,
+}
+
+/// Kinds that only some readers may see: an event of such a kind is visible to its author and to the pubkeys it
+/// `p`-tags, when they are among `viewers` (the pubkeys the connection authenticated as, NIP-42).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Visibility<'a> {
+    pub restricted_kinds: &'a [u16],
+    pub viewers: &'a [Hash32],
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -55,8 +65,15 @@ pub trait EventStore: Send + Sync {
     /// Only the writer task calls this.
     async fn write_batch(&self, batch: &[SharedEvent]) -> Result<Vec<WriteOutcome>, StoreError>;
 
-    /// Events matching one filter, newest first (ties: lowest id first), at most `filter.limit` of them.
-    async fn query_filter(&self, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError>;
+    /// Events matching one filter and visible to the reader, newest first (ties: lowest id first), at most
+    /// `filter.limit` of them. Expired events are never returned.
+    async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError>;
+
+    /// The number of distinct visible events matching any of the filters (NIP-45); `limit` is ignored.
+    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<u64, StoreError>;
+
+    /// Deletes events whose expiration has passed; returns how many.
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
 
     /// Flushes and closes connections.
     async fn close(&self);
@@ -64,8 +81,8 @@ pub trait EventStore: Send + Sync {
 
 impl dyn EventStore {
     /// Events matching any of the filters, de-duplicated, newest first; each filter contributes at most its limit.
-    pub async fn query(&self, filters: &[Filter]) -> Result<Vec<StoredEvent>, StoreError> {
-        let per_filter = try_join_all(filters.iter().map(|f| self.query_filter(f))).await?;
+    pub async fn query(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
+        let per_filter = try_join_all(filters.iter().map(|f| self.query_filter(f, visibility))).await?;
         let mut events: Vec<StoredEvent> = per_filter.into_iter().flatten().collect();
         events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         events.dedup_by(|a, b| a.id == b.id);
@@ -77,6 +94,10 @@ impl dyn EventStore {
 pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn EventStore>, StoreError> {
     let path = config.sqlite_path().map_err(StoreError)?;
     Ok(Arc::new(SqliteStore::open(&path, config.read_connections).await?))
+}
+
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
 
 /// Clamps an unsigned protocol timestamp into the signed integer databases store.

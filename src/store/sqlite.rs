@@ -11,7 +11,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
-use super::{EventStore, StoreError, StoredEvent, WriteOutcome, db_time};
+use super::{EventStore, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now};
+use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, KindClass, SharedEvent};
 
 pub struct SqliteStore {
@@ -55,22 +56,50 @@ impl EventStore for SqliteStore {
         Ok(outcomes)
     }
 
-    async fn query_filter(&self, filter: &Filter) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
         if filter.limit == Some(0) || filter.is_empty_range() {
             return Ok(Vec::new());
         }
-        let mut query = filter_query(filter);
+        let mut query = QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE ");
+        push_conditions(&mut query, filter, visibility, unix_now());
+        query.push(" ORDER BY e.created_at DESC, e.id ASC");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(db_time(limit));
+        }
         let rows = query.build().fetch_all(&self.readers).await?;
         rows.into_iter()
             .map(|row| {
-                let id: Vec<u8> = row.try_get(0)?;
-                Ok(StoredEvent {
-                    id: id.try_into().map_err(|_| StoreError("stored id is not 32 bytes".into()))?,
-                    created_at: row.try_get(1)?,
-                    json: row.try_get(2)?,
-                })
+                Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })
             })
             .collect()
+    }
+
+    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<u64, StoreError> {
+        let now = unix_now();
+        let mut query = QueryBuilder::new("SELECT COUNT(*) FROM (");
+        let mut first = true;
+        for filter in filters.iter().filter(|f| !f.is_empty_range()) {
+            if !first {
+                query.push(" UNION ");
+            }
+            first = false;
+            query.push("SELECT e.id FROM events e WHERE ");
+            push_conditions(&mut query, filter, visibility, now);
+        }
+        if first {
+            return Ok(0);
+        }
+        query.push(")");
+        let count: i64 = query.build().fetch_one(&self.readers).await?.try_get(0)?;
+        Ok(count as u64)
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let mut conn = self.writer.lock().await;
+        let mut tx = conn.begin().await?;
+        let purged = delete_where(&mut tx, "expires_at <= ?", |q| q.bind(db_time(now))).await?;
+        tx.commit().await?;
+        Ok(purged)
     }
 
     async fn close(&self) {
@@ -89,6 +118,10 @@ async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result
         KindClass::Addressable => Some(event.d_tag()),
         KindClass::Regular | KindClass::Ephemeral => None,
     };
+    let created_at = db_time(event.created_at());
+    if is_deleted(conn, event, replacement_key).await? {
+        return Ok(WriteOutcome::Deleted);
+    }
     if let Some(d_tag) = replacement_key {
         let current = sqlx::query("SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND d_tag = ?")
             .bind(&event.pubkey()[..])
@@ -97,29 +130,32 @@ async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result
             .fetch_optional(&mut *conn)
             .await?;
         if let Some(current) = current {
-            let (seq, created_at, id): (i64, i64, Vec<u8>) =
+            let (seq, stored_at, id): (i64, i64, Vec<u8>) =
                 (current.try_get(0)?, current.try_get(1)?, current.try_get(2)?);
             if id == event.id() {
                 return Ok(WriteOutcome::Duplicate);
             }
             // Newest wins; on equal created_at the lowest id wins (NIP-01).
-            let incoming_time = db_time(event.created_at());
-            if created_at > incoming_time || (created_at == incoming_time && id[..] < event.id()[..]) {
+            if stored_at > created_at || (stored_at == created_at && id[..] < event.id()[..]) {
                 return Ok(WriteOutcome::Superseded);
             }
-            delete_event(conn, seq).await?;
+            delete_where(conn, "seq = ?", |q| q.bind(seq)).await?;
         }
     }
+    if event.kind() == VANISH_KIND {
+        vanish(conn, event).await?;
+    }
     let inserted = sqlx::query(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json) VALUES (?, ?, ?, ?, ?, ?)
+        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
          ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
     .bind(&event.id()[..])
     .bind(&event.pubkey()[..])
-    .bind(db_time(event.created_at()))
+    .bind(created_at)
     .bind(event.kind())
     .bind(replacement_key)
     .bind(&*event.json)
+    .bind(event.expiration().map(db_time))
     .fetch_optional(&mut *conn)
     .await?;
     let Some(inserted) = inserted else { return Ok(WriteOutcome::Duplicate) };
@@ -133,24 +169,138 @@ async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result
              SELECT ?, value ->> 0, value ->> 1, ? FROM json_each(?)",
         )
         .bind(seq)
-        .bind(db_time(event.created_at()))
+        .bind(created_at)
         .bind(tags)
         .execute(&mut *conn)
         .await?;
     }
+    if event.kind() == DELETION_KIND {
+        apply_deletion(conn, event).await?;
+    }
     Ok(WriteOutcome::Stored)
 }
 
-async fn delete_event(conn: &mut SqliteConnection, seq: i64) -> Result<(), StoreError> {
-    sqlx::query("DELETE FROM tags WHERE event_seq = ?").bind(seq).execute(&mut *conn).await?;
-    sqlx::query("DELETE FROM events WHERE seq = ?").bind(seq).execute(&mut *conn).await?;
+const DELETION_KIND: u16 = 5;
+const VANISH_KIND: u16 = 62;
+
+/// True when a deletion (NIP-09) or a request to vanish (NIP-62) already covers the event. Deletions themselves
+/// cannot be deleted.
+async fn is_deleted(
+    conn: &mut SqliteConnection,
+    event: &SharedEvent,
+    replacement_key: Option<&str>,
+) -> Result<bool, StoreError> {
+    let deleted: bool = sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = ?1 AND pubkey = ?2 AND ?4 != 5)
+             OR EXISTS (SELECT 1 FROM vanished WHERE pubkey = ?2 AND until >= ?3)
+             OR EXISTS (SELECT 1 FROM deleted_addresses WHERE pubkey = ?2 AND kind = ?4 AND d_tag = ?5 AND until >= ?3)",
+    )
+    .bind(&event.id()[..])
+    .bind(&event.pubkey()[..])
+    .bind(db_time(event.created_at()))
+    .bind(event.kind())
+    .bind(replacement_key)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(deleted)
+}
+
+/// NIP-09: deletes the author's own events named by `e` tags (remembering the ids, so that they are refused if they
+/// arrive later) and the versions of the author's addresses named by `a` tags up to the deletion's `created_at`.
+async fn apply_deletion(conn: &mut SqliteConnection, deletion: &SharedEvent) -> Result<(), StoreError> {
+    let author = deletion.pubkey();
+    let until = db_time(deletion.created_at());
+    for (letter, value) in deletion.indexed_tags() {
+        match letter {
+            'e' => {
+                let Some(id) = parse_hash(value) else { continue };
+                sqlx::query("INSERT INTO deleted_events (id, pubkey) VALUES (?, ?) ON CONFLICT DO NOTHING")
+                    .bind(&id[..])
+                    .bind(&author[..])
+                    .execute(&mut *conn)
+                    .await?;
+                delete_where(conn, "id = ? AND pubkey = ? AND kind != 5", |q| {
+                    q.bind(id.to_vec()).bind(author.to_vec())
+                })
+                .await?;
+            }
+            'a' => {
+                let Some((kind, pubkey, d_tag)) = parse_address(value) else { continue };
+                if pubkey != *author || kind == DELETION_KIND {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = max(until, excluded.until)",
+                )
+                .bind(&author[..])
+                .bind(kind)
+                .bind(d_tag)
+                .bind(until)
+                .execute(&mut *conn)
+                .await?;
+                delete_where(conn, "pubkey = ? AND kind = ? AND d_tag = ? AND created_at <= ?", |q| {
+                    q.bind(author.to_vec()).bind(kind).bind(d_tag.to_owned()).bind(until)
+                })
+                .await?;
+            }
+            _ => {}
+        }
+    }
     Ok(())
 }
 
-/// Compiles a filter to SQL. Every value is a bound parameter; lists travel as one JSON array parameter each, so
-/// that a filter with thousands of ids is still one short statement with a stable text (and a cached plan).
-fn filter_query(filter: &Filter) -> QueryBuilder<Sqlite> {
-    let mut query = QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE 1 = 1");
+/// NIP-62: deletes everything of the pubkey up to the request's `created_at`, and the gift wraps addressed to it,
+/// and refuses such events from now on.
+async fn vanish(conn: &mut SqliteConnection, request: &SharedEvent) -> Result<(), StoreError> {
+    let pubkey = request.pubkey();
+    let until = db_time(request.created_at());
+    sqlx::query(
+        "INSERT INTO vanished (pubkey, until) VALUES (?, ?)
+         ON CONFLICT (pubkey) DO UPDATE SET until = max(until, excluded.until)",
+    )
+    .bind(&pubkey[..])
+    .bind(until)
+    .execute(&mut *conn)
+    .await?;
+    delete_where(conn, "pubkey = ? AND created_at <= ?", |q| q.bind(pubkey.to_vec()).bind(until)).await?;
+    delete_where(
+        conn,
+        "kind = 1059 AND created_at <= ? AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = ?)",
+        |q| q.bind(until).bind(hex::encode(pubkey)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Parses an `a` tag value, `<kind>:<pubkey hex>:<d tag>`.
+fn parse_address(value: &str) -> Option<(u16, Hash32, &str)> {
+    let mut parts = value.splitn(3, ':');
+    let kind = parts.next()?.parse().ok()?;
+    let pubkey = parse_hash(parts.next()?)?;
+    Some((kind, pubkey, parts.next().unwrap_or("")))
+}
+
+type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
+
+/// Deletes the events matching `condition` (a fixed SQL fragment over `events`, with the parameters `bind` adds)
+/// together with their tags; returns how many events.
+async fn delete_where(
+    conn: &mut SqliteConnection,
+    condition: &'static str,
+    bind: impl for<'q> Fn(Query<'q>) -> Query<'q>,
+) -> Result<u64, StoreError> {
+    let tags_sql = format!("DELETE FROM tags WHERE event_seq IN (SELECT seq FROM events WHERE {condition})");
+    bind(sqlx::query(sqlx::AssertSqlSafe(tags_sql))).execute(&mut *conn).await?;
+    let events_sql = format!("DELETE FROM events WHERE {condition}");
+    Ok(bind(sqlx::query(sqlx::AssertSqlSafe(events_sql))).execute(&mut *conn).await?.rows_affected())
+}
+
+/// Appends a filter's conditions to a query over `events e`. Every value is a bound parameter; lists travel as
+/// one JSON array parameter each, so that a filter with thousands of ids is still one short statement with a
+/// stable text (and a cached plan).
+fn push_conditions(query: &mut QueryBuilder<Sqlite>, filter: &Filter, visibility: Visibility<'_>, now: u64) {
+    query.push("(e.expires_at IS NULL OR e.expires_at > ").push_bind(db_time(now)).push(")");
     if let Some(ids) = &filter.ids {
         query.push(" AND e.id IN (SELECT unhex(value) FROM json_each(").push_bind(hex_list(ids)).push("))");
     }
@@ -175,13 +325,24 @@ fn filter_query(filter: &Filter) -> QueryBuilder<Sqlite> {
             .push_bind(serde_json::to_string(values).expect("strings serialize"))
             .push(")))");
     }
-    query.push(" ORDER BY e.created_at DESC, e.id ASC");
-    if let Some(limit) = filter.limit {
-        query.push(" LIMIT ").push_bind(db_time(limit));
+    if !visibility.restricted_kinds.is_empty() {
+        let kinds = serde_json::to_string(visibility.restricted_kinds).expect("integers serialize");
+        let viewers = hex_list(visibility.viewers);
+        query
+            .push(" AND (e.kind NOT IN (SELECT value FROM json_each(")
+            .push_bind(kinds)
+            .push(")) OR e.pubkey IN (SELECT unhex(value) FROM json_each(")
+            .push_bind(viewers.clone())
+            .push(")) OR e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = 'p' AND t.value IN (SELECT value FROM json_each(")
+            .push_bind(viewers)
+            .push("))))");
     }
-    query
 }
 
 fn hex_list(values: &[[u8; 32]]) -> String {
     serde_json::to_string(&values.iter().map(hex::encode).collect::<Vec<_>>()).expect("strings serialize")
+}
+
+fn hash(bytes: Vec<u8>) -> Result<Hash32, StoreError> {
+    bytes.try_into().map_err(|_| StoreError("stored id is not 32 bytes".into()))
 }

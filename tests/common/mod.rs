@@ -74,6 +74,8 @@ impl TestRelay {
 
 pub struct Client {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// The NIP-42 challenge the relay opened the connection with.
+    pub challenge: String,
 }
 
 impl Client {
@@ -82,7 +84,18 @@ impl Client {
     }
 
     pub async fn try_connect(url: &str) -> Option<Self> {
-        connect_async_with_config(url, None, true).await.ok().map(|(socket, _)| Self { socket })
+        let (socket, _) = connect_async_with_config(url, None, true).await.ok()?;
+        let mut client = Self { socket, challenge: String::new() };
+        let greeting = client.recv().await;
+        assert_eq!(greeting[0], "AUTH", "the relay opens with a challenge: {greeting}");
+        client.challenge = greeting[1].as_str().unwrap().to_owned();
+        Some(client)
+    }
+
+    /// Authenticates (NIP-42) as `keys` for the relay at `relay_url`; returns the relay's OK answer.
+    pub async fn auth(&mut self, keys: &Keys, relay_url: &str) -> (bool, String) {
+        let event = sign(keys, 22242, "", &[&["relay", relay_url], &["challenge", &self.challenge.clone()]], now());
+        self.publish_raw(json!(["AUTH", event])).await
     }
 
     pub async fn send_text(&mut self, text: &str) {

@@ -1,0 +1,99 @@
+//! Admission limits over time and per address: connections per IP, events per IP and per author, REQs per
+//! connection. Built on governor's GCRA limiters; a limit of 0 turns that limiter off.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
+
+use crate::config::LimitsConfig;
+use crate::protocol::filter::Hash32;
+
+/// `per_minute` a minute, in bursts of up to as many.
+fn quota(per_minute: u32) -> Option<Quota> {
+    NonZeroU32::new(per_minute).map(Quota::per_minute)
+}
+
+pub struct RateLimits {
+    per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    per_pubkey: Option<DefaultKeyedRateLimiter<Hash32>>,
+    reqs: Option<Quota>,
+}
+
+impl RateLimits {
+    pub fn new(limits: &LimitsConfig) -> Self {
+        Self {
+            per_ip: quota(limits.ip_events_per_minute).map(RateLimiter::keyed),
+            per_pubkey: quota(limits.pubkey_events_per_minute).map(RateLimiter::keyed),
+            reqs: quota(limits.reqs_per_minute),
+        }
+    }
+
+    pub fn allow_event_from_ip(&self, ip: IpAddr) -> bool {
+        self.per_ip.as_ref().is_none_or(|l| l.check_key(&ip).is_ok())
+    }
+
+    pub fn allow_event_from_pubkey(&self, pubkey: &Hash32) -> bool {
+        self.per_pubkey.as_ref().is_none_or(|l| l.check_key(pubkey).is_ok())
+    }
+
+    /// A limiter for one connection's REQ and COUNT messages.
+    pub fn req_limiter(&self) -> Option<DefaultDirectRateLimiter> {
+        self.reqs.map(RateLimiter::direct)
+    }
+
+    /// Drops the state of keys that have been quiet long enough to be back at full allowance, so that the maps
+    /// do not grow with every address ever seen.
+    pub fn forget_idle(&self) {
+        if let Some(l) = &self.per_ip {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+        if let Some(l) = &self.per_pubkey {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+}
+
+/// Open connections per IP address.
+pub struct ConnectionCounter {
+    max_per_ip: usize,
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl ConnectionCounter {
+    pub fn new(max_per_ip: usize) -> Arc<Self> {
+        Arc::new(Self { max_per_ip, open: Mutex::default() })
+    }
+
+    /// A slot for one more connection from `ip`, or None past the limit. The slot frees itself when dropped.
+    pub fn try_open(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
+        let mut open = self.open.lock().expect("connection counter lock");
+        let count = open.entry(ip).or_default();
+        if self.max_per_ip > 0 && *count >= self.max_per_ip {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot { counter: self.clone(), ip })
+    }
+}
+
+pub struct ConnectionSlot {
+    counter: Arc<ConnectionCounter>,
+    ip: IpAddr,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self.counter.open.lock().expect("connection counter lock");
+        if let Some(count) = open.get_mut(&self.ip) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.ip);
+            }
+        }
+    }
+}
