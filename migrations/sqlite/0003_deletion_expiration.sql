@@ -2,10 +2,12 @@
 ALTER TABLE events ADD COLUMN expires_at INTEGER;
 CREATE INDEX events_by_expiry ON events (expires_at) WHERE expires_at IS NOT NULL;
 
--- NIP-09 deletions by id: the target may arrive after the deletion, so the id is remembered with its author.
+-- NIP-09 deletions by id: the target may arrive after the deletion, so the id is remembered with the deleting
+-- author; only that author's event with that id is refused, so a stranger's deletion blocks nothing.
 CREATE TABLE deleted_events (
-    id     BLOB PRIMARY KEY,
-    pubkey BLOB NOT NULL
+    id     BLOB NOT NULL,
+    pubkey BLOB NOT NULL,
+    PRIMARY KEY (id, pubkey)
 );
 
 -- NIP-09 deletions by address (`a` tag): versions up to `until` are refused.
