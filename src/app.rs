@@ -8,10 +8,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::config::Config;
-use crate::push::PushService;
+use crate::push::{PushService, dispatch};
 use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{EventConsumer, RelayState};
-use crate::store::writer::Writer;
+use crate::store::EventStore;
+use crate::store::jobs::JobSource;
+use crate::store::writer::{AcceptListener, Writer};
 use crate::{http, store};
 
 /// A running relay.
@@ -29,8 +31,7 @@ impl RelayHandle {
         let store = store::open(&config.database).await?;
         let subscriptions = Arc::new(SubscriptionIndex::default());
         let push = if config.push.enabled {
-            let database = config.database.sqlite_path().map_err(anyhow::Error::msg)?;
-            let push = PushService::start(&config.push, &database).await.map_err(anyhow::Error::msg)?;
+            let push = PushService::start(&config, store.clone()).await.map_err(anyhow::Error::msg)?;
             let pubkey = push.public_key();
             tracing::info!(pubkey = %pubkey.to_hex(), npub = %push.npub(), "push pubkey");
             Some(push)
@@ -39,9 +40,15 @@ impl RelayHandle {
         };
         let consumer = push.clone().map(|p| p as Arc<dyn EventConsumer>);
         let self_pubkey = push.as_ref().map(|p| p.public_key().to_hex());
-        let (writer, writer_task) = Writer::spawn(store.clone(), config.database.max_batch, subscriptions.clone());
+        let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone()];
+        listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
+        let job_source = push.clone().map(|p| p as Arc<dyn JobSource>);
+        let events: Arc<dyn EventStore> = store.clone();
+        let (writer, writer_task) =
+            Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
         let state =
-            Arc::new(RelayState::new(config.clone(), store.clone(), writer, subscriptions, consumer, self_pubkey));
+            Arc::new(RelayState::new(config.clone(), events, writer, subscriptions, listeners, consumer, self_pubkey));
+        let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
         let listener = TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
@@ -69,6 +76,9 @@ impl RelayHandle {
             connections.close();
             connections.wait().await;
             let _ = housekeeping.await;
+            if let Some(delivery) = delivery {
+                let _ = delivery.await;
+            }
             // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
             if writer_task.await.is_err() {
                 tracing::error!("the writer task panicked");

@@ -207,7 +207,20 @@ pub struct PushConfig {
     pub max_e_tags: usize,
     pub max_authors: usize,
     pub max_relays: usize,
+    /// Push jobs sent at once.
+    pub workers: usize,
+    /// First retry of a failed push after this many milliseconds, doubling (with jitter) up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// A push not delivered within this many seconds of its event is dropped (and counted).
+    pub max_job_age_secs: u64,
+    /// Pushes one device may get at once; beyond it, notifications are merged ("3 new messages").
+    pub device_burst: u32,
+    /// One more push per device is allowed every this many seconds.
+    pub device_refill_secs: u64,
     pub apns: ApnsConfig,
+    pub fcm: FcmConfig,
+    pub unifiedpush: UnifiedPushConfig,
 }
 
 impl Default for PushConfig {
@@ -224,18 +237,75 @@ impl Default for PushConfig {
             max_e_tags: 1000,
             max_authors: 5000,
             max_relays: 16,
+            workers: 16,
+            retry_initial_ms: 1000,
+            retry_max_ms: 15 * 60 * 1000,
+            max_job_age_secs: 24 * 3600,
+            device_burst: 5,
+            device_refill_secs: 12,
             apns: ApnsConfig::default(),
+            fcm: FcmConfig::default(),
+            unifiedpush: UnifiedPushConfig::default(),
         }
     }
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ApnsConfig {
+    /// `https://api.push.apple.com` (sandbox: `https://api.sandbox.push.apple.com`); an `http://` endpoint is
+    /// spoken to as HTTP/2 without TLS (test stand-ins).
+    pub endpoint: String,
+    /// Apple's PKCS#8 P-256 signing key (`AuthKey_XXXXXXXXXX.p8`); empty disables APNs.
+    pub key_file: Option<PathBuf>,
+    pub key_id: String,
+    pub team_id: String,
     /// The default `apns-topic`, for device ids that are a bare token.
     pub topic: String,
     /// iOS bundle ids that may prefix an APNs token in a device id; the one found becomes the `apns-topic`.
     pub bundle_ids: Vec<String>,
+}
+
+impl Default for ApnsConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "https://api.push.apple.com".into(),
+            key_file: None,
+            key_id: String::new(),
+            team_id: String::new(),
+            topic: String::new(),
+            bundle_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FcmConfig {
+    pub endpoint: String,
+    /// The Firebase service-account JSON (its `token_uri` is where access tokens come from); empty disables FCM.
+    pub service_account_file: Option<PathBuf>,
+}
+
+impl Default for FcmConfig {
+    fn default() -> Self {
+        Self { endpoint: "https://fcm.googleapis.com".into(), service_account_file: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnifiedPushConfig {
+    /// Accept endpoints on loopback, private and link-local addresses, and plain `http://` ones (tests only).
+    pub allow_private_addresses: bool,
+    /// Seconds to wait for an endpoint to answer.
+    pub timeout_secs: u64,
+}
+
+impl Default for UnifiedPushConfig {
+    fn default() -> Self {
+        Self { allow_private_addresses: false, timeout_secs: 10 }
+    }
 }
 
 impl Config {
@@ -273,6 +343,8 @@ impl Config {
             ("limits.max_pending_events", limits.max_pending_events),
             ("database.max_batch", self.database.max_batch),
             ("push.heartbeat_timeout_secs", self.push.heartbeat_timeout_secs as usize),
+            ("push.workers", self.push.workers),
+            ("push.device_burst", self.push.device_burst as usize),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
         ] {
             if value == 0 {

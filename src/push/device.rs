@@ -19,8 +19,9 @@ pub enum Device {
 }
 
 impl Device {
-    /// Parses a device id; `bundle_ids` are the iOS bundle ids that may prefix an APNs token.
-    pub fn parse(device_id: &str, bundle_ids: &[String]) -> Result<Self, String> {
+    /// Parses a device id; `bundle_ids` are the iOS bundle ids that may prefix an APNs token. UnifiedPush
+    /// endpoints must be `https://` unless `allow_plain_http` (test stand-ins).
+    pub fn parse(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, String> {
         let unknown = || format!("invalid: unrecognised deviceId {:?}", shorten(device_id));
         if device_id.len() > MAX_DEVICE_ID_LENGTH || device_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(unknown());
@@ -42,7 +43,7 @@ impl Device {
                 _ => Err(unknown()),
             };
         }
-        if device_id.starts_with("https://") {
+        if device_id.starts_with("https://") || (allow_plain_http && device_id.starts_with("http://")) {
             let url = url::Url::parse(device_id).map_err(|_| unknown())?;
             return match url.host_str() {
                 Some(host) if !host.is_empty() => Ok(Self::UnifiedPush { endpoint: device_id.to_owned() }),
@@ -102,20 +103,20 @@ mod tests {
     fn recognises_every_form() {
         let token = "a1b2".repeat(16);
         assert_eq!(
-            Device::parse(&format!("com.example.app{token}"), &bundles()),
+            Device::parse(&format!("com.example.app{token}"), &bundles(), false),
             Ok(Device::Apns { topic: Some("com.example.app".into()), token: token.clone() })
         );
-        assert_eq!(Device::parse(&token, &bundles()), Ok(Device::Apns { topic: None, token: token.clone() }));
+        assert_eq!(Device::parse(&token, &bundles(), false), Ok(Device::Apns { topic: None, token: token.clone() }));
         assert_eq!(
-            Device::parse("Embedded-FCM/FCM?v2&instance=default&token=abc:DEF_123", &bundles()),
+            Device::parse("Embedded-FCM/FCM?v2&instance=default&token=abc:DEF_123", &bundles(), false),
             Ok(Device::EmbeddedFcm { instance: "default".into(), token: "abc:DEF_123".into() })
         );
         assert_eq!(
-            Device::parse("https://up.example.org/UP?token=xyz", &bundles()),
+            Device::parse("https://up.example.org/UP?token=xyz", &bundles(), false),
             Ok(Device::UnifiedPush { endpoint: "https://up.example.org/UP?token=xyz".into() })
         );
         let fcm = "dXk3:APA91bH-some_FCM.token";
-        assert_eq!(Device::parse(fcm, &bundles()), Ok(Device::Fcm { token: fcm.into() }));
+        assert_eq!(Device::parse(fcm, &bundles(), false), Ok(Device::Fcm { token: fcm.into() }));
     }
 
     #[test]
@@ -130,7 +131,7 @@ mod tests {
             format!("org.other.app{token}"),
             "x".repeat(5000),
         ] {
-            assert!(Device::parse(&bad, &bundles()).is_err(), "{bad}");
+            assert!(Device::parse(&bad, &bundles(), false).is_err(), "{bad}");
         }
     }
 }

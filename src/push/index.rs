@@ -48,6 +48,7 @@ type Key = (Hash32, String);
 pub struct RegistrationIndex {
     registrations: HashMap<Key, Arc<Registration>>,
     by_pubkey: HashMap<Hash32, HashSet<String>>,
+    by_device: HashMap<String, HashSet<Hash32>>,
     by_p: HashMap<String, HashSet<Key>>,
     by_e: HashMap<String, HashSet<Key>>,
     presence: HashMap<Hash32, Presence>,
@@ -64,6 +65,7 @@ impl RegistrationIndex {
             self.by_e.entry(e.clone()).or_default().insert(key.clone());
         }
         self.by_pubkey.entry(key.0).or_default().insert(key.1.clone());
+        self.by_device.entry(key.1.clone()).or_default().insert(key.0);
         self.registrations.insert(key, Arc::new(registration));
     }
 
@@ -86,6 +88,23 @@ impl RegistrationIndex {
                 self.by_pubkey.remove(pubkey);
             }
         }
+        if let Some(pubkeys) = self.by_device.get_mut(device_id) {
+            pubkeys.remove(pubkey);
+            if pubkeys.is_empty() {
+                self.by_device.remove(device_id);
+            }
+        }
+    }
+
+    /// Removes the device from every pubkey that registered it.
+    pub fn remove_device(&mut self, device_id: &str) {
+        for pubkey in self.by_device.get(device_id).cloned().unwrap_or_default() {
+            self.remove(&pubkey, device_id);
+        }
+    }
+
+    pub fn has_device(&self, device_id: &str) -> bool {
+        self.by_device.contains_key(device_id)
     }
 
     pub fn remove_pubkey(&mut self, pubkey: &Hash32) {

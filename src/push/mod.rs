@@ -1,25 +1,37 @@
-//! Push: the relay as a push server (see README, "Push notifications"). This part consumes kind 22456
-//! registrations addressed to the relay's push key and keeps devices and presence. It hooks into the relay only
-//! through `relay::EventConsumer`.
+//! Push: the relay as a push server (see README, "Push"). It consumes kind 22456 registrations addressed to the
+//! relay's push key and keeps devices and presence; it turns accepted events into durable push jobs (in the same
+//! commit as the event) and delivers them through APNs, FCM and UnifiedPush. It hooks into the relay through
+//! `relay::EventConsumer`, and into the write path through `store::jobs::JobSource` and
+//! `store::writer::AcceptListener`.
 
 pub mod device;
+pub mod dispatch;
 pub mod index;
+pub mod jobs;
 pub mod keys;
 pub mod registration;
 pub mod registry;
+pub mod senders;
+pub mod text;
 
-use std::path::Path;
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use governor::DefaultKeyedRateLimiter;
 use nostr::key::{Keys, PublicKey};
 use nostr::nips::nip19::ToBech32;
+use tokio::sync::Notify;
 
-use crate::config::PushConfig;
-use crate::protocol::SharedEvent;
+use crate::config::{Config, PushConfig};
+use crate::protocol::{KindClass, SharedEvent};
 use crate::relay::EventConsumer;
+use crate::store::jobs::{JobQueue, JobSource, NewJob};
+use crate::store::writer::AcceptListener;
+use crate::store::{EventStore, Store, unix_now_ms};
+use dispatch::PushStats;
 use registry::{Applied, ApplyError, Registry};
+use senders::Senders;
 
 /// The kind of the encrypted registration events the app sends.
 pub const REGISTRATION_KIND: u16 = 22456;
@@ -30,17 +42,50 @@ pub struct PushService {
     pubkey_hex: String,
     registry: Registry,
     config: PushConfig,
+    /// Notification titles name the relay.
+    relay_name: String,
+    queue: Arc<dyn JobQueue>,
+    /// For the authors' profile names.
+    events: Arc<dyn EventStore>,
+    senders: Senders,
+    /// Woken when jobs were added, so that delivery does not wait for the next poll.
+    wake: Arc<Notify>,
+    device_limiter: DefaultKeyedRateLimiter<String>,
+    stats: PushStats,
 }
 
 impl PushService {
-    /// Loads (or creates) the push key and the registrations stored in the relay's SQLite file.
-    pub async fn start(config: &PushConfig, database: &Path) -> Result<Arc<Self>, String> {
-        let keys = keys::load_or_create(&config.secret_key_file)?;
-        let registry = Registry::open(database, config.clone())
+    /// Loads (or creates) the push key, the registrations stored in the relay's database, and the senders.
+    pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, String> {
+        let push = &config.push;
+        let keys = keys::load_or_create(&push.secret_key_file)?;
+        let database = config.database.sqlite_path()?;
+        let registry = Registry::open(&database, push.clone())
             .await
             .map_err(|e| format!("cannot open push registrations: {e}"))?;
         let pubkey_hex = keys.public_key().to_hex();
-        Ok(Arc::new(Self { keys, pubkey_hex, registry, config: config.clone() }))
+        Ok(Arc::new(Self {
+            keys,
+            pubkey_hex,
+            registry,
+            config: push.clone(),
+            relay_name: config.relay.name.clone(),
+            queue: store.clone(),
+            events: store,
+            senders: Senders::from_config(push)?,
+            wake: Arc::new(Notify::new()),
+            device_limiter: dispatch::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
+            stats: PushStats::default(),
+        }))
+    }
+
+    pub fn stats(&self) -> &PushStats {
+        &self.stats
+    }
+
+    /// Jobs not yet delivered, retried or dropped.
+    pub async fn pending_jobs(&self) -> u64 {
+        self.queue.pending().await.unwrap_or(0)
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -91,6 +136,36 @@ impl PushService {
                 (false, "error: could not save the registration".into())
             }
         }
+    }
+}
+
+/// Inside the writer's transaction: the jobs a stored event causes, committed with it.
+impl JobSource for PushService {
+    fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob> {
+        jobs::jobs_for(&self.registry, event, unix_now())
+    }
+}
+
+/// After the commit: wake the delivery loop. Ephemeral events were not written, so their jobs are queued here.
+impl AcceptListener for PushService {
+    fn accepted(&self, events: &[SharedEvent]) {
+        let ephemeral: Vec<NewJob> = events
+            .iter()
+            .filter(|e| e.class() == KindClass::Ephemeral)
+            .flat_map(|e| jobs::jobs_for(&self.registry, e, unix_now()))
+            .collect();
+        if ephemeral.is_empty() {
+            self.wake.notify_one();
+            return;
+        }
+        // Publishing never waits on the queue; the loop is woken once the jobs are in.
+        let (queue, wake) = (self.queue.clone(), self.wake.clone());
+        tokio::spawn(async move {
+            if let Err(e) = queue.enqueue(&ephemeral, unix_now_ms()).await {
+                tracing::error!("cannot queue pushes for an ephemeral event: {e}");
+            }
+            wake.notify_one();
+        });
     }
 }
 

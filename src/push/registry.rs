@@ -66,7 +66,7 @@ impl Registry {
         let mut index = RegistrationIndex::default();
         for row in sqlx::query("SELECT * FROM push_registrations").fetch_all(&self.pool).await? {
             let device_id: String = row.try_get("device_id")?;
-            match Device::parse(&device_id, &self.config.apns.bundle_ids) {
+            match self.parse_device(&device_id) {
                 Ok(device) => index.insert(registration_from_row(&row, device)?),
                 Err(e) => tracing::warn!(device = shorten(&device_id), "stored registration skipped: {e}"),
             }
@@ -162,7 +162,7 @@ impl Registry {
         if device_id.is_empty() {
             return Err(ApplyError::Refused("invalid: deviceId is empty (a logout also sends online: 0)".into()));
         }
-        let device = Device::parse(device_id, &self.config.apns.bundle_ids).map_err(ApplyError::Refused)?;
+        let device = self.parse_device(device_id).map_err(ApplyError::Refused)?;
         if let Some(existing) = current.iter().find(|r| r.device_id == *device_id) {
             return Ok(vec![merged((**existing).clone(), update, now)]);
         }
@@ -198,8 +198,24 @@ impl Registry {
         Ok(vec![merged(fresh, update, now)])
     }
 
+    fn parse_device(&self, device_id: &str) -> Result<Device, String> {
+        Device::parse(device_id, &self.config.apns.bundle_ids, self.config.unifiedpush.allow_private_addresses)
+    }
+
     pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {
         self.index.read().expect("registration index lock").registrations_of(pubkey)
+    }
+
+    pub fn has_device(&self, device_id: &str) -> bool {
+        self.index.read().expect("registration index lock").has_device(device_id)
+    }
+
+    /// Forgets a device whose push service called its token dead, for every pubkey that registered it.
+    pub async fn remove_device(&self, device_id: &str) -> Result<(), sqlx::Error> {
+        let _serialised = self.changes.lock().await;
+        sqlx::query("DELETE FROM push_registrations WHERE device_id = ?").bind(device_id).execute(&self.pool).await?;
+        self.index.write().expect("registration index lock").remove_device(device_id);
+        Ok(())
     }
 
     pub fn is_online(&self, pubkey: &Hash32, now: i64) -> bool {

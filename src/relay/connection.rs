@@ -257,7 +257,9 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         return message::ok(&id, accepted, &reason);
     }
     if event.class() == KindClass::Ephemeral {
-        state.subscriptions.publish(&event);
+        for listener in &state.listeners {
+            listener.accepted(std::slice::from_ref(&event));
+        }
         return message::ok(&id, true, "");
     }
     match state.writer.write(event).await {

@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::protocol::SharedEvent;
 use crate::store::EventStore;
-use crate::store::writer::Writer;
+use crate::store::writer::{AcceptListener, Writer};
 use admission::Policy;
 use rate::{ConnectionCounter, RateLimits};
 use subscriptions::SubscriptionIndex;
@@ -36,6 +36,8 @@ pub struct RelayState {
     pub store: Arc<dyn EventStore>,
     pub writer: Writer,
     pub subscriptions: Arc<SubscriptionIndex>,
+    /// Told of every accepted ephemeral event (stored ones are told by the writer).
+    pub listeners: Vec<Arc<dyn AcceptListener>>,
     pub consumer: Option<Arc<dyn EventConsumer>>,
     /// The relay's own pubkey (NIP-11 `self`).
     pub self_pubkey: Option<String>,
@@ -58,6 +60,7 @@ impl RelayState {
         store: Arc<dyn EventStore>,
         writer: Writer,
         subscriptions: Arc<SubscriptionIndex>,
+        listeners: Vec<Arc<dyn AcceptListener>>,
         consumer: Option<Arc<dyn EventConsumer>>,
         self_pubkey: Option<String>,
     ) -> Self {
@@ -66,6 +69,7 @@ impl RelayState {
             store,
             writer,
             subscriptions,
+            listeners,
             consumer,
             self_pubkey,
             policy: Policy::new(&config),

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 use super::auth::Reader;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent, message};
-use crate::store::writer::CommitListener;
+use crate::store::writer::AcceptListener;
 
 /// The sending side of a connection's bounded outgoing queue.
 pub struct Outbox {
@@ -113,8 +113,8 @@ impl SubscriptionIndex {
     }
 }
 
-impl CommitListener for SubscriptionIndex {
-    fn committed(&self, events: &[SharedEvent]) {
+impl AcceptListener for SubscriptionIndex {
+    fn accepted(&self, events: &[SharedEvent]) {
         for event in events {
             self.publish(event);
         }

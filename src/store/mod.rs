@@ -1,6 +1,7 @@
 //! Durable storage of events behind one small trait, so that another database can be added without touching the
 //! protocol code. Writes go through the single [`writer`] task; reads go straight to the store.
 
+pub mod jobs;
 mod sqlite;
 pub mod writer;
 
@@ -12,6 +13,7 @@ use futures_util::future::try_join_all;
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
+use jobs::{JobQueue, JobSource};
 
 pub use sqlite::SqliteStore;
 
@@ -61,9 +63,14 @@ pub struct StoredEvent {
 
 #[async_trait]
 pub trait EventStore: Send + Sync {
-    /// Applies a batch in one transaction, in order, so that later events see earlier ones (replacement).
-    /// Only the writer task calls this.
-    async fn write_batch(&self, batch: &[SharedEvent]) -> Result<Vec<WriteOutcome>, StoreError>;
+    /// Applies a batch in one transaction, in order, so that later events see earlier ones (replacement), with
+    /// the jobs `job_source` derives from each stored event in the same transaction. Only the writer task calls
+    /// this.
+    async fn write_batch(
+        &self,
+        batch: &[SharedEvent],
+        job_source: Option<&dyn JobSource>,
+    ) -> Result<Vec<WriteOutcome>, StoreError>;
 
     /// Events matching one filter and visible to the reader, newest first (ties: lowest id first), at most
     /// `filter.limit` of them. Expired events are never returned.
@@ -90,14 +97,23 @@ impl dyn EventStore {
     }
 }
 
+/// Events and the job queue, kept in one database so that they can change in one transaction.
+pub trait Store: EventStore + JobQueue {}
+
+impl<T: EventStore + JobQueue> Store for T {}
+
 /// Opens the store named by `[database] url`, creating and migrating it as needed.
-pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn EventStore>, StoreError> {
+pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
     let path = config.sqlite_path().map_err(StoreError)?;
     Ok(Arc::new(SqliteStore::open(&path, config.read_connections).await?))
 }
 
 pub fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+pub fn unix_now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Clamps an unsigned protocol timestamp into the signed integer databases store.

@@ -7,12 +7,14 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::jobs::JobSource;
 use super::{EventStore, StoreError, WriteOutcome};
 use crate::protocol::SharedEvent;
 
-/// Told about every batch of newly stored events, after their commit.
-pub trait CommitListener: Send + Sync {
-    fn committed(&self, events: &[SharedEvent]);
+/// Told about newly accepted events: stored ones after their commit (by the writer), ephemeral ones at once (by
+/// the relay). Live fan-out and the push matcher listen.
+pub trait AcceptListener: Send + Sync {
+    fn accepted(&self, events: &[SharedEvent]);
 }
 
 struct WriteRequest {
@@ -28,13 +30,15 @@ pub struct Writer {
 
 impl Writer {
     /// Starts the writer task. It ends once every `Writer` handle is dropped and the queue is drained.
+    /// `listeners` hear of every committed batch; `job_source` adds jobs to the commit of each stored event.
     pub fn spawn(
         store: Arc<dyn EventStore>,
         max_batch: usize,
-        listener: Arc<dyn CommitListener>,
+        listeners: Vec<Arc<dyn AcceptListener>>,
+        job_source: Option<Arc<dyn JobSource>>,
     ) -> (Self, JoinHandle<()>) {
         let (requests, queue) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(store, queue, max_batch, listener));
+        let task = tokio::spawn(run(store, queue, max_batch, listeners, job_source));
         (Self { requests }, task)
     }
 
@@ -51,19 +55,21 @@ async fn run(
     store: Arc<dyn EventStore>,
     mut queue: mpsc::Receiver<WriteRequest>,
     max_batch: usize,
-    listener: Arc<dyn CommitListener>,
+    listeners: Vec<Arc<dyn AcceptListener>>,
+    job_source: Option<Arc<dyn JobSource>>,
 ) {
+    let job_source = job_source.as_deref();
     let mut requests = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut requests, max_batch).await > 0 {
         let events: Vec<SharedEvent> = requests.iter().map(|r| r.event.clone()).collect();
-        let outcomes = match store.write_batch(&events).await {
+        let outcomes = match store.write_batch(&events, job_source).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 // One bad event must not fail its neighbours: retry each alone, so only the culprit gets the error.
                 tracing::warn!(batch = events.len(), "batch commit failed, retrying one by one: {e}");
                 let mut outcomes = Vec::with_capacity(events.len());
                 for event in &events {
-                    outcomes.push(store.write_batch(std::slice::from_ref(event)).await.map(|o| o[0]));
+                    outcomes.push(store.write_batch(std::slice::from_ref(event), job_source).await.map(|o| o[0]));
                 }
                 outcomes
             }
@@ -75,7 +81,9 @@ async fn run(
             .map(|(event, _)| event)
             .collect();
         if !stored.is_empty() {
-            listener.committed(&stored);
+            for listener in &listeners {
+                listener.accepted(&stored);
+            }
         }
         for (request, outcome) in requests.drain(..).zip(outcomes) {
             if let Err(e) = &outcome {

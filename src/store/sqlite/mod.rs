@@ -2,6 +2,8 @@
 //! WAL mode lets readers run while the writer commits; `synchronous = FULL` makes every commit durable before the
 //! writer acknowledges it, and batching spreads that fsync over many events.
 
+mod jobs;
+
 use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
@@ -11,9 +13,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
-use super::{EventStore, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now};
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::store::jobs::JobSource;
+use crate::store::{EventStore, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now, unix_now_ms};
 
 pub struct SqliteStore {
     writer: Mutex<SqliteConnection>,
@@ -35,6 +38,11 @@ impl SqliteStore {
             .pragma("cache_size", "-32000");
         let mut writer = SqliteConnection::connect_with(&options.clone().create_if_missing(true)).await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut writer).await?;
+        // No worker survives a restart, so every job it held is due again now.
+        sqlx::query("UPDATE jobs SET leased = 0, due_at = ? WHERE leased = 1")
+            .bind(unix_now_ms())
+            .execute(&mut writer)
+            .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(read_connections.max(1))
             .connect_with(options.read_only(true))
@@ -45,12 +53,21 @@ impl SqliteStore {
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn write_batch(&self, batch: &[SharedEvent]) -> Result<Vec<WriteOutcome>, StoreError> {
+    async fn write_batch(
+        &self,
+        batch: &[SharedEvent],
+        job_source: Option<&dyn JobSource>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut conn = self.writer.lock().await;
         let mut tx = conn.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
+        let now_ms = unix_now_ms();
         for event in batch {
-            outcomes.push(write_event(&mut tx, event).await?);
+            let outcome = write_event(&mut tx, event).await?;
+            if let (WriteOutcome::Stored, Some(source)) = (outcome, job_source) {
+                jobs::insert_jobs(&mut tx, &source.jobs_for(event), now_ms).await?;
+            }
+            outcomes.push(outcome);
         }
         tx.commit().await?;
         Ok(outcomes)

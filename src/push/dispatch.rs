@@ -1,0 +1,226 @@
+//! The delivery loop: takes due push jobs from the durable queue, a device at a time, and hands them to the
+//! senders on a bounded pool of workers; records each outcome (done, retry later, device dead, dropped).
+
+use std::collections::BTreeMap;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::PushService;
+use super::device::Device;
+use super::jobs::PushJob;
+use super::senders::{Notification, SendOutcome};
+use super::text;
+use crate::protocol::Filter;
+use crate::protocol::filter::parse_hash;
+use crate::store::jobs::Job;
+use crate::store::{Visibility, unix_now_ms};
+
+/// Jobs taken per round.
+const CLAIM_BATCH: usize = 256;
+/// A claimed job is due again after this long if its worker never reports (the lease); a restart releases it.
+const LEASE: Duration = Duration::from_secs(120);
+/// Longest sleep between looks at the queue when nothing wakes the loop.
+const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Finished jobs are kept this long, so that an event seen again later does not push twice.
+const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// Counters of what happened to push jobs.
+#[derive(Debug, Default)]
+pub struct PushStats {
+    pub sent: AtomicU64,
+    pub merged: AtomicU64,
+    pub retried: AtomicU64,
+    pub dropped: AtomicU64,
+    pub dead_tokens: AtomicU64,
+}
+
+impl PushStats {
+    fn add(counter: &AtomicU64, n: usize) {
+        counter.fetch_add(n as u64, Ordering::Relaxed);
+    }
+}
+
+/// Per-device limit: beyond it, a device's jobs wait and are then sent as one merged notification.
+pub fn device_limiter(burst: u32, refill: Duration) -> DefaultKeyedRateLimiter<String> {
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    let quota = Quota::with_period(refill.max(Duration::from_millis(1))).expect("a positive period").allow_burst(burst);
+    RateLimiter::keyed(quota)
+}
+
+pub async fn run(service: Arc<PushService>, shutdown: CancellationToken) {
+    let workers = Arc::new(Semaphore::new(service.config.workers));
+    let mut deliveries = JoinSet::new();
+    let mut last_purge = tokio::time::Instant::now();
+    'rounds: while !shutdown.is_cancelled() {
+        let jobs = match service.queue.claim_due(unix_now_ms(), CLAIM_BATCH, LEASE.as_millis() as i64).await {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!("cannot take push jobs: {e}");
+                Vec::new()
+            }
+        };
+        if jobs.is_empty() {
+            let wait = match service.queue.next_due().await {
+                Ok(Some(due)) => {
+                    Duration::from_millis((due - unix_now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+                }
+                _ => IDLE_POLL,
+            };
+            tokio::select! {
+                _ = service.wake.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        let mut by_device: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+        for job in jobs {
+            by_device.entry(job.group_key.clone()).or_default().push(job);
+        }
+        for (device_id, jobs) in by_device {
+            let permit = tokio::select! {
+                permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                _ = shutdown.cancelled() => break 'rounds,
+            };
+            let service = service.clone();
+            deliveries.spawn(async move {
+                service.deliver(&device_id, jobs).await;
+                drop(permit);
+            });
+        }
+        while deliveries.try_join_next().is_some() {}
+        if last_purge.elapsed() > Duration::from_secs(600) {
+            last_purge = tokio::time::Instant::now();
+            if let Err(e) = service.queue.purge_finished(unix_now_ms() - DEDUP_WINDOW.as_millis() as i64).await {
+                tracing::error!("cannot purge finished push jobs: {e}");
+            }
+        }
+    }
+    // Deliveries under way finish (their outcome is recorded); jobs not yet taken wait in the queue for the next start.
+    let _ =
+        tokio::time::timeout(Duration::from_secs(15), async { while deliveries.join_next().await.is_some() {} }).await;
+}
+
+impl PushService {
+    /// Sends one device's due jobs: one notification, merged when there are several.
+    async fn deliver(&self, device_id: &str, jobs: Vec<Job>) {
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
+        let now_ms = unix_now_ms();
+        let pushes: Vec<PushJob> = jobs.iter().filter_map(|j| serde_json::from_str(&j.payload).ok()).collect();
+        // Logged out or dead since: nothing to send. Came online since: the app shows it, no push.
+        let now = now_ms / 1000;
+        let still_due = self.registry.has_device(device_id)
+            && pushes.iter().any(|p| parse_hash(&p.pubkey).is_some_and(|pk| !self.registry.is_online(&pk, now)));
+        let Some(newest) = pushes.last().filter(|_| still_due) else {
+            return self.finish(&ids, now_ms).await;
+        };
+        if let Err(not_until) = self.device_limiter.check_key(&device_id.to_owned()) {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
+            return self.reschedule(&ids, now_ms + wait.as_millis() as i64 + 1, attempts).await;
+        }
+        let device = match Device::parse(
+            device_id,
+            &self.config.apns.bundle_ids,
+            self.config.unifiedpush.allow_private_addresses,
+        ) {
+            Ok(device) => device,
+            Err(e) => {
+                tracing::warn!("push job for an unusable device: {e}");
+                PushStats::add(&self.stats.dropped, ids.len());
+                return self.finish(&ids, now_ms).await;
+            }
+        };
+        let body = if pushes.len() > 1 {
+            text::merged(pushes.len())
+        } else {
+            text::body(self.author_name(&newest.author).await.as_deref(), newest.kind)
+        };
+        let notification = Notification {
+            title: self.relay_name.clone(),
+            body,
+            event_id: newest.event_id.clone(),
+            kind: newest.kind,
+            author: newest.author.clone(),
+        };
+        match self.senders.send(&device, &notification).await {
+            SendOutcome::Delivered => {
+                PushStats::add(&self.stats.sent, 1);
+                PushStats::add(&self.stats.merged, ids.len() - 1);
+                self.finish(&ids, now_ms).await;
+            }
+            SendOutcome::Retry { after, reason } => {
+                let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0) + 1;
+                let oldest = jobs.iter().map(|j| j.created_at).min().unwrap_or(now_ms);
+                if now_ms - oldest > self.config.max_job_age_secs as i64 * 1000 {
+                    tracing::warn!(
+                        device = super::device::shorten(device_id),
+                        "push given up after {attempts} attempts: {reason}"
+                    );
+                    PushStats::add(&self.stats.dropped, ids.len());
+                    return self.finish(&ids, now_ms).await;
+                }
+                let delay = self.backoff(attempts).max(after.unwrap_or_default());
+                tracing::info!(
+                    device = super::device::shorten(device_id),
+                    attempts,
+                    ?delay,
+                    "push will be retried: {reason}"
+                );
+                PushStats::add(&self.stats.retried, ids.len());
+                self.reschedule(&ids, now_ms + delay.as_millis() as i64, attempts).await;
+            }
+            SendOutcome::DeadToken(reason) => {
+                tracing::info!(device = super::device::shorten(device_id), "dead push token, device removed: {reason}");
+                PushStats::add(&self.stats.dead_tokens, 1);
+                if let Err(e) = self.registry.remove_device(device_id).await {
+                    tracing::error!("cannot remove a dead device: {e}");
+                }
+                self.finish(&ids, now_ms).await;
+            }
+            SendOutcome::Failed(reason) => {
+                tracing::warn!(device = super::device::shorten(device_id), "push dropped: {reason}");
+                PushStats::add(&self.stats.dropped, ids.len());
+                self.finish(&ids, now_ms).await;
+            }
+        }
+    }
+
+    /// Exponential back-off from `retry_initial_ms`, doubled per attempt up to `retry_max_ms`, with ±20 % jitter so
+    /// that a service coming back is not hit by every retry at once.
+    fn backoff(&self, attempts: u32) -> Duration {
+        let base = self.config.retry_initial_ms.saturating_mul(1 << attempts.saturating_sub(1).min(30));
+        let capped = base.min(self.config.retry_max_ms) as f64;
+        Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)
+    }
+
+    async fn author_name(&self, author: &str) -> Option<String> {
+        let filter = Filter {
+            authors: Some(vec![parse_hash(author)?]),
+            kinds: Some(vec![0]),
+            limit: Some(1),
+            ..Filter::default()
+        };
+        let profile = self.events.query_filter(&filter, Visibility::default()).await.ok()?.pop()?;
+        text::profile_name(&profile.json)
+    }
+
+    async fn finish(&self, ids: &[i64], now_ms: i64) {
+        if let Err(e) = self.queue.finish(ids, now_ms).await {
+            tracing::error!("cannot record finished push jobs: {e}");
+        }
+    }
+
+    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
+        if let Err(e) = self.queue.reschedule(ids, due_ms, attempts).await {
+            tracing::error!("cannot reschedule push jobs: {e}");
+        }
+    }
+}

@@ -1,0 +1,42 @@
+//! From an accepted event to push jobs: one per device whose registration matches, never two for one event.
+
+use serde::{Deserialize, Serialize};
+
+use super::registry::Registry;
+use crate::protocol::VerifiedEvent;
+use crate::store::jobs::NewJob;
+
+/// What a push job carries: enough to build the notification without the event itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PushJob {
+    pub device_id: String,
+    /// The registered pubkey the event is for.
+    pub pubkey: String,
+    pub event_id: String,
+    pub kind: u16,
+    pub author: String,
+}
+
+/// The jobs an event causes now: one per matching device (spec: Matching), keyed by device and event id so that
+/// the same event, seen again (a retry, or from a watched relay), never causes a second job.
+pub fn jobs_for(registry: &Registry, event: &VerifiedEvent, now: i64) -> Vec<NewJob> {
+    let mut jobs: Vec<NewJob> = Vec::new();
+    for registration in registry.matching(event, now) {
+        if jobs.iter().any(|job| job.group_key == registration.device_id) {
+            continue;
+        }
+        let job = PushJob {
+            device_id: registration.device_id.clone(),
+            pubkey: hex::encode(registration.pubkey),
+            event_id: event.event.id.to_hex(),
+            kind: event.kind(),
+            author: event.event.pubkey.to_hex(),
+        };
+        jobs.push(NewJob {
+            dedup_key: format!("push:{}:{}", job.event_id, job.device_id),
+            group_key: job.device_id.clone(),
+            payload: serde_json::to_string(&job).expect("a job serializes"),
+        });
+    }
+    jobs
+}

@@ -1,0 +1,101 @@
+//! FCM HTTP v1, authenticated with an OAuth2 access token obtained from the service account (gcp_auth, which uses
+//! the `token_uri` in the service-account file and caches the token until it nears expiry).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use base64::Engine;
+use gcp_auth::{CustomServiceAccount, TokenProvider};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+use super::{Notification, SendOutcome, Sender, network_failure, outcome_of};
+use crate::config::FcmConfig;
+use crate::push::device::Device;
+
+const SCOPE: &str = "https://www.googleapis.com/auth/firebase.messaging";
+
+pub struct FcmSender {
+    client: reqwest::Client,
+    endpoint: String,
+    auth: Arc<CustomServiceAccount>,
+    project_id: String,
+}
+
+impl FcmSender {
+    pub fn new(config: &FcmConfig) -> Result<Option<Self>, String> {
+        let Some(file) = config.service_account_file.as_ref().filter(|p| !p.as_os_str().is_empty()) else {
+            return Ok(None);
+        };
+        let auth = CustomServiceAccount::from_file(file)
+            .map_err(|e| format!("[push.fcm] service_account_file {}: {e}", file.display()))?;
+        let project_id = auth
+            .project_id()
+            .ok_or_else(|| format!("[push.fcm] service_account_file {}: no project_id", file.display()))?
+            .to_owned();
+        Ok(Some(Self {
+            client: reqwest::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .map_err(|e| format!("FCM client: {e}"))?,
+            endpoint: config.endpoint.trim_end_matches('/').to_owned(),
+            auth: Arc::new(auth),
+            project_id,
+        }))
+    }
+}
+
+/// A bare FCM token gets a notification the system shows; FCM inside UnifiedPush gets a data-only message whose
+/// `data.b` is the base64 of the body the UnifiedPush app decodes.
+fn message(device: &Device, notification: &Notification) -> Option<Value> {
+    match device {
+        Device::Fcm { token } => Some(json!({
+            "token": token,
+            "notification": {"title": notification.title, "body": notification.body},
+            "data": notification.android_body()["data"],
+            "android": {"priority": "high"},
+        })),
+        Device::EmbeddedFcm { token, .. } => {
+            let body = base64::engine::general_purpose::STANDARD.encode(notification.android_body().to_string());
+            Some(json!({"token": token, "data": {"b": body}, "android": {"priority": "high"}}))
+        }
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Sender for FcmSender {
+    async fn send(&self, device: &Device, notification: &Notification) -> SendOutcome {
+        let Some(message) = message(device, notification) else {
+            return SendOutcome::Failed("not an FCM device".into());
+        };
+        let token = match self.auth.token(&[SCOPE]).await {
+            Ok(token) => token,
+            Err(e) => return SendOutcome::Retry { after: None, reason: format!("FCM access token: {e}") },
+        };
+        let response = self
+            .client
+            .post(format!("{}/v1/projects/{}/messages:send", self.endpoint, self.project_id))
+            .bearer_auth(token.as_str())
+            .json(&json!({"message": message}))
+            .send()
+            .await;
+        let response = match response {
+            Ok(response) => response,
+            Err(e) => return network_failure(e),
+        };
+        let (status, headers) = (response.status(), response.headers().clone());
+        let body = response.text().await.unwrap_or_default();
+        let error_code = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+            v["error"]["details"].as_array()?.iter().find_map(|d| d["errorCode"].as_str().map(str::to_owned))
+        });
+        match error_code.as_deref() {
+            Some("UNREGISTERED" | "SENDER_ID_MISMATCH") => {
+                SendOutcome::DeadToken(format!("FCM {status}: {}", error_code.unwrap_or_default()))
+            }
+            _ if status == StatusCode::NOT_FOUND => SendOutcome::DeadToken(format!("FCM {status}")),
+            _ => outcome_of(status, &headers, &body),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! Senders: one small module per push service behind one trait, each with a configurable endpoint so that tests
+//! can point it at a local stand-in.
+
+mod apns;
+mod fcm;
+mod unifiedpush;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use reqwest::StatusCode;
+use reqwest::header::{HeaderMap, RETRY_AFTER};
+use serde_json::{Value, json};
+
+use super::device::Device;
+use crate::config::PushConfig;
+pub use apns::ApnsSender;
+pub use fcm::FcmSender;
+pub use unifiedpush::UnifiedPushSender;
+
+/// What a notification says. Never the plaintext of an encrypted event: the text comes from the kind and the
+/// author's public profile; the app fetches the event by id to show more.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notification {
+    pub title: String,
+    pub body: String,
+    /// The newest event the notification is about.
+    pub event_id: String,
+    pub kind: u16,
+    pub author: String,
+}
+
+impl Notification {
+    /// The body the Android app decodes (spec: Device ids): `notification` plus `data.msgType`.
+    pub fn android_body(&self) -> Value {
+        json!({
+            "notification": {"title": self.title, "body": self.body},
+            "data": {"msgType": "0", "event_id": self.event_id, "kind": self.kind.to_string(), "author": self.author},
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome {
+    Delivered,
+    /// Worth trying again (429, 5xx, timeouts), not before `after` when the service said so.
+    Retry {
+        after: Option<Duration>,
+        reason: String,
+    },
+    /// The service says the token is dead: the device is to be forgotten.
+    DeadToken(String),
+    /// Will not work however often it is tried.
+    Failed(String),
+}
+
+#[async_trait]
+pub trait Sender: Send + Sync {
+    async fn send(&self, device: &Device, notification: &Notification) -> SendOutcome;
+}
+
+/// Every configured sender; a device goes to the one its form names.
+pub struct Senders {
+    apns: Option<ApnsSender>,
+    fcm: Option<FcmSender>,
+    unifiedpush: UnifiedPushSender,
+}
+
+impl Senders {
+    /// A sender whose credentials are absent is left out with one warning: its jobs then fail fast.
+    pub fn from_config(config: &PushConfig) -> Result<Self, String> {
+        let apns = ApnsSender::new(&config.apns)?;
+        if apns.is_none() {
+            tracing::warn!("APNs is not configured ([push.apns] key_file): iOS devices get no pushes");
+        }
+        let fcm = FcmSender::new(&config.fcm)?;
+        if fcm.is_none() {
+            tracing::warn!("FCM is not configured ([push.fcm] service_account_file): FCM devices get no pushes");
+        }
+        Ok(Self { apns, fcm, unifiedpush: UnifiedPushSender::new(&config.unifiedpush)? })
+    }
+
+    pub async fn send(&self, device: &Device, notification: &Notification) -> SendOutcome {
+        let sender: Option<&dyn Sender> = match device {
+            Device::Apns { .. } => self.apns.as_ref().map(|s| s as &dyn Sender),
+            Device::Fcm { .. } | Device::EmbeddedFcm { .. } => self.fcm.as_ref().map(|s| s as &dyn Sender),
+            Device::UnifiedPush { .. } => Some(&self.unifiedpush),
+        };
+        match sender {
+            Some(sender) => sender.send(device, notification).await,
+            None => SendOutcome::Failed(format!("{} is not configured", device.platform())),
+        }
+    }
+}
+
+/// The common reading of an HTTP answer: 2xx delivered, 429 and 5xx retried (honouring `Retry-After`).
+/// Service-specific answers (dead tokens) are read by each sender before falling back to this.
+fn outcome_of(status: StatusCode, headers: &HeaderMap, body: &str) -> SendOutcome {
+    if status.is_success() {
+        SendOutcome::Delivered
+    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+        SendOutcome::Retry { after: retry_after(headers), reason: format!("{status}: {}", first_line(body)) }
+    } else {
+        SendOutcome::Failed(format!("{status}: {}", first_line(body)))
+    }
+}
+
+fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
+    value.trim().parse().ok().map(Duration::from_secs)
+}
+
+fn first_line(text: &str) -> &str {
+    let line = text.lines().next().unwrap_or("");
+    &line[..line.floor_char_boundary(200)]
+}
+
+/// A request that did not get an answer (connection refused, timeout) is retried.
+fn network_failure(e: reqwest::Error) -> SendOutcome {
+    SendOutcome::Retry { after: None, reason: format!("request failed: {e}") }
+}

@@ -1,0 +1,60 @@
+//! A durable job queue beside the events: work that must not be lost (push notifications) is written in the same
+//! transaction as the event that caused it, and taken by workers with a lease. The store knows nothing of what the
+//! jobs mean; a `JobSource` derives them from events.
+
+use async_trait::async_trait;
+
+use super::StoreError;
+use crate::protocol::SharedEvent;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewJob {
+    /// One job per key, ever (until finished jobs are purged): the same event cannot cause the same job twice.
+    pub dedup_key: String,
+    /// Jobs of one group (one device) are taken together, so that they can be merged.
+    pub group_key: String,
+    pub payload: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Job {
+    pub id: i64,
+    pub group_key: String,
+    pub payload: String,
+    pub attempts: u32,
+    /// Milliseconds since the epoch.
+    pub created_at: i64,
+}
+
+/// Derives the jobs a newly stored event causes; called inside the transaction that stores the event.
+pub trait JobSource: Send + Sync {
+    fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob>;
+}
+
+/// All times are milliseconds since the epoch.
+#[async_trait]
+pub trait JobQueue: Send + Sync {
+    /// Adds jobs (those whose key was seen before are ignored); returns how many were new.
+    async fn enqueue(&self, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Takes up to `limit` due jobs, oldest due first, and leases them for `lease_ms`.
+    async fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>, StoreError>;
+
+    /// Marks jobs done (or given up); they are kept, for de-duplication, until purged.
+    async fn finish(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError>;
+
+    /// Puts jobs back, due at `due_ms`, with their attempt count.
+    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) -> Result<(), StoreError>;
+
+    /// When the next unleased job falls due, if any.
+    async fn next_due(&self) -> Result<Option<i64>, StoreError>;
+
+    /// Releases every lease: called at start, when no worker can still hold one.
+    async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Forgets finished jobs older than `before_ms`.
+    async fn purge_finished(&self, before_ms: i64) -> Result<u64, StoreError>;
+
+    /// Jobs not yet finished.
+    async fn pending(&self) -> Result<u64, StoreError>;
+}
