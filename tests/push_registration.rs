@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use common::*;
-use nostr::nips::{nip04, nip44};
 use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::PushService;
@@ -38,21 +37,6 @@ async fn start_with_timeout(heartbeat_timeout_secs: u64) -> TestRelay {
 
 fn push(relay: &TestRelay) -> Arc<PushService> {
     relay.handle.as_ref().unwrap().push().expect("push is on by default").clone()
-}
-
-#[derive(Clone, Copy)]
-enum Cipher {
-    Nip04,
-    Nip44,
-}
-
-fn registration_event(user: &Keys, to: &PublicKey, content: &Value, cipher: Cipher, created_at: u64) -> Event {
-    let plaintext = content.to_string();
-    let encrypted = match cipher {
-        Cipher::Nip04 => nip04::encrypt(user.secret_key(), to, &plaintext).unwrap(),
-        Cipher::Nip44 => nip44::encrypt(user.secret_key(), to, &plaintext, nip44::Version::V2).unwrap(),
-    };
-    sign(user, 22456, &encrypted, &[&["p", &to.to_hex()]], created_at)
 }
 
 /// Sends a NIP-04 registration event created now and returns the relay's answer.

@@ -18,6 +18,7 @@ use super::registration::RegistrationUpdate;
 use crate::config::PushConfig;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
+use crate::store::IMMEDIATE;
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -90,7 +91,7 @@ impl Registry {
         now: i64,
     ) -> Result<Applied, ApplyError> {
         let _serialised = self.changes.lock().await;
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with(IMMEDIATE).await?;
         let last_applied: Option<i64> =
             sqlx::query_scalar("SELECT last_applied_at FROM push_presence WHERE pubkey = ?")
                 .bind(&pubkey[..])

@@ -15,7 +15,7 @@ use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
 use jobs::{JobQueue, JobSource};
 
-pub use sqlite::SqliteStore;
+pub use sqlite::{IMMEDIATE, SqliteStore};
 
 /// What became of one event handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,10 +2,13 @@
 //! that talks to it as any Nostr client would.
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod standins;
+
 use std::path::PathBuf;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use nostr::nips::{nip04, nip44};
 use nostr::prelude::*;
 use pushrelay::{Config, RelayHandle};
 use serde_json::{Value, json};
@@ -28,6 +31,11 @@ impl TestRelay {
     }
 
     pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        // RUST_LOG=pushrelay=debug shows the relay's logs beside a failing test's output.
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
         let dir = tempfile::tempdir().unwrap();
         let mut config = Config::default();
         config.server.bind = "127.0.0.1:0".parse().unwrap();
@@ -183,6 +191,21 @@ impl Client {
     pub async fn close(&mut self, sub_id: &str) {
         self.send(json!(["CLOSE", sub_id])).await;
     }
+}
+
+#[derive(Clone, Copy)]
+pub enum Cipher {
+    Nip04,
+    Nip44,
+}
+
+pub fn registration_event(user: &Keys, to: &PublicKey, content: &Value, cipher: Cipher, created_at: u64) -> Event {
+    let plaintext = content.to_string();
+    let encrypted = match cipher {
+        Cipher::Nip04 => nip04::encrypt(user.secret_key(), to, &plaintext).unwrap(),
+        Cipher::Nip44 => nip44::encrypt(user.secret_key(), to, &plaintext, nip44::Version::V2).unwrap(),
+    };
+    sign(user, 22456, &encrypted, &[&["p", &to.to_hex()]], created_at)
 }
 
 pub fn now() -> u64 {

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{Connection, Row, SqliteConnection};
 
-use super::SqliteStore;
+use super::{IMMEDIATE, SqliteStore};
 use crate::store::StoreError;
 use crate::store::jobs::{Job, JobQueue, NewJob};
 
@@ -35,7 +35,7 @@ fn id_list(ids: &[i64]) -> String {
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
         let mut conn = self.writer.lock().await;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(IMMEDIATE).await?;
         let added = insert_jobs(&mut tx, jobs, now_ms).await?;
         tx.commit().await?;
         Ok(added)

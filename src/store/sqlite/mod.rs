@@ -18,6 +18,11 @@ use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::store::jobs::JobSource;
 use crate::store::{EventStore, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now, unix_now_ms};
 
+/// Write transactions take the write lock up front. A deferred transaction that reads first and writes later fails
+/// at once (SQLITE_BUSY_SNAPSHOT, busy timeout or not) when another connection committed in between; the push
+/// registry writes through its own connections, so that case is real.
+pub const IMMEDIATE: &str = "BEGIN IMMEDIATE";
+
 pub struct SqliteStore {
     writer: Mutex<SqliteConnection>,
     readers: SqlitePool,
@@ -59,7 +64,7 @@ impl EventStore for SqliteStore {
         job_source: Option<&dyn JobSource>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut conn = self.writer.lock().await;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(IMMEDIATE).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let now_ms = unix_now_ms();
         for event in batch {
@@ -113,7 +118,7 @@ impl EventStore for SqliteStore {
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
         let mut conn = self.writer.lock().await;
-        let mut tx = conn.begin().await?;
+        let mut tx = conn.begin_with(IMMEDIATE).await?;
         let purged = delete_where(&mut tx, "expires_at <= ?", |q| q.bind(db_time(now))).await?;
         tx.commit().await?;
         Ok(purged)

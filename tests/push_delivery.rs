@@ -1,0 +1,408 @@
+//! Push delivery end to end: a device registers over a real WebSocket, goes offline, someone publishes a matching
+//! event, and the local APNs / FCM / UnifiedPush stand-in receives exactly the request the real service expects.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::standins::{ACCESS_TOKEN, Recorded, StandIn, TOKEN_PATH};
+use common::*;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use nostr::prelude::*;
+use pushrelay::Config;
+use serde_json::{Value, json};
+
+const BUNDLE: &str = "com.example.app";
+const KEY_ID: &str = "KEYID12345";
+const TEAM_ID: &str = "TEAM123456";
+const PROJECT: &str = "test-project";
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+fn apns_token(n: u8) -> String {
+    format!("{n:02x}").repeat(32)
+}
+
+/// Points every sender at `standin` and makes retries quick.
+fn push_config(config: &mut Config, url: &str, dir: &std::path::Path) {
+    let push = &mut config.push;
+    push.apns.endpoint = url.to_owned();
+    push.apns.key_file = Some(fixture("apns_test_key.p8").into());
+    push.apns.key_id = KEY_ID.into();
+    push.apns.team_id = TEAM_ID.into();
+    push.apns.topic = "com.example.default".into();
+    push.apns.bundle_ids = vec![BUNDLE.into()];
+    push.fcm.endpoint = url.to_owned();
+    let account = json!({
+        "type": "service_account",
+        "project_id": PROJECT,
+        "private_key_id": "stand-in",
+        "private_key": std::fs::read_to_string(fixture("fcm_test_key.pem")).unwrap(),
+        "client_email": "pushrelay@test-project.iam.gserviceaccount.com",
+        "client_id": "1",
+        "token_uri": format!("{url}{TOKEN_PATH}"),
+    });
+    let account_file = dir.join("service-account.json");
+    std::fs::write(&account_file, account.to_string()).unwrap();
+    push.fcm.service_account_file = Some(account_file);
+    push.unifiedpush.allow_private_addresses = true;
+    push.retry_initial_ms = 100;
+}
+
+/// A relay whose push services all live at `url`.
+async fn start(url: &str) -> TestRelay {
+    start_with(url, |_| {}).await
+}
+
+async fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> TestRelay {
+    let key_dir = tempfile::tempdir().unwrap().keep();
+    TestRelay::start_with(|c| {
+        push_config(c, url, &key_dir);
+        adjust(c);
+    })
+    .await
+}
+
+fn push_key(relay: &TestRelay) -> PublicKey {
+    relay.handle.as_ref().unwrap().push().unwrap().public_key()
+}
+
+/// Registers `device_id` for `user` (DMs, zaps, reactions, group messages p- or h-tagged to the user).
+async fn register(client: &mut Client, relay: &TestRelay, user: &Keys, content: Value) {
+    let event = registration_event(user, &push_key(relay), &content, Cipher::Nip04, now());
+    let (accepted, reason) = client.publish(&event).await;
+    assert!(accepted, "registration refused: {reason}");
+}
+
+fn registration(device_id: &str, user: &Keys) -> Value {
+    json!({
+        "kinds": [4, 1059, 9735, 7, 9],
+        "deviceId": device_id,
+        "#p": [user.public_key().to_hex()],
+        "#e": ["group-1"],
+    })
+}
+
+/// A new direct message each call (distinct content, so distinct ids within one second).
+fn dm(from: &Keys, to: &Keys) -> Event {
+    let content = format!("ciphertext{}?iv=abc", rand::random::<u64>());
+    sign(from, 4, &content, &[&["p", &to.public_key().to_hex()]], now())
+}
+
+fn verify_apns_jwt(request: &Recorded) -> Value {
+    let bearer = request.header("authorization").strip_prefix("Bearer ").expect("bearer token");
+    let header = jsonwebtoken::decode_header(bearer).unwrap();
+    assert_eq!(header.alg, Algorithm::ES256);
+    assert_eq!(header.kid.as_deref(), Some(KEY_ID));
+    let key = DecodingKey::from_ec_pem(&std::fs::read(fixture("apns_test_key.pub.pem")).unwrap()).unwrap();
+    let mut validation = Validation::new(Algorithm::ES256);
+    validation.required_spec_claims.clear();
+    validation.validate_exp = false;
+    jsonwebtoken::decode::<Value>(bearer, &key, &validation).expect("JWT signed with the APNs key").claims
+}
+
+#[tokio::test]
+async fn apns_gets_exactly_the_request_apple_expects() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, alice) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    client.publish_ok(&sign(&alice, 0, r#"{"name":"alice","display_name":"Alice"}"#, &[], now())).await;
+    register(&mut client, &relay, &user, registration(&format!("{BUNDLE}{}", apns_token(1)), &user)).await;
+
+    let message = dm(&alice, &user);
+    client.publish_ok(&message).await;
+    let request = apns.next().await;
+    assert_eq!(request.method, "POST");
+    assert_eq!(request.path, format!("/3/device/{}", apns_token(1)));
+    assert_eq!(request.version, axum::http::Version::HTTP_2);
+    assert_eq!(request.header("apns-topic"), BUNDLE);
+    assert_eq!(request.header("apns-push-type"), "alert");
+    assert_eq!(request.header("apns-priority"), "10");
+    assert!(request.header("apns-expiration").parse::<u64>().unwrap() > now());
+    assert_eq!(request.header("apns-collapse-id"), id_of(&message));
+    let claims = verify_apns_jwt(&request);
+    assert_eq!(claims["iss"], TEAM_ID);
+    assert!(claims["iat"].as_u64().unwrap().abs_diff(now()) < 60);
+
+    assert!(request.body.len() < 4096);
+    let body = request.json();
+    assert_eq!(body["aps"]["alert"]["body"], "Alice: New message");
+    assert_eq!(body["aps"]["alert"]["title"], "pushrelay");
+    assert_eq!(body["aps"]["mutable-content"], 1);
+    assert!(body["aps"]["sound"].is_string());
+    assert_eq!(body["event_id"], id_of(&message));
+    assert_eq!(body["kind"], 4);
+    assert_eq!(body["author"], alice.public_key().to_hex());
+    assert!(!request.body.windows(10).any(|w| w == b"ciphertext"), "never the message itself");
+    apns.expect_none().await;
+
+    // A bare hex token goes to the default topic.
+    let other = Keys::generate();
+    register(&mut client, &relay, &other, registration(&apns_token(2), &other)).await;
+    client.publish_ok(&dm(&alice, &other)).await;
+    let request = apns.next().await;
+    assert_eq!(request.path, format!("/3/device/{}", apns_token(2)));
+    assert_eq!(request.header("apns-topic"), "com.example.default");
+}
+
+#[tokio::test]
+async fn fcm_gets_oauth_and_both_message_forms() {
+    let mut fcm = StandIn::start().await;
+    let relay = start(&fcm.url).await;
+    let (user, embedded_user, zapper) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration("fcm-token:APA91b_stand_in", &user)).await;
+    let embedded = "Embedded-FCM/FCM?v2&instance=default&token=embedded:TOKEN";
+    register(&mut client, &relay, &embedded_user, registration(embedded, &embedded_user)).await;
+
+    let zap = sign(&zapper, 9735, "", &[&["p", &user.public_key().to_hex()]], now());
+    client.publish_ok(&zap).await;
+    let request = fcm.next().await;
+    assert_eq!(request.path, format!("/v1/projects/{PROJECT}/messages:send"));
+    assert_eq!(request.header("authorization"), format!("Bearer {ACCESS_TOKEN}"));
+    let message = &request.json()["message"];
+    assert_eq!(message["token"], "fcm-token:APA91b_stand_in");
+    assert_eq!(message["notification"]["body"], "New zap");
+    assert_eq!(message["data"]["msgType"], "0");
+    assert_eq!(message["data"]["event_id"], id_of(&zap));
+
+    // The access token came from the service account's token_uri with a signed JWT grant.
+    let grant = &fcm.token_requests()[0];
+    let form: std::collections::HashMap<String, String> =
+        url::form_urlencoded::parse(&grant.body).into_owned().collect();
+    assert_eq!(form["grant_type"], "urn:ietf:params:oauth:grant-type:jwt-bearer");
+    // gcp_auth pads its base64url segments, which jsonwebtoken's decoder refuses; the signature is checked over
+    // the segments exactly as sent.
+    let assertion = &form["assertion"];
+    let parts: Vec<&str> = assertion.split('.').collect();
+    let key = DecodingKey::from_rsa_pem(&std::fs::read(fixture("fcm_test_key.pub.pem")).unwrap()).unwrap();
+    let signed = format!("{}.{}", parts[0], parts[1]);
+    let signature = parts[2].trim_end_matches('=');
+    assert!(jsonwebtoken::crypto::verify(signature, signed.as_bytes(), &key, Algorithm::RS256).unwrap());
+    let claims: Value = serde_json::from_slice(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(parts[1].trim_end_matches('=')).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(claims["aud"], format!("{}{TOKEN_PATH}", fcm.url));
+    assert!(claims["scope"].as_str().unwrap().contains("firebase.messaging"));
+
+    // FCM inside UnifiedPush: a data-only message whose data.b is the Android body.
+    let group_message = sign(&zapper, 9, "hello group", &[&["h", "group-1"]], now());
+    client.publish_ok(&group_message).await;
+    let mut bodies = [fcm.next().await.json(), fcm.next().await.json()];
+    bodies.sort_by_key(|b| b["message"]["token"].as_str().unwrap().to_owned());
+    let embedded_message = &bodies[0]["message"];
+    assert_eq!(embedded_message["token"], "embedded:TOKEN");
+    assert!(embedded_message.get("notification").is_none());
+    let decoded = base64::engine::general_purpose::STANDARD.decode(embedded_message["data"]["b"].as_str().unwrap());
+    let decoded: Value = serde_json::from_slice(&decoded.unwrap()).unwrap();
+    assert_eq!(decoded["notification"]["body"], "New group message");
+    assert_eq!(decoded["data"]["msgType"], "0");
+    assert_eq!(bodies[1]["message"]["notification"]["body"], "New group message");
+}
+
+#[tokio::test]
+async fn unifiedpush_endpoints_get_the_body_as_is() {
+    let mut endpoint = StandIn::start().await;
+    let relay = start(&endpoint.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&format!("{}/up/device-1", endpoint.url), &user)).await;
+    let reaction = sign(&friend, 7, "🤙", &[&["p", &user.public_key().to_hex()]], now());
+    client.publish_ok(&reaction).await;
+    let request = endpoint.next().await;
+    assert_eq!(request.path, "/up/device-1");
+    let body = request.json();
+    assert_eq!(body["notification"]["body"], "New reaction");
+    assert_eq!(body["data"]["msgType"], "0");
+}
+
+#[tokio::test]
+async fn private_unifiedpush_endpoints_are_refused_by_default() {
+    let mut endpoint = StandIn::start().await;
+    let relay = start_with(&endpoint.url, |c| c.push.unifiedpush.allow_private_addresses = false).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    // A plain http:// endpoint is not even a valid device id without the switch.
+    let event = registration_event(
+        &user,
+        &push_key(&relay),
+        &registration(&format!("{}/up/x", endpoint.url), &user),
+        Cipher::Nip04,
+        now(),
+    );
+    let (accepted, reason) = client.publish(&event).await;
+    assert!(!accepted && reason.starts_with("invalid:"), "{reason}");
+    // An https:// endpoint on loopback registers, but nothing is sent to it.
+    register(&mut client, &relay, &user, registration("https://127.0.0.1:9/up/x", &user)).await;
+    client.publish_ok(&dm(&friend, &user)).await;
+    endpoint.expect_none().await;
+    let stats = relay.handle.as_ref().unwrap().push().unwrap().stats();
+    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+}
+
+#[tokio::test]
+async fn online_users_other_kinds_own_and_excluded_authors_get_nothing() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, friend, pest, awake) = (Keys::generate(), Keys::generate(), Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    let mut content = registration(&apns_token(1), &user);
+    content["exclude_authors"] = json!([pest.public_key().to_hex()]);
+    register(&mut client, &relay, &user, content).await;
+    register(&mut client, &relay, &awake, registration(&apns_token(2), &awake)).await;
+    register(&mut client, &relay, &awake, json!({"online": 1})).await;
+
+    client.publish_ok(&dm(&friend, &awake)).await;
+    client.publish_ok(&sign(&friend, 1, "a note", &[&["p", &user.public_key().to_hex()]], now())).await;
+    client.publish_ok(&dm(&user, &user)).await;
+    client.publish_ok(&dm(&pest, &user)).await;
+    apns.expect_none().await;
+
+    // The one that should arrive does.
+    client.publish_ok(&dm(&friend, &user)).await;
+    assert_eq!(apns.next().await.path, format!("/3/device/{}", apns_token(1)));
+}
+
+#[tokio::test]
+async fn ephemeral_events_push_too() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    let mut content = registration(&apns_token(1), &user);
+    content["kinds"] = json!([21000]);
+    register(&mut client, &relay, &user, content).await;
+    client.publish_ok(&sign(&friend, 21000, "ring", &[&["p", &user.public_key().to_hex()]], now())).await;
+    assert_eq!(apns.next().await.json()["kind"], 21000);
+}
+
+#[tokio::test]
+async fn a_dead_token_drops_the_device() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    apns.answer_next(410, r#"{"reason":"Unregistered"}"#);
+    client.publish_ok(&dm(&friend, &user)).await;
+    apns.next().await;
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    for _ in 0..50 {
+        if push.registry().registrations_of(user.public_key().as_bytes()).is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(push.registry().registrations_of(user.public_key().as_bytes()).is_empty());
+    client.publish_ok(&dm(&friend, &user)).await;
+    apns.expect_none().await;
+}
+
+#[tokio::test]
+async fn fcm_unregistered_drops_the_device() {
+    let mut fcm = StandIn::start().await;
+    let relay = start(&fcm.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration("fcm-token:gone_for_good", &user)).await;
+    fcm.answer_next(
+        404,
+        r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#,
+    );
+    client.publish_ok(&dm(&friend, &user)).await;
+    fcm.next().await;
+    client.publish_ok(&dm(&friend, &user)).await;
+    fcm.expect_none().await;
+}
+
+#[tokio::test]
+async fn service_unavailable_twice_then_success_delivers_once() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    apns.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
+    apns.answer_next(429, r#"{"reason":"TooManyRequests"}"#);
+    let message = dm(&friend, &user);
+    client.publish_ok(&message).await;
+    for _ in 0..3 {
+        assert_eq!(apns.next().await.json()["event_id"], id_of(&message));
+    }
+    apns.expect_none().await;
+}
+
+#[tokio::test]
+async fn a_restart_between_enqueue_and_send_still_delivers_once() {
+    // First life: the push service cannot be reached, so the job waits in the queue.
+    let parked = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = parked.local_addr().unwrap();
+    drop(parked);
+    let relay = start(&format!("http://{address}")).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    let message = dm(&friend, &user);
+    client.publish_ok(&message).await;
+    drop(client);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut relay = relay;
+    relay.handle.take().unwrap().shutdown().await;
+
+    // Second life: the service is there now, on the same address.
+    let mut apns = StandIn::serve(tokio::net::TcpListener::bind(address).await.unwrap()).await;
+    let relay = TestRelay::reopen(relay).await;
+    let request = apns.next().await;
+    assert_eq!(request.json()["event_id"], id_of(&message));
+    apns.expect_none().await;
+    drop(relay);
+}
+
+#[tokio::test]
+async fn bursts_beyond_the_device_limit_are_merged() {
+    let mut apns = StandIn::start().await;
+    let relay = start_with(&apns.url, |c| {
+        c.push.device_burst = 1;
+        c.push.device_refill_secs = 1;
+    })
+    .await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    for _ in 0..4 {
+        client.publish_ok(&dm(&friend, &user)).await;
+    }
+    let mut bodies = Vec::new();
+    while let Some(request) = apns.try_next(Duration::from_secs(3)).await {
+        bodies.push(request.json()["aps"]["alert"]["body"].as_str().unwrap().to_owned());
+    }
+    assert!(bodies.len() >= 2 && bodies.len() < 4, "{bodies:?}");
+    assert_eq!(bodies[0], "New message");
+    let merged: usize = bodies[1..].iter().map(|b| b.split(' ').next().unwrap().parse::<usize>().unwrap_or(1)).sum();
+    assert_eq!(merged, 3, "every event is in some notification: {bodies:?}");
+    assert!(bodies[1..].iter().any(|b| b.ends_with("new messages")), "{bodies:?}");
+}
+
+#[tokio::test]
+async fn without_credentials_jobs_fail_fast_and_are_counted() {
+    let apns = StandIn::start().await;
+    let relay = start_with(&apns.url, |c| c.push.apns.key_file = None).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    client.publish_ok(&dm(&friend, &user)).await;
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    for _ in 0..100 {
+        if push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(push.pending_jobs().await, 0, "not retried forever");
+}
