@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{Connection, Row, SqliteConnection};
 
-use super::{IMMEDIATE, SqliteStore};
+use super::{IMMEDIATE, SqliteStore, Synchronous, set_synchronous};
 use crate::store::StoreError;
 use crate::store::jobs::{Job, JobQueue, NewJob};
 
@@ -35,6 +35,7 @@ fn id_list(ids: &[i64]) -> String {
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         let mut tx = conn.begin_with(IMMEDIATE).await?;
         let added = insert_jobs(&mut tx, jobs, now_ms).await?;
         tx.commit().await?;
@@ -43,6 +44,7 @@ impl JobQueue for SqliteStore {
 
     async fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>, StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         let rows = sqlx::query(
             "UPDATE jobs SET leased = 1, due_at = ?1 + ?2
              WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?1 AND leased = 0 ORDER BY due_at LIMIT ?3)
@@ -68,6 +70,7 @@ impl JobQueue for SqliteStore {
 
     async fn finish(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         sqlx::query(
             "UPDATE jobs SET due_at = NULL, leased = 0, finished_at = ? WHERE id IN (SELECT value FROM json_each(?))",
         )
@@ -80,6 +83,7 @@ impl JobQueue for SqliteStore {
 
     async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) -> Result<(), StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         sqlx::query(
             "UPDATE jobs SET due_at = ?, leased = 0, attempts = ? WHERE id IN (SELECT value FROM json_each(?))",
         )
@@ -101,6 +105,7 @@ impl JobQueue for SqliteStore {
 
     async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         let released = sqlx::query("UPDATE jobs SET leased = 0, due_at = ? WHERE leased = 1")
             .bind(now_ms)
             .execute(&mut *conn)
@@ -111,6 +116,7 @@ impl JobQueue for SqliteStore {
 
     async fn purge_finished(&self, before_ms: i64) -> Result<u64, StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         let purged = sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
             .bind(before_ms)
             .execute(&mut *conn)

@@ -64,6 +64,7 @@ impl EventStore for SqliteStore {
         job_source: Option<&dyn JobSource>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Full).await?;
         let mut tx = conn.begin_with(IMMEDIATE).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         let now_ms = unix_now_ms();
@@ -118,6 +119,7 @@ impl EventStore for SqliteStore {
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
         let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
         let mut tx = conn.begin_with(IMMEDIATE).await?;
         let purged = delete_where(&mut tx, "expires_at <= ?", |q| q.bind(db_time(now))).await?;
         tx.commit().await?;
@@ -132,6 +134,29 @@ impl EventStore for SqliteStore {
             tracing::warn!("checkpoint at shutdown failed: {e}");
         }
     }
+}
+
+/// How hard a commit on the write connection waits for the disk.
+#[derive(Clone, Copy)]
+pub(super) enum Synchronous {
+    /// Events: `OK true` promises the event survives a power cut, so each commit is fsynced.
+    Full,
+    /// Job bookkeeping (claim, finish, retry): losing the last of these on a power cut can only repeat a push
+    /// (delivery is at-least-once), and an fsync for each would throttle delivery. Still safe against a crash of
+    /// the relay itself (WAL).
+    Normal,
+}
+
+/// Sets the write connection's `synchronous` level. Every user of the connection sets the level it needs before
+/// writing, so no path can leave the event writer with a weaker one. (One connection rather than two: two writing
+/// connections would wait on each other through SQLite's busy handler, which sleeps.)
+pub(super) async fn set_synchronous(conn: &mut SqliteConnection, level: Synchronous) -> Result<(), StoreError> {
+    let pragma = match level {
+        Synchronous::Full => "PRAGMA synchronous = FULL",
+        Synchronous::Normal => "PRAGMA synchronous = NORMAL",
+    };
+    sqlx::query(pragma).execute(&mut *conn).await?;
+    Ok(())
 }
 
 async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result<WriteOutcome, StoreError> {
