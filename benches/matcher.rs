@@ -30,7 +30,8 @@ fn registration(n: u32, size: u32) -> Registration {
 
 fn event(tags: &[&[&str]]) -> VerifiedEvent {
     let keys = Keys::generate();
-    let builder = EventBuilder::new(Kind::from(4), "x").tags(tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap()));
+    let builder =
+        EventBuilder::new(Kind::from(4), "x").tags(tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap()));
     VerifiedEvent::new(builder.finalize(&keys).unwrap())
 }
 

@@ -294,8 +294,10 @@ async fn a_request_to_vanish_deletes_everything_up_to_its_time() {
         client.req_ids("a", &[json!({"kinds": [0, 1], "authors": [alice.public_key().to_hex()]})]).await.len(),
         0
     );
+    client.close("a").await;
     assert!(client.auth(&alice, &url).await.0);
     assert!(client.req_ids("w", &[json!({"kinds": [1059]})]).await.is_empty(), "gift wraps to alice are gone");
+    client.close("w").await;
     assert_eq!(client.req_ids("b", &[by(&bob), json!({"kinds": [1]})]).await, vec![id_of(&bobs)]);
     client.close("b").await;
     let (accepted, reason) = client.publish(&old_note).await;
