@@ -117,11 +117,13 @@ async fn run(devices: usize, events: usize, rate: usize) {
     }
     reader.abort();
 
-    let arrivals = arrivals.lock().unwrap();
-    let mut latencies: Vec<f64> = sent_at
-        .iter()
-        .filter_map(|(id, sent)| arrivals.get(id).map(|at| at.duration_since(*sent).as_secs_f64() * 1000.0))
-        .collect();
+    let mut latencies: Vec<f64> = {
+        let arrivals = arrivals.lock().unwrap();
+        sent_at
+            .iter()
+            .filter_map(|(id, sent)| arrivals.get(id).map(|at| at.duration_since(*sent).as_secs_f64() * 1000.0))
+            .collect()
+    };
     latencies.sort_by(f64::total_cmp);
     let percentile = |p: f64| latencies[((latencies.len() as f64 * p) as usize).min(latencies.len() - 1)];
     println!(

@@ -74,15 +74,7 @@ fn notified_by_dm(relay: &TestRelay, author: &Keys, user: &Keys, kind: u16) -> V
 #[tokio::test]
 async fn nip11_advertises_the_push_pubkey_as_self() {
     let relay = start().await;
-    let document: Value = reqwest::Client::new()
-        .get(relay.http_url())
-        .header("Accept", "application/nostr+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = relay.nip11().await;
     assert_eq!(document["self"], push(&relay).public_key().to_hex());
 }
 

@@ -142,15 +142,7 @@ async fn the_binary_takes_environment_overrides_and_exits_cleanly_on_sigterm() {
     .unwrap()
     .expect("the relay logs its address");
 
-    let document: Value = reqwest::Client::new()
-        .get(format!("http://{address}/"))
-        .header("Accept", "application/nostr+json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = nip11(&format!("http://{address}/")).await;
     assert_eq!(document["name"], "from the environment");
     let mut client = Client::connect(&format!("ws://{address}")).await;
     client.publish_ok(&note(&Keys::generate(), "before the signal")).await;

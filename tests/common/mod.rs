@@ -59,6 +59,10 @@ impl TestRelay {
         self.url.replacen("ws://", "http://", 1)
     }
 
+    pub async fn nip11(&self) -> Value {
+        nip11(&self.http_url()).await
+    }
+
     pub async fn client(&self) -> Client {
         Client::connect(&self.url).await
     }
@@ -78,6 +82,13 @@ impl TestRelay {
         config.server.bind = "127.0.0.1:0".parse().unwrap();
         Self::start_in(stopped.dir, config).await
     }
+}
+
+/// The NIP-11 document at `http_url`, asked for as a client does.
+pub async fn nip11(http_url: &str) -> Value {
+    let response =
+        reqwest::Client::new().get(http_url).header("Accept", "application/nostr+json").send().await.unwrap();
+    response.json().await.unwrap()
 }
 
 pub struct Client {

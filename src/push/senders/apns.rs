@@ -12,7 +12,7 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
-use super::{Notification, SendOutcome, Sender, network_failure, outcome_of};
+use super::{Notification, SendOutcome, Sender, answer};
 use crate::config::ApnsConfig;
 use crate::push::device::Device;
 
@@ -116,7 +116,7 @@ impl Sender for ApnsSender {
             Err(e) => return SendOutcome::Failed(e),
         };
         let expiration = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| (d + EXPIRATION).as_secs());
-        let response = self
+        let sent = self
             .client
             .post(format!("{}/3/device/{token}", self.endpoint))
             .bearer_auth(bearer)
@@ -128,13 +128,12 @@ impl Sender for ApnsSender {
             .json(&payload(notification))
             .send()
             .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => return network_failure(e),
+        let answer = match answer(sent).await {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
-        let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.text().await.unwrap_or_default();
-        let reason = serde_json::from_str::<Value>(&body).ok().and_then(|v| v["reason"].as_str().map(str::to_owned));
+        let (status, body) = (answer.status, answer.body.as_str());
+        let reason = serde_json::from_str::<Value>(body).ok().and_then(|v| v["reason"].as_str().map(str::to_owned));
         match (status, reason.as_deref()) {
             (StatusCode::GONE, _) | (StatusCode::BAD_REQUEST, Some("BadDeviceToken" | "DeviceTokenNotForTopic")) => {
                 SendOutcome::DeadToken(format!("APNs {status}: {}", reason.unwrap_or_default()))
@@ -143,7 +142,7 @@ impl Sender for ApnsSender {
                 self.forget_token().await;
                 SendOutcome::Retry { after: None, reason: format!("APNs {status}: provider token refused") }
             }
-            _ => outcome_of(status, &headers, &body),
+            _ => answer.outcome(),
         }
     }
 }

@@ -10,7 +10,7 @@ use gcp_auth::{CustomServiceAccount, TokenProvider};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-use super::{Notification, SendOutcome, Sender, network_failure, outcome_of};
+use super::{Notification, SendOutcome, Sender, answer};
 use crate::config::FcmConfig;
 use crate::push::device::Device;
 
@@ -74,20 +74,19 @@ impl Sender for FcmSender {
             Ok(token) => token,
             Err(e) => return SendOutcome::Retry { after: None, reason: format!("FCM access token: {e}") },
         };
-        let response = self
+        let sent = self
             .client
             .post(format!("{}/v1/projects/{}/messages:send", self.endpoint, self.project_id))
             .bearer_auth(token.as_str())
             .json(&json!({"message": message}))
             .send()
             .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => return network_failure(e),
+        let answer = match answer(sent).await {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
-        let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.text().await.unwrap_or_default();
-        let error_code = serde_json::from_str::<Value>(&body).ok().and_then(|v| {
+        let (status, body) = (answer.status, answer.body.as_str());
+        let error_code = serde_json::from_str::<Value>(body).ok().and_then(|v| {
             v["error"]["details"].as_array()?.iter().find_map(|d| d["errorCode"].as_str().map(str::to_owned))
         });
         match error_code.as_deref() {
@@ -95,7 +94,7 @@ impl Sender for FcmSender {
                 SendOutcome::DeadToken(format!("FCM {status}: {}", error_code.unwrap_or_default()))
             }
             _ if status == StatusCode::NOT_FOUND => SendOutcome::DeadToken(format!("FCM {status}")),
-            _ => outcome_of(status, &headers, &body),
+            _ => answer.outcome(),
         }
     }
 }

@@ -93,18 +93,6 @@ impl Senders {
     }
 }
 
-/// The common reading of an HTTP answer: 2xx delivered, 429 and 5xx retried (honouring `Retry-After`).
-/// Service-specific answers (dead tokens) are read by each sender before falling back to this.
-fn outcome_of(status: StatusCode, headers: &HeaderMap, body: &str) -> SendOutcome {
-    if status.is_success() {
-        SendOutcome::Delivered
-    } else if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
-        SendOutcome::Retry { after: retry_after(headers), reason: format!("{status}: {}", first_line(body)) }
-    } else {
-        SendOutcome::Failed(format!("{status}: {}", first_line(body)))
-    }
-}
-
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?;
     value.trim().parse().ok().map(Duration::from_secs)
@@ -115,7 +103,31 @@ fn first_line(text: &str) -> &str {
     &line[..line.floor_char_boundary(200)]
 }
 
-/// A request that did not get an answer (connection refused, timeout) is retried.
-fn network_failure(e: reqwest::Error) -> SendOutcome {
-    SendOutcome::Retry { after: None, reason: format!("request failed: {e}") }
+/// An HTTP answer, read whole.
+struct Answer {
+    status: StatusCode,
+    headers: HeaderMap,
+    body: String,
+}
+
+/// Reads the answer to a request; a request that got none (connection refused, timeout) is to be retried.
+async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, SendOutcome> {
+    let response = sent.map_err(|e| SendOutcome::Retry { after: None, reason: format!("request failed: {e}") })?;
+    let (status, headers) = (response.status(), response.headers().clone());
+    Ok(Answer { status, headers, body: response.text().await.unwrap_or_default() })
+}
+
+impl Answer {
+    /// The common reading of an answer: 2xx delivered, 429 and 5xx retried (honouring `Retry-After`), anything
+    /// else failed. Service-specific answers (dead tokens) are read by each sender before falling back to this.
+    fn outcome(&self) -> SendOutcome {
+        let summary = || format!("{}: {}", self.status, first_line(&self.body));
+        if self.status.is_success() {
+            SendOutcome::Delivered
+        } else if self.status == StatusCode::TOO_MANY_REQUESTS || self.status.is_server_error() {
+            SendOutcome::Retry { after: retry_after(&self.headers), reason: summary() }
+        } else {
+            SendOutcome::Failed(summary())
+        }
+    }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
-use super::{Notification, SendOutcome, Sender, network_failure, outcome_of};
+use super::{Notification, SendOutcome, Sender, answer};
 use crate::config::UnifiedPushConfig;
 use crate::push::device::Device;
 
@@ -82,7 +82,7 @@ impl Sender for UnifiedPushSender {
         if let Err(reason) = self.check_endpoint(endpoint).await {
             return SendOutcome::Failed(reason);
         }
-        let response = self
+        let sent = self
             .client
             .post(endpoint)
             .header("TTL", "86400")
@@ -90,15 +90,14 @@ impl Sender for UnifiedPushSender {
             .body(notification.android_body().to_string())
             .send()
             .await;
-        let response = match response {
-            Ok(response) => response,
-            Err(e) => return network_failure(e),
+        let answer = match answer(sent).await {
+            Ok(answer) => answer,
+            Err(outcome) => return outcome,
         };
-        let (status, headers) = (response.status(), response.headers().clone());
-        let body = response.text().await.unwrap_or_default();
+        let status = answer.status;
         match status {
             StatusCode::NOT_FOUND | StatusCode::GONE => SendOutcome::DeadToken(format!("UnifiedPush {status}")),
-            _ => outcome_of(status, &headers, &body),
+            _ => answer.outcome(),
         }
     }
 }
