@@ -406,3 +406,41 @@ async fn without_credentials_jobs_fail_fast_and_are_counted() {
     assert_eq!(push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
     assert_eq!(push.pending_jobs().await, 0, "not retried forever");
 }
+
+#[tokio::test]
+async fn an_event_matching_a_device_twice_is_pushed_once() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    let both = sign(&friend, 9, "hi @user", &[&["p", &user.public_key().to_hex()], &["h", "group-1"]], now());
+    client.publish_ok(&both).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&both));
+    apns.expect_none().await;
+}
+
+#[tokio::test]
+async fn a_push_still_failing_past_its_age_limit_is_dropped_and_counted() {
+    let mut apns = StandIn::start().await;
+    let relay = start_with(&apns.url, |c| c.push.max_job_age_secs = 1).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    for _ in 0..100 {
+        apns.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
+    }
+    client.publish_ok(&dm(&friend, &user)).await;
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    for _ in 0..100 {
+        if push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert!(push.stats().retried.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(push.pending_jobs().await, 0);
+    while apns.try_next(Duration::from_millis(300)).await.is_some() {}
+    apns.expect_none().await;
+}
