@@ -11,7 +11,9 @@ use common::*;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use nostr::prelude::*;
 use pushrelay::Config;
+use pushrelay::push::dispatch::PushStats;
 use serde_json::{Value, json};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 const BUNDLE: &str = "com.example.app";
 const KEY_ID: &str = "KEYID12345";
@@ -90,6 +92,50 @@ fn registration(device_id: &str, user: &Keys) -> Value {
 fn dm(from: &Keys, to: &Keys) -> Event {
     let content = format!("ciphertext{}?iv=abc", rand::random::<u64>());
     sign(from, 4, &content, &[&["p", &to.public_key().to_hex()]], now())
+}
+
+/// A stand-in for every push service, a relay sending to it, and a user with one device registered (offline).
+struct Scenario {
+    service: StandIn,
+    relay: TestRelay,
+    client: Client,
+    user: Keys,
+    friend: Keys,
+}
+
+impl Scenario {
+    /// `device` names the user's device id given the stand-in; `adjust` changes the relay's configuration.
+    async fn new(device: impl FnOnce(&StandIn) -> String, adjust: impl FnOnce(&mut Config)) -> Self {
+        let service = StandIn::start().await;
+        let relay = start_with(&service.url, adjust).await;
+        let (user, friend) = (Keys::generate(), Keys::generate());
+        let mut client = relay.client().await;
+        register(&mut client, &relay, &user, registration(&device(&service), &user)).await;
+        Self { service, relay, client, user, friend }
+    }
+
+    async fn apns() -> Self {
+        Self::new(|_| apns_token(1), |_| {}).await
+    }
+
+    fn push(&self) -> std::sync::Arc<pushrelay::push::PushService> {
+        self.relay.handle.as_ref().unwrap().push().unwrap().clone()
+    }
+
+    fn count(&self, counter: fn(&PushStats) -> &AtomicU64) -> u64 {
+        counter(self.push().stats()).load(Ordering::Relaxed)
+    }
+}
+
+/// Waits (up to 5 s) for something the delivery loop does in the background.
+async fn eventually(check: impl Fn() -> bool) -> bool {
+    for _ in 0..100 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
 }
 
 fn verify_apns_jwt(request: &Recorded) -> Value {
@@ -207,14 +253,10 @@ async fn fcm_gets_oauth_and_both_message_forms() {
 
 #[tokio::test]
 async fn unifiedpush_endpoints_get_the_body_as_is() {
-    let mut endpoint = StandIn::start().await;
-    let relay = start(&endpoint.url).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&format!("{}/up/device-1", endpoint.url), &user)).await;
-    let reaction = sign(&friend, 7, "🤙", &[&["p", &user.public_key().to_hex()]], now());
-    client.publish_ok(&reaction).await;
-    let request = endpoint.next().await;
+    let mut up = Scenario::new(|s| format!("{}/up/device-1", s.url), |_| {}).await;
+    let reaction = sign(&up.friend, 7, "🤙", &[&["p", &up.user.public_key().to_hex()]], now());
+    up.client.publish_ok(&reaction).await;
+    let request = up.service.next().await;
     assert_eq!(request.path, "/up/device-1");
     let body = request.json();
     assert_eq!(body["notification"]["body"], "New reaction");
@@ -241,8 +283,8 @@ async fn private_unifiedpush_endpoints_are_refused_by_default() {
     register(&mut client, &relay, &user, registration("https://127.0.0.1:9/up/x", &user)).await;
     client.publish_ok(&dm(&friend, &user)).await;
     endpoint.expect_none().await;
-    let stats = relay.handle.as_ref().unwrap().push().unwrap().stats();
-    assert_eq!(stats.dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    assert!(eventually(|| push.stats().dropped.load(Ordering::Relaxed) == 1).await);
 }
 
 #[tokio::test]
@@ -270,71 +312,50 @@ async fn online_users_other_kinds_own_and_excluded_authors_get_nothing() {
 
 #[tokio::test]
 async fn ephemeral_events_push_too() {
-    let mut apns = StandIn::start().await;
-    let relay = start(&apns.url).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    let mut content = registration(&apns_token(1), &user);
-    content["kinds"] = json!([21000]);
-    register(&mut client, &relay, &user, content).await;
-    client.publish_ok(&sign(&friend, 21000, "ring", &[&["p", &user.public_key().to_hex()]], now())).await;
-    assert_eq!(apns.next().await.json()["kind"], 21000);
+    let mut apns = Scenario::apns().await;
+    register(&mut apns.client, &apns.relay, &apns.user, json!({"kinds": [21000]})).await;
+    let ring = sign(&apns.friend, 21000, "ring", &[&["p", &apns.user.public_key().to_hex()]], now());
+    apns.client.publish_ok(&ring).await;
+    assert_eq!(apns.service.next().await.json()["kind"], 21000);
 }
 
 #[tokio::test]
 async fn a_dead_token_drops_the_device() {
-    let mut apns = StandIn::start().await;
-    let relay = start(&apns.url).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
-    apns.answer_next(410, r#"{"reason":"Unregistered"}"#);
-    client.publish_ok(&dm(&friend, &user)).await;
-    apns.next().await;
-    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
-    for _ in 0..50 {
-        if push.registry().registrations_of(user.public_key().as_bytes()).is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(push.registry().registrations_of(user.public_key().as_bytes()).is_empty());
-    client.publish_ok(&dm(&friend, &user)).await;
-    apns.expect_none().await;
+    let mut apns = Scenario::apns().await;
+    apns.service.answer_next(410, r#"{"reason":"Unregistered"}"#);
+    apns.client.publish_ok(&dm(&apns.friend, &apns.user)).await;
+    apns.service.next().await;
+    let push = apns.push();
+    assert!(eventually(|| push.registry().registrations_of(apns.user.public_key().as_bytes()).is_empty()).await);
+    apns.client.publish_ok(&dm(&apns.friend, &apns.user)).await;
+    apns.service.expect_none().await;
 }
 
 #[tokio::test]
 async fn fcm_unregistered_drops_the_device() {
-    let mut fcm = StandIn::start().await;
-    let relay = start(&fcm.url).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration("fcm-token:gone_for_good", &user)).await;
-    fcm.answer_next(
+    let mut fcm = Scenario::new(|_| "fcm-token:gone_for_good".into(), |_| {}).await;
+    fcm.service.answer_next(
         404,
         r#"{"error":{"code":404,"status":"NOT_FOUND","details":[{"@type":"type.googleapis.com/google.firebase.fcm.v1.FcmError","errorCode":"UNREGISTERED"}]}}"#,
     );
-    client.publish_ok(&dm(&friend, &user)).await;
-    fcm.next().await;
-    client.publish_ok(&dm(&friend, &user)).await;
-    fcm.expect_none().await;
+    fcm.client.publish_ok(&dm(&fcm.friend, &fcm.user)).await;
+    fcm.service.next().await;
+    fcm.client.publish_ok(&dm(&fcm.friend, &fcm.user)).await;
+    fcm.service.expect_none().await;
 }
 
 #[tokio::test]
 async fn service_unavailable_twice_then_success_delivers_once() {
-    let mut apns = StandIn::start().await;
-    let relay = start(&apns.url).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
-    apns.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
-    apns.answer_next(429, r#"{"reason":"TooManyRequests"}"#);
-    let message = dm(&friend, &user);
-    client.publish_ok(&message).await;
+    let mut apns = Scenario::apns().await;
+    apns.service.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
+    apns.service.answer_next(429, r#"{"reason":"TooManyRequests"}"#);
+    let message = dm(&apns.friend, &apns.user);
+    apns.client.publish_ok(&message).await;
     for _ in 0..3 {
-        assert_eq!(apns.next().await.json()["event_id"], id_of(&message));
+        assert_eq!(apns.service.next().await.json()["event_id"], id_of(&message));
     }
-    apns.expect_none().await;
+    apns.service.expect_none().await;
+    assert_eq!(apns.count(|s| &s.sent), 1);
 }
 
 #[tokio::test]
@@ -365,20 +386,19 @@ async fn a_restart_between_enqueue_and_send_still_delivers_once() {
 
 #[tokio::test]
 async fn bursts_beyond_the_device_limit_are_merged() {
-    let mut apns = StandIn::start().await;
-    let relay = start_with(&apns.url, |c| {
-        c.push.device_burst = 1;
-        c.push.device_refill_secs = 1;
-    })
+    let mut apns = Scenario::new(
+        |_| apns_token(1),
+        |c| {
+            c.push.device_burst = 1;
+            c.push.device_refill_secs = 1;
+        },
+    )
     .await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
     for _ in 0..4 {
-        client.publish_ok(&dm(&friend, &user)).await;
+        apns.client.publish_ok(&dm(&apns.friend, &apns.user)).await;
     }
     let mut bodies = Vec::new();
-    while let Some(request) = apns.try_next(Duration::from_secs(3)).await {
+    while let Some(request) = apns.service.try_next(Duration::from_secs(3)).await {
         bodies.push(request.json()["aps"]["alert"]["body"].as_str().unwrap().to_owned());
     }
     assert!(bodies.len() >= 2 && bodies.len() < 4, "{bodies:?}");
@@ -390,57 +410,33 @@ async fn bursts_beyond_the_device_limit_are_merged() {
 
 #[tokio::test]
 async fn without_credentials_jobs_fail_fast_and_are_counted() {
-    let apns = StandIn::start().await;
-    let relay = start_with(&apns.url, |c| c.push.apns.key_file = None).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
-    client.publish_ok(&dm(&friend, &user)).await;
-    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
-    for _ in 0..100 {
-        if push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(push.pending_jobs().await, 0, "not retried forever");
+    let mut apns = Scenario::new(|_| apns_token(1), |c| c.push.apns.key_file = None).await;
+    apns.client.publish_ok(&dm(&apns.friend, &apns.user)).await;
+    assert!(eventually(|| apns.count(|s| &s.dropped) == 1).await);
+    assert_eq!(apns.push().pending_jobs().await, 0, "not retried forever");
+    apns.service.expect_none().await;
 }
 
 #[tokio::test]
 async fn an_event_matching_a_device_twice_is_pushed_once() {
-    let mut apns = StandIn::start().await;
-    let relay = start(&apns.url).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
-    let both = sign(&friend, 9, "hi @user", &[&["p", &user.public_key().to_hex()], &["h", "group-1"]], now());
-    client.publish_ok(&both).await;
-    assert_eq!(apns.next().await.json()["event_id"], id_of(&both));
-    apns.expect_none().await;
+    let mut apns = Scenario::apns().await;
+    let user = apns.user.public_key().to_hex();
+    let both = sign(&apns.friend, 9, "hi @user", &[&["p", &user], &["h", "group-1"]], now());
+    apns.client.publish_ok(&both).await;
+    assert_eq!(apns.service.next().await.json()["event_id"], id_of(&both));
+    apns.service.expect_none().await;
 }
 
 #[tokio::test]
 async fn a_push_still_failing_past_its_age_limit_is_dropped_and_counted() {
-    let mut apns = StandIn::start().await;
-    let relay = start_with(&apns.url, |c| c.push.max_job_age_secs = 1).await;
-    let (user, friend) = (Keys::generate(), Keys::generate());
-    let mut client = relay.client().await;
-    register(&mut client, &relay, &user, registration(&apns_token(1), &user)).await;
+    let mut apns = Scenario::new(|_| apns_token(1), |c| c.push.max_job_age_secs = 1).await;
     for _ in 0..100 {
-        apns.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
+        apns.service.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
     }
-    client.publish_ok(&dm(&friend, &user)).await;
-    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
-    for _ in 0..100 {
-        if push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) == 1 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert_eq!(push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert!(push.stats().retried.load(std::sync::atomic::Ordering::Relaxed) >= 1);
-    assert_eq!(push.pending_jobs().await, 0);
-    while apns.try_next(Duration::from_millis(300)).await.is_some() {}
-    apns.expect_none().await;
+    apns.client.publish_ok(&dm(&apns.friend, &apns.user)).await;
+    assert!(eventually(|| apns.count(|s| &s.dropped) == 1).await);
+    assert!(apns.count(|s| &s.retried) >= 1);
+    assert_eq!(apns.push().pending_jobs().await, 0);
+    while apns.service.try_next(Duration::from_millis(300)).await.is_some() {}
+    apns.service.expect_none().await;
 }
