@@ -1,5 +1,6 @@
 //! Wiring: opens the store, starts the writer and the HTTP server, and shuts them down in order.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::relay::{EventConsumer, RelayState};
 use crate::store::EventStore;
 use crate::store::jobs::JobSource;
 use crate::store::writer::{AcceptListener, Writer};
+use crate::upstream::{RemoteEvents, RemoteStatus, StatusBoard, StoreFirst, Upstream};
 use crate::{http, store};
 
 /// A running relay.
@@ -21,12 +23,15 @@ pub struct RelayHandle {
     pub local_addr: SocketAddr,
     state: Arc<RelayState>,
     push: Option<Arc<PushService>>,
+    upstream_status: Option<StatusBoard>,
     done: JoinHandle<()>,
 }
 
 impl RelayHandle {
     /// Starts a relay on `config.server.bind` (port 0 picks a free port: see `local_addr`).
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        // Two TLS providers are compiled in (through different crates); name the one to use, or rustls refuses.
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = Arc::new(config);
         let store = store::open(&config.database).await?;
         let subscriptions = Arc::new(SubscriptionIndex::default());
@@ -49,6 +54,17 @@ impl RelayHandle {
         let state =
             Arc::new(RelayState::new(config.clone(), events, writer, subscriptions, listeners, consumer, self_pubkey));
         let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
+        let upstream = push.clone().filter(|_| config.upstream.enabled).map(|push| {
+            let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url);
+            let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
+                Arc::new(StoreFirst { writer: state.writer.clone(), then: push.clone() })
+            } else {
+                push.clone()
+            };
+            let task = tokio::spawn(upstream.clone().run(push, sink, state.shutdown.clone()));
+            (upstream, task)
+        });
+        let upstream_status = upstream.as_ref().map(|(u, _)| u.status.clone());
         let listener = TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
@@ -79,6 +95,9 @@ impl RelayHandle {
             if let Some(delivery) = delivery {
                 let _ = delivery.await;
             }
+            if let Some((_, watching)) = upstream {
+                let _ = watching.await;
+            }
             // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
             if writer_task.await.is_err() {
                 tracing::error!("the writer task panicked");
@@ -89,12 +108,17 @@ impl RelayHandle {
             store.close().await;
             tracing::info!("relay stopped");
         });
-        Ok(Self { local_addr, state, push, done })
+        Ok(Self { local_addr, state, push, upstream_status, done })
     }
 
     /// The push service, when `[push] enabled`.
     pub fn push(&self) -> Option<&Arc<PushService>> {
         self.push.as_ref()
+    }
+
+    /// The watched remote relays and their state, when `[upstream] enabled`.
+    pub fn upstream_status(&self) -> BTreeMap<String, RemoteStatus> {
+        self.upstream_status.as_ref().map(|s| s.lock().expect("status lock").clone()).unwrap_or_default()
     }
 
     /// Stops accepting, closes connections once their pending events are answered, commits, and waits.

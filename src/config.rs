@@ -20,6 +20,7 @@ pub struct Config {
     pub policy: PolicyConfig,
     pub auth: AuthConfig,
     pub push: PushConfig,
+    pub upstream: UpstreamConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -181,6 +182,42 @@ impl Default for AuthConfig {
             restrict_writes: false,
             write_allowlist: Vec::new(),
             max_clock_skew_secs: 600,
+        }
+    }
+}
+
+/// Watching the relays that registrations name, for events that never pass through this relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    pub enabled: bool,
+    /// Also accept `ws://` relays (otherwise only `wss://`).
+    pub allow_insecure: bool,
+    /// Accept relays on loopback, private and link-local addresses (tests only).
+    pub allow_private_addresses: bool,
+    /// Most remote relays watched at once.
+    pub max_connections: usize,
+    /// Seconds to wait after a change of registrations or presence before subscriptions are updated.
+    pub debounce_ms: u64,
+    /// Most `#p` or `#e` values in one filter sent to a remote relay.
+    pub max_values_per_filter: usize,
+    /// Events accepted per second from one remote relay before it is cut off as flooding.
+    pub max_events_per_sec: u32,
+    /// Also store the events that arrive from watched relays (and serve them to local subscribers).
+    pub store_events: bool,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            allow_insecure: false,
+            allow_private_addresses: false,
+            max_connections: 200,
+            debounce_ms: 2000,
+            max_values_per_filter: 250,
+            max_events_per_sec: 200,
+            store_events: false,
         }
     }
 }

@@ -3,10 +3,12 @@
 pub mod app;
 pub mod config;
 pub mod http;
+pub mod net;
 pub mod protocol;
 pub mod push;
 pub mod relay;
 pub mod store;
+pub mod upstream;
 
 pub use app::RelayHandle;
 pub use config::Config;

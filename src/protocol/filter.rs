@@ -66,6 +66,30 @@ impl Filter {
         Ok(filter)
     }
 
+    /// The filter as NIP-01 JSON, for sending to another relay.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        let hex_list = |list: &[Hash32]| Value::from(list.iter().map(hex::encode).collect::<Vec<_>>());
+        if let Some(ids) = &self.ids {
+            object.insert("ids".into(), hex_list(ids));
+        }
+        if let Some(authors) = &self.authors {
+            object.insert("authors".into(), hex_list(authors));
+        }
+        if let Some(kinds) = &self.kinds {
+            object.insert("kinds".into(), Value::from(kinds.clone()));
+        }
+        for (letter, values) in &self.tags {
+            object.insert(format!("#{letter}"), Value::from(values.clone()));
+        }
+        for (key, value) in [("since", self.since), ("until", self.until), ("limit", self.limit)] {
+            if let Some(value) = value {
+                object.insert(key.into(), Value::from(value));
+            }
+        }
+        Value::Object(object)
+    }
+
     /// The number of ids, authors, kinds and tag values in the filter, for size limits.
     pub fn value_count(&self) -> usize {
         self.ids.as_ref().map_or(0, Vec::len)
@@ -152,6 +176,14 @@ mod tests {
         assert_eq!(filter.kinds, Some(vec![1, 30023]));
         assert_eq!(filter.tags.len(), 2);
         assert_eq!((filter.since, filter.until, filter.limit), (Some(5), Some(10), Some(3)));
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let json = json!({"ids": ["a".repeat(64)], "kinds": [1, 7], "#p": ["x"], "since": 5, "limit": 3});
+        let filter = Filter::from_json(&json).unwrap();
+        assert_eq!(filter.to_json(), json);
+        assert_eq!(Filter::from_json(&filter.to_json()).unwrap(), filter);
     }
 
     #[test]

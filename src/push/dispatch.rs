@@ -183,6 +183,7 @@ impl PushService {
                 if let Err(e) = self.registry.remove_device(device_id).await {
                     tracing::error!("cannot remove a dead device: {e}");
                 }
+                self.plan_changed.notify_one();
                 self.finish(&ids, now_ms).await;
             }
             SendOutcome::Failed(reason) => {

@@ -3,12 +3,12 @@
 //! look-ups per tag, however many devices are registered. The database is the source of truth; this index is
 //! rebuilt from it at start and updated after every committed change.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::device::Device;
-use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, VerifiedEvent};
 
 /// One device of one pubkey, with what it wants to be woken for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -139,6 +139,50 @@ impl RegistrationIndex {
 
     pub fn is_empty(&self) -> bool {
         self.registrations.is_empty()
+    }
+
+    /// Per relay named in the registrations of offline pubkeys, the filters that find their events there: the
+    /// union of their kinds with their `#p` values, and with their `#e` values as `e` and as `h` tags, in chunks of
+    /// at most `max_values` values.
+    pub fn watch_plan(&self, now: i64, timeout_secs: i64, max_values: usize) -> BTreeMap<String, Vec<Filter>> {
+        #[derive(Default)]
+        struct Wanted {
+            kinds: BTreeSet<u16>,
+            p: BTreeSet<String>,
+            e: BTreeSet<String>,
+        }
+        let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
+        for r in self.registrations.values() {
+            if r.relays.is_empty() || r.kinds.is_empty() || self.presence(&r.pubkey).is_online(now, timeout_secs) {
+                continue;
+            }
+            for relay in &r.relays {
+                let w = wanted.entry(relay.as_str()).or_default();
+                w.kinds.extend(&r.kinds);
+                w.p.extend(r.p_tags.iter().cloned());
+                w.e.extend(r.e_tags.iter().cloned());
+            }
+        }
+        let max_values = max_values.max(1);
+        wanted
+            .into_iter()
+            .map(|(relay, w)| {
+                let kinds: Vec<u16> = w.kinds.into_iter().collect();
+                let p: Vec<String> = w.p.into_iter().collect();
+                let e: Vec<String> = w.e.into_iter().collect();
+                let filter = |letter: char, values: &[String]| Filter {
+                    kinds: Some(kinds.clone()),
+                    tags: BTreeMap::from([(letter, values.to_vec())]),
+                    ..Filter::default()
+                };
+                let mut filters: Vec<Filter> = p.chunks(max_values).map(|chunk| filter('p', chunk)).collect();
+                for chunk in e.chunks(max_values) {
+                    filters.push(filter('e', chunk));
+                    filters.push(filter('h', chunk));
+                }
+                (relay.to_owned(), filters)
+            })
+            .collect()
     }
 
     /// The registrations an event should notify now (spec: Matching): a `p` tag in its `#p` or an `e`/`h` tag in

@@ -14,6 +14,7 @@ pub mod registry;
 pub mod senders;
 pub mod text;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -24,11 +25,12 @@ use nostr::nips::nip19::ToBech32;
 use tokio::sync::Notify;
 
 use crate::config::{Config, PushConfig};
-use crate::protocol::{KindClass, SharedEvent};
+use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::relay::EventConsumer;
 use crate::store::jobs::{JobQueue, JobSource, NewJob};
 use crate::store::writer::AcceptListener;
 use crate::store::{EventStore, Store, unix_now_ms};
+use crate::upstream::{RemoteEvents, WatchSource};
 use dispatch::PushStats;
 use registry::{Applied, ApplyError, Registry};
 use senders::Senders;
@@ -42,6 +44,10 @@ pub struct PushService {
     pubkey_hex: String,
     registry: Registry,
     config: PushConfig,
+    /// Judges the relays registrations name, which the upstream watchers will dial.
+    upstream: crate::config::UpstreamConfig,
+    /// Notified when what the upstream watchers should watch may have changed.
+    plan_changed: Arc<Notify>,
     /// Notification titles name the relay.
     relay_name: String,
     queue: Arc<dyn JobQueue>,
@@ -69,6 +75,8 @@ impl PushService {
             pubkey_hex,
             registry,
             config: push.clone(),
+            upstream: config.upstream.clone(),
+            plan_changed: Arc::new(Notify::new()),
             relay_name: config.relay.name.clone(),
             queue: store.clone(),
             events: store,
@@ -117,9 +125,12 @@ impl PushService {
         }
         let secret = self.keys.secret_key().clone();
         let limits = self.config.clone();
+        let upstream = self.upstream.clone();
         let shared = event.clone();
         let parsed = tokio::task::spawn_blocking(move || {
-            registration::decrypt(&shared.event, &secret).and_then(|plain| registration::parse(&plain, &limits))
+            let check_relay = |relay: &str| crate::upstream::check_relay_url(relay, &upstream).map(|_| ());
+            registration::decrypt(&shared.event, &secret)
+                .and_then(|plain| registration::parse(&plain, &limits, check_relay))
         })
         .await
         .unwrap_or_else(|_| Err("error: could not read the registration".into()));
@@ -128,7 +139,10 @@ impl PushService {
             Err(reason) => return (false, reason),
         };
         match self.registry.apply(*event.pubkey(), created_at, update, now).await {
-            Ok(Applied::Applied) => (true, String::new()),
+            Ok(Applied::Applied) => {
+                self.plan_changed.notify_one();
+                (true, String::new())
+            }
             Ok(Applied::Replay) => (true, "duplicate: a newer registration was already applied".into()),
             Err(ApplyError::Refused(reason)) => (false, reason),
             Err(ApplyError::Database(e)) => {
@@ -154,15 +168,39 @@ impl AcceptListener for PushService {
             .filter(|e| e.class() == KindClass::Ephemeral)
             .flat_map(|e| jobs::jobs_for(&self.registry, e, unix_now()))
             .collect();
-        if ephemeral.is_empty() {
+        self.enqueue_later(ephemeral);
+    }
+}
+
+/// Events from watched relays go to the same matcher and queue; the queue's key (event id and device) makes an
+/// event seen here and there push once.
+impl RemoteEvents for PushService {
+    fn remote_event(&self, event: SharedEvent) {
+        self.enqueue_later(jobs::jobs_for(&self.registry, &event, unix_now()));
+    }
+}
+
+impl WatchSource for PushService {
+    fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>> {
+        self.registry.watch_plan(unix_now(), self.upstream.max_values_per_filter)
+    }
+
+    fn plan_changed(&self) -> Arc<Notify> {
+        self.plan_changed.clone()
+    }
+}
+
+impl PushService {
+    /// Queues jobs without making the caller wait (publishing never waits on the queue), then wakes the loop.
+    fn enqueue_later(&self, jobs: Vec<NewJob>) {
+        if jobs.is_empty() {
             self.wake.notify_one();
             return;
         }
-        // Publishing never waits on the queue; the loop is woken once the jobs are in.
         let (queue, wake) = (self.queue.clone(), self.wake.clone());
         tokio::spawn(async move {
-            if let Err(e) = queue.enqueue(&ephemeral, unix_now_ms()).await {
-                tracing::error!("cannot queue pushes for an ephemeral event: {e}");
+            if let Err(e) = queue.enqueue(&jobs, unix_now_ms()).await {
+                tracing::error!("cannot queue pushes: {e}");
             }
             wake.notify_one();
         });

@@ -49,7 +49,12 @@ pub fn decrypt(event: &Event, push_key: &SecretKey) -> Result<String, String> {
     plaintext.map_err(|_| "invalid: cannot decrypt".to_owned())
 }
 
-pub fn parse(plaintext: &str, limits: &PushConfig) -> Result<RegistrationUpdate, String> {
+/// Parses decrypted content; `check_relay` judges each relay URL named in `relays`.
+pub fn parse(
+    plaintext: &str,
+    limits: &PushConfig,
+    check_relay: impl Fn(&str) -> Result<(), String>,
+) -> Result<RegistrationUpdate, String> {
     let value: Value = serde_json::from_str(plaintext).map_err(|_| "invalid: content is not JSON".to_owned())?;
     let Value::Object(object) = value else {
         return Err("invalid: content must be a JSON object".into());
@@ -84,7 +89,7 @@ pub fn parse(plaintext: &str, limits: &PushConfig) -> Result<RegistrationUpdate,
     }
     if let Some(relays) = &update.relays {
         for relay in relays {
-            check_relay_url(relay)?;
+            check_relay(relay).map_err(|e| format!("invalid: relays: {e}"))?;
         }
     }
     Ok(update)
@@ -126,21 +131,17 @@ fn pubkey_list(object: &Map<String, Value>, field: &str, max: usize) -> Result<O
         .map(Some)
 }
 
-fn check_relay_url(relay: &str) -> Result<(), String> {
-    let bad = || format!("invalid: relays: {relay:?} is not a ws:// or wss:// URL");
-    let url = url::Url::parse(relay).map_err(|_| bad())?;
-    if !matches!(url.scheme(), "ws" | "wss") || url.host_str().is_none_or(str::is_empty) {
-        return Err(bad());
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn limits() -> PushConfig {
         PushConfig { max_kinds: 3, ..PushConfig::default() }
+    }
+
+    fn parse(text: &str, limits: &PushConfig) -> Result<RegistrationUpdate, String> {
+        let upstream = crate::config::UpstreamConfig::default();
+        super::parse(text, limits, |relay| crate::upstream::check_relay_url(relay, &upstream).map(|_| ()))
     }
 
     #[test]

@@ -219,6 +219,16 @@ impl Registry {
         Ok(())
     }
 
+    /// What the upstream watchers should subscribe to now (see `RegistrationIndex::watch_plan`).
+    pub fn watch_plan(
+        &self,
+        now: i64,
+        max_values: usize,
+    ) -> std::collections::BTreeMap<String, Vec<crate::protocol::Filter>> {
+        let timeout = self.config.heartbeat_timeout_secs as i64;
+        self.index.read().expect("registration index lock").watch_plan(now, timeout, max_values)
+    }
+
     pub fn is_online(&self, pubkey: &Hash32, now: i64) -> bool {
         let timeout = self.config.heartbeat_timeout_secs as i64;
         self.index.read().expect("registration index lock").presence(pubkey).is_online(now, timeout)

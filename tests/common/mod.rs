@@ -77,9 +77,14 @@ impl TestRelay {
 
     /// Starts a relay on the database of one whose handle was already shut down.
     pub async fn reopen(stopped: Self) -> Self {
-        assert!(stopped.handle.is_none(), "shut the relay down first");
         let mut config = stopped.config.clone();
         config.server.bind = "127.0.0.1:0".parse().unwrap();
+        Self::reopen_with(stopped, config).await
+    }
+
+    /// The same, with another configuration (say, the old address).
+    pub async fn reopen_with(stopped: Self, config: Config) -> Self {
+        assert!(stopped.handle.is_none(), "shut the relay down first");
         Self::start_in(stopped.dir, config).await
     }
 }

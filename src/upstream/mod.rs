@@ -1,0 +1,159 @@
+//! Watching other relays: registrations name the relays where their users' messages may land, and those events
+//! never pass through this relay's write path. The manager keeps at most one client connection per remote relay,
+//! shared by every registration that names it, with subscriptions built from the offline registrations; the events
+//! that arrive are verified and handed to the push matcher.
+//!
+//! This module knows nothing of push: it asks a `WatchSource` what to watch and gives events to `RemoteEvents`.
+
+mod remote;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::UpstreamConfig;
+use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::store::writer::Writer;
+
+/// Presence changes by timeout, not by message: the plan is also recomputed this often.
+const REPLAN_EVERY: Duration = Duration::from_secs(30);
+
+/// What to watch: per remote relay URL, the filters to subscribe with now (without `since`).
+pub trait WatchSource: Send + Sync {
+    fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>>;
+    /// Notified whenever the plan may have changed (registrations, presence).
+    fn plan_changed(&self) -> Arc<Notify>;
+}
+
+/// Where verified events from remote relays go.
+pub trait RemoteEvents: Send + Sync {
+    fn remote_event(&self, event: SharedEvent);
+}
+
+/// With `[upstream] store_events`, remote events take the ordinary write path: stored, fanned out to local
+/// subscribers and matched in the same commit. Ephemeral ones are never stored and go straight on.
+pub struct StoreFirst {
+    pub writer: Writer,
+    pub then: Arc<dyn RemoteEvents>,
+}
+
+impl RemoteEvents for StoreFirst {
+    fn remote_event(&self, event: SharedEvent) {
+        if event.class() == KindClass::Ephemeral {
+            return self.then.remote_event(event);
+        }
+        let writer = self.writer.clone();
+        tokio::spawn(async move {
+            if let Err(e) = writer.write(event).await {
+                tracing::error!("cannot store an event from a watched relay: {e}");
+            }
+        });
+    }
+}
+
+/// The state of one remote relay connection, for status and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RemoteStatus {
+    pub connected: bool,
+    /// The subscriptions were sent and the relay answered EOSE for them.
+    pub subscribed: bool,
+    pub last_error: Option<String>,
+    pub events: u64,
+}
+
+pub type StatusBoard = Arc<Mutex<BTreeMap<String, RemoteStatus>>>;
+
+/// Checks a relay URL named in a registration, without DNS: `wss://` (or `ws://` when allowed), and not a
+/// loopback or private literal address unless allowed.
+pub fn check_relay_url(relay: &str, config: &UpstreamConfig) -> Result<url::Url, String> {
+    let url = url::Url::parse(relay).map_err(|_| format!("{relay:?} is not a URL"))?;
+    match url.scheme() {
+        "wss" => {}
+        "ws" if config.allow_insecure => {}
+        _ => return Err(format!("{relay:?} is not a wss:// URL")),
+    }
+    if !config.allow_private_addresses {
+        crate::net::check_literal_host(&url)?;
+    }
+    Ok(url)
+}
+
+pub struct Upstream {
+    config: UpstreamConfig,
+    own_url: String,
+    pub status: StatusBoard,
+}
+
+impl Upstream {
+    pub fn new(config: UpstreamConfig, own_url: &str) -> Arc<Self> {
+        Arc::new(Self { config, own_url: normalise(own_url), status: StatusBoard::default() })
+    }
+
+    /// Runs until shutdown: keeps one connection per watched relay, with up-to-date subscriptions.
+    pub async fn run(
+        self: Arc<Self>,
+        source: Arc<dyn WatchSource>,
+        sink: Arc<dyn RemoteEvents>,
+        shutdown: CancellationToken,
+    ) {
+        let mut remotes: HashMap<String, (watch::Sender<Vec<Filter>>, JoinHandle<()>)> = HashMap::new();
+        let wake = source.plan_changed();
+        loop {
+            let plan = source.watch_plan();
+            remotes.retain(|url, (_, task)| {
+                let keep = plan.contains_key(url) && !task.is_finished();
+                if !keep {
+                    task.abort();
+                    self.status.lock().expect("status lock").remove(url);
+                }
+                keep
+            });
+            for (url, filters) in plan {
+                if normalise(&url) == self.own_url {
+                    continue; // its events reach the matcher through the write path already
+                }
+                if let Some((plan_tx, _)) = remotes.get(&url) {
+                    plan_tx.send_if_modified(|current| {
+                        let changed = *current != filters;
+                        *current = filters.clone();
+                        changed
+                    });
+                    continue;
+                }
+                if remotes.len() >= self.config.max_connections {
+                    tracing::warn!(relay = %url, "not watched: [upstream] max_connections reached");
+                    continue;
+                }
+                let (plan_tx, plan_rx) = watch::channel(filters);
+                let task = tokio::spawn(remote::watch(
+                    url.clone(),
+                    self.config.clone(),
+                    plan_rx,
+                    sink.clone(),
+                    self.status.clone(),
+                    shutdown.clone(),
+                ));
+                remotes.insert(url, (plan_tx, task));
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep(REPLAN_EVERY) => {}
+                _ = wake.notified() => {
+                    // Debounced: a burst of heartbeats becomes one update.
+                    tokio::time::sleep(Duration::from_millis(self.config.debounce_ms)).await;
+                }
+            }
+        }
+        for (_, (_, task)) in remotes {
+            let _ = task.await;
+        }
+    }
+}
+
+fn normalise(url: &str) -> String {
+    url.trim().trim_end_matches('/').to_ascii_lowercase()
+}

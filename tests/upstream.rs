@@ -1,0 +1,175 @@
+//! Watching users' relays: a second relay (our own, with its own database) plays the remote; a device registered
+//! on the first names it, and events published only there still push, once.
+
+mod common;
+
+use std::time::Duration;
+
+use common::standins::StandIn;
+use common::*;
+use nostr::prelude::*;
+use pushrelay::Config;
+use serde_json::{Value, json};
+
+fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The push relay: APNs at `apns_url`, watching relays on loopback allowed.
+async fn push_relay(apns_url: &str) -> TestRelay {
+    let apns_url = apns_url.to_owned();
+    TestRelay::start_with(move |c: &mut Config| {
+        c.push.apns.endpoint = apns_url;
+        c.push.apns.key_file = Some(fixture("apns_test_key.p8").into());
+        c.push.apns.key_id = "KEYID12345".into();
+        c.push.apns.team_id = "TEAM123456".into();
+        c.push.apns.topic = "com.example.app".into();
+        c.upstream.allow_insecure = true;
+        c.upstream.allow_private_addresses = true;
+        c.upstream.debounce_ms = 50;
+    })
+    .await
+}
+
+async fn register(relay: &TestRelay, user: &Keys, relays: &[&str]) -> (bool, String) {
+    let push_key = relay.handle.as_ref().unwrap().push().unwrap().public_key();
+    let content = json!({
+        "kinds": [4],
+        "deviceId": "ab".repeat(32),
+        "#p": [user.public_key().to_hex()],
+        "relays": relays,
+    });
+    let mut client = relay.client().await;
+    client.publish(&registration_event(user, &push_key, &content, Cipher::Nip04, now())).await
+}
+
+/// Waits until the push relay follows `remote` live (subscribed and past EOSE).
+async fn wait_until_watching(relay: &TestRelay, remote: &str) {
+    for _ in 0..200 {
+        if relay.handle.as_ref().unwrap().upstream_status().get(remote).is_some_and(|s| s.subscribed) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("never watching {remote}: {:?}", relay.handle.as_ref().unwrap().upstream_status());
+}
+
+/// The remote: our own relay, with its own database, serving DMs without AUTH as many relays do. (One that gates
+/// them answers the watcher `CLOSED auth-required:`, which is logged and shown in the status.)
+async fn remote_relay() -> TestRelay {
+    TestRelay::start_with(|c| c.auth.read_restricted_kinds = vec![]).await
+}
+
+fn dm(from: &Keys, to: &Keys) -> Event {
+    let content = format!("ciphertext{}?iv=abc", rand::random::<u64>());
+    sign(from, 4, &content, &[&["p", &to.public_key().to_hex()]], now())
+}
+
+#[tokio::test]
+async fn an_event_only_on_a_watched_relay_pushes_once() {
+    let mut apns = StandIn::start().await;
+    let remote = remote_relay().await;
+    let relay = push_relay(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    assert_eq!(register(&relay, &user, &[&remote.url]).await, (true, String::new()));
+    wait_until_watching(&relay, &remote.url).await;
+
+    let message = dm(&friend, &user);
+    remote.client().await.publish_ok(&message).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&message));
+    apns.expect_none().await;
+
+    // Published on both relays: still one push.
+    let both = dm(&friend, &user);
+    remote.client().await.publish_ok(&both).await;
+    relay.client().await.publish_ok(&both).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&both));
+    apns.expect_none().await;
+
+    // Events that do not concern the user, or forged ones, push nothing.
+    remote.client().await.publish_ok(&note(&friend, "unrelated")).await;
+    apns.expect_none().await;
+}
+
+#[tokio::test]
+async fn with_store_events_remote_events_are_also_served_here() {
+    let mut apns = StandIn::start().await;
+    let remote = remote_relay().await;
+    let apns_url = apns.url.clone();
+    let mut relay = push_relay(&apns_url).await;
+    // Same relay again with store_events on (a fresh database is fine for this check).
+    relay.handle.take().unwrap().shutdown().await;
+    let mut config = relay.config.clone();
+    config.upstream.store_events = true;
+    config.server.bind = "127.0.0.1:0".parse().unwrap();
+    let relay = TestRelay::reopen_with(relay, config).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    assert!(register(&relay, &user, &[&remote.url]).await.0);
+    wait_until_watching(&relay, &remote.url).await;
+    let message = dm(&friend, &user);
+    remote.client().await.publish_ok(&message).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&message));
+    let mut reader = relay.client().await;
+    assert!(reader.auth(&user, &relay.config.server.public_url).await.0);
+    assert_eq!(reader.req_ids("dm", &[json!({"kinds": [4]})]).await, vec![id_of(&message)]);
+}
+
+#[tokio::test]
+async fn the_watch_survives_the_remote_restarting() {
+    let mut apns = StandIn::start().await;
+    let remote = remote_relay().await;
+    let remote_url = remote.url.clone();
+    let relay = push_relay(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    assert!(register(&relay, &user, &[&remote_url]).await.0);
+    wait_until_watching(&relay, &remote_url).await;
+
+    // The remote goes away and comes back on the same address.
+    let mut remote = remote;
+    remote.handle.take().unwrap().shutdown().await;
+    let address = remote_url.trim_start_matches("ws://").to_owned();
+    let mut config = remote.config.clone();
+    config.server.bind = address.parse().unwrap();
+    let remote = TestRelay::reopen_with(remote, config).await;
+    assert_eq!(remote.url, remote_url);
+
+    let message = dm(&friend, &user);
+    // Published right away, possibly before the watcher is back: `since` covers the gap.
+    remote.client().await.publish_ok(&message).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&message));
+    apns.expect_none().await;
+}
+
+#[tokio::test]
+async fn online_users_are_not_watched() {
+    let apns = StandIn::start().await;
+    let remote = remote_relay().await;
+    let relay = push_relay(&apns.url).await;
+    let user = Keys::generate();
+    assert!(register(&relay, &user, &[&remote.url]).await.0);
+    wait_until_watching(&relay, &remote.url).await;
+    let push_key = relay.handle.as_ref().unwrap().push().unwrap().public_key();
+    let heartbeat = registration_event(&user, &push_key, &json!({"online": 1}), Cipher::Nip04, now());
+    relay.client().await.publish_ok(&heartbeat).await;
+    for _ in 0..100 {
+        if relay.handle.as_ref().unwrap().upstream_status().is_empty() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("still watching: {:?}", relay.handle.as_ref().unwrap().upstream_status());
+}
+
+#[tokio::test]
+async fn relays_on_private_addresses_or_plain_ws_are_refused_by_default() {
+    let apns = StandIn::start().await;
+    let relay = TestRelay::start_with(|c| c.push.apns.endpoint = apns.url.clone()).await;
+    let user = Keys::generate();
+    for bad in ["wss://127.0.0.1:7777", "wss://localhost/", "ws://relay.example.com", "not a url"] {
+        let (accepted, reason) = register(&relay, &user, &[bad]).await;
+        assert!(!accepted, "{bad}");
+        assert!(reason.starts_with("invalid: relays:"), "{bad}: {reason}");
+    }
+    assert!(register(&relay, &user, &["wss://relay.example.com"]).await.0);
+    let _: Value = relay.nip11().await;
+}
