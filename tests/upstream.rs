@@ -161,6 +161,24 @@ async fn online_users_are_not_watched() {
 }
 
 #[tokio::test]
+async fn a_remote_that_requires_auth_is_reported() {
+    let apns = StandIn::start().await;
+    let gated = TestRelay::start().await; // serves DMs only after AUTH, like this relay's defaults
+    let relay = push_relay(&apns.url).await;
+    let user = Keys::generate();
+    assert!(register(&relay, &user, &[&gated.url]).await.0);
+    for _ in 0..200 {
+        let status = relay.handle.as_ref().unwrap().upstream_status();
+        if let Some(remote) = status.get(&gated.url).filter(|s| s.refusals > 0) {
+            assert!(remote.last_error.as_deref().unwrap().starts_with("auth-required:"), "{remote:?}");
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("no refusal seen: {:?}", relay.handle.as_ref().unwrap().upstream_status());
+}
+
+#[tokio::test]
 async fn relays_on_private_addresses_or_plain_ws_are_refused_by_default() {
     let apns = StandIn::start().await;
     let relay = TestRelay::start_with(|c| c.push.apns.endpoint = apns.url.clone()).await;
@@ -172,4 +190,17 @@ async fn relays_on_private_addresses_or_plain_ws_are_refused_by_default() {
     }
     assert!(register(&relay, &user, &["wss://relay.example.com"]).await.0);
     let _: Value = relay.nip11().await;
+}
+
+#[tokio::test]
+async fn the_relay_never_watches_itself() {
+    let apns = StandIn::start().await;
+    let relay = push_relay(&apns.url).await;
+    let own = relay.config.server.public_url.clone();
+    let remote = remote_relay().await;
+    let user = Keys::generate();
+    assert!(register(&relay, &user, &[&own, &remote.url]).await.0);
+    wait_until_watching(&relay, &remote.url).await;
+    let watched: Vec<String> = relay.handle.as_ref().unwrap().upstream_status().into_keys().collect();
+    assert_eq!(watched, vec![remote.url.clone()]);
 }

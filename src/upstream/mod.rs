@@ -62,7 +62,10 @@ pub struct RemoteStatus {
     /// The subscriptions were sent and the relay answered EOSE for them.
     pub subscribed: bool,
     pub last_error: Option<String>,
+    /// Events received and passed on.
     pub events: u64,
+    /// CLOSED and NOTICE answers (auth-required: among them).
+    pub refusals: u64,
 }
 
 pub type StatusBoard = Arc<Mutex<BTreeMap<String, RemoteStatus>>>;

@@ -189,7 +189,10 @@ async fn handle(
         Some("CLOSED") | Some("NOTICE") => {
             let reason = message.last().and_then(Value::as_str).unwrap_or("").to_owned();
             tracing::warn!(relay = %url, "upstream relay says: {text}");
-            set_status(status, url, |s| s.last_error = Some(reason));
+            set_status(status, url, |s| {
+                s.refusals += 1;
+                s.last_error = Some(reason);
+            });
         }
         Some("AUTH") => {} // no authentication upstream; restricted kinds will come CLOSED auth-required
         _ => {}
