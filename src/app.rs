@@ -34,6 +34,9 @@ impl RelayHandle {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = Arc::new(config);
         let store = store::open(&config.database).await?;
+        // No worker survives a restart, so every job one held is due again now. (Only the relay does this: an
+        // admin command opening the same database must not take leases from a running relay's workers.)
+        store.release_leases(store::unix_now_ms()).await?;
         let subscriptions = Arc::new(SubscriptionIndex::default());
         let push = if config.push.enabled {
             let push = PushService::start(&config, store.clone()).await.map_err(anyhow::Error::msg)?;
@@ -44,7 +47,11 @@ impl RelayHandle {
             None
         };
         let consumer = push.clone().map(|p| p as Arc<dyn EventConsumer>);
-        let self_pubkey = push.as_ref().map(|p| p.public_key().to_hex());
+        let mut nip11_extra = serde_json::Map::new();
+        if let Some(push) = &push {
+            nip11_extra.insert("self".into(), push.public_key().to_hex().into());
+            nip11_extra.insert("push".into(), push.nip11());
+        }
         let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone()];
         listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
         let job_source = push.clone().map(|p| p as Arc<dyn JobSource>);
@@ -52,7 +59,7 @@ impl RelayHandle {
         let (writer, writer_task) =
             Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
         let state =
-            Arc::new(RelayState::new(config.clone(), events, writer, subscriptions, listeners, consumer, self_pubkey));
+            Arc::new(RelayState::new(config.clone(), events, writer, subscriptions, listeners, consumer, nip11_extra));
         let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
         let upstream = push.clone().filter(|_| config.upstream.enabled).map(|push| {
             let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url);

@@ -251,6 +251,9 @@ pub struct PushConfig {
     pub retry_max_ms: u64,
     /// A push not delivered within this many seconds of its event is dropped (and counted).
     pub max_job_age_secs: u64,
+    /// An event whose `created_at` is older than this many seconds is not pushed. Keep it above two days: gift
+    /// wraps (1059) are dated up to two days back on purpose.
+    pub max_event_age_secs: u64,
     /// Pushes one device may get at once; beyond it, notifications are merged ("3 new messages").
     pub device_burst: u32,
     /// One more push per device is allowed every this many seconds.
@@ -258,6 +261,7 @@ pub struct PushConfig {
     pub apns: ApnsConfig,
     pub fcm: FcmConfig,
     pub unifiedpush: UnifiedPushConfig,
+    pub webpush: WebPushConfig,
 }
 
 impl Default for PushConfig {
@@ -278,11 +282,13 @@ impl Default for PushConfig {
             retry_initial_ms: 1000,
             retry_max_ms: 15 * 60 * 1000,
             max_job_age_secs: 24 * 3600,
+            max_event_age_secs: 7 * 24 * 3600,
             device_burst: 5,
             device_refill_secs: 12,
             apns: ApnsConfig::default(),
             fcm: FcmConfig::default(),
             unifiedpush: UnifiedPushConfig::default(),
+            webpush: WebPushConfig::default(),
         }
     }
 }
@@ -342,6 +348,24 @@ pub struct UnifiedPushConfig {
 impl Default for UnifiedPushConfig {
     fn default() -> Self {
         Self { allow_private_addresses: false, timeout_secs: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebPushConfig {
+    /// The VAPID key (P-256, base64url of the 32-byte secret), created with mode 0600 on first start if missing.
+    pub vapid_key_file: PathBuf,
+    /// The operator's contact, sent as the VAPID `sub` claim: a `mailto:` or `https:` URL. Empty: the `https://`
+    /// form of `[server] public_url`.
+    pub subject: String,
+    /// Seconds to wait for a push service to answer.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebPushConfig {
+    fn default() -> Self {
+        Self { vapid_key_file: PathBuf::from("data/vapid.key"), subject: String::new(), timeout_secs: 10 }
     }
 }
 

@@ -1,5 +1,6 @@
 //! pushrelay: a Nostr relay with push notifications built in. See ARCHITECTURE.md for the map of modules.
 
+pub mod admin;
 pub mod app;
 pub mod config;
 pub mod http;

@@ -1,7 +1,9 @@
-use std::path::PathBuf;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
 use pushrelay::{Config, RelayHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -22,6 +24,9 @@ enum Command {
     Run,
     /// Print the relay's push pubkey (hex and npub), creating the key file if it is missing.
     Keys,
+    /// Store the events of a JSON Lines file (`-` for standard input): verified, de-duplicated, replaceable rules
+    /// applied; never pushed. The relay may be running.
+    Import { file: PathBuf },
 }
 
 #[tokio::main]
@@ -37,8 +42,10 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Some(Command::Keys) = cli.command {
-        return print_keys(&config);
+    match cli.command {
+        Some(Command::Keys) => return print_keys(&config),
+        Some(Command::Import { file }) => return import(&config, &file).await,
+        Some(Command::Run) | None => {}
     }
     let relay = match RelayHandle::start(config).await {
         Ok(relay) => relay,
@@ -71,6 +78,54 @@ fn print_keys(config: &Config) -> ExitCode {
                 "npub: {}",
                 nostr::nips::nip19::ToBech32::to_bech32(&pubkey).expect("a public key always encodes")
             );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pushrelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn import(config: &Config, file: &Path) -> ExitCode {
+    let store = match pushrelay::store::open(&config.database).await {
+        Ok(store) => store,
+        Err(e) => {
+            eprintln!("pushrelay: cannot open the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let (input, size): (Box<dyn BufRead>, Option<u64>) = if file == Path::new("-") {
+        (Box::new(std::io::stdin().lock()), None)
+    } else {
+        match std::fs::File::open(file) {
+            Ok(opened) => {
+                let size = opened.metadata().ok().map(|m| m.len());
+                (Box::new(BufReader::new(opened)), size)
+            }
+            Err(e) => {
+                eprintln!("pushrelay: cannot open {}: {e}", file.display());
+                return ExitCode::FAILURE;
+            }
+        }
+    };
+    // Drawn on standard error, and only when it is a terminal.
+    let bar = match size {
+        Some(size) => ProgressBar::new(size).with_style(
+            ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("a valid template"),
+        ),
+        None => ProgressBar::new_spinner(),
+    };
+    let imported = pushrelay::admin::import::import(&*store, input, |bytes| bar.inc(bytes)).await;
+    bar.finish_and_clear();
+    store.close().await;
+    match imported {
+        Ok(summary) => {
+            for refusal in &summary.refusals {
+                eprintln!("refused: {refusal}");
+            }
+            println!("{summary}");
             ExitCode::SUCCESS
         }
         Err(e) => {

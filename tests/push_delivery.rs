@@ -6,149 +6,13 @@ mod common;
 use std::time::Duration;
 
 use base64::Engine;
-use common::standins::{ACCESS_TOKEN, Recorded, StandIn, TOKEN_PATH};
+use common::push::*;
+use common::standins::{ACCESS_TOKEN, StandIn, TOKEN_PATH};
 use common::*;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use jsonwebtoken::{Algorithm, DecodingKey};
 use nostr::prelude::*;
-use pushrelay::Config;
-use pushrelay::push::dispatch::PushStats;
 use serde_json::{Value, json};
-use std::sync::atomic::{AtomicU64, Ordering};
-
-const BUNDLE: &str = "com.example.app";
-const KEY_ID: &str = "KEYID12345";
-const TEAM_ID: &str = "TEAM123456";
-const PROJECT: &str = "test-project";
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
-
-fn apns_token(n: u8) -> String {
-    format!("{n:02x}").repeat(32)
-}
-
-/// Points every sender at `standin` and makes retries quick.
-fn push_config(config: &mut Config, url: &str, dir: &std::path::Path) {
-    let push = &mut config.push;
-    push.apns.endpoint = url.to_owned();
-    push.apns.key_file = Some(fixture("apns_test_key.p8").into());
-    push.apns.key_id = KEY_ID.into();
-    push.apns.team_id = TEAM_ID.into();
-    push.apns.topic = "com.example.default".into();
-    push.apns.bundle_ids = vec![BUNDLE.into()];
-    push.fcm.endpoint = url.to_owned();
-    let account = json!({
-        "type": "service_account",
-        "project_id": PROJECT,
-        "private_key_id": "stand-in",
-        "private_key": std::fs::read_to_string(fixture("fcm_test_key.pem")).unwrap(),
-        "client_email": "pushrelay@test-project.iam.gserviceaccount.com",
-        "client_id": "1",
-        "token_uri": format!("{url}{TOKEN_PATH}"),
-    });
-    let account_file = dir.join("service-account.json");
-    std::fs::write(&account_file, account.to_string()).unwrap();
-    push.fcm.service_account_file = Some(account_file);
-    push.unifiedpush.allow_private_addresses = true;
-    push.retry_initial_ms = 100;
-}
-
-/// A relay whose push services all live at `url`.
-async fn start(url: &str) -> TestRelay {
-    start_with(url, |_| {}).await
-}
-
-async fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> TestRelay {
-    let key_dir = tempfile::tempdir().unwrap().keep();
-    TestRelay::start_with(|c| {
-        push_config(c, url, &key_dir);
-        adjust(c);
-    })
-    .await
-}
-
-fn push_key(relay: &TestRelay) -> PublicKey {
-    relay.handle.as_ref().unwrap().push().unwrap().public_key()
-}
-
-/// Registers `device_id` for `user` (DMs, zaps, reactions, group messages p- or h-tagged to the user).
-async fn register(client: &mut Client, relay: &TestRelay, user: &Keys, content: Value) {
-    let event = registration_event(user, &push_key(relay), &content, Cipher::Nip04, now());
-    let (accepted, reason) = client.publish(&event).await;
-    assert!(accepted, "registration refused: {reason}");
-}
-
-fn registration(device_id: &str, user: &Keys) -> Value {
-    json!({
-        "kinds": [4, 1059, 9735, 7, 9],
-        "deviceId": device_id,
-        "#p": [user.public_key().to_hex()],
-        "#e": ["group-1"],
-    })
-}
-
-/// A new direct message each call (distinct content, so distinct ids within one second).
-fn dm(from: &Keys, to: &Keys) -> Event {
-    let content = format!("ciphertext{}?iv=abc", rand::random::<u64>());
-    sign(from, 4, &content, &[&["p", &to.public_key().to_hex()]], now())
-}
-
-/// A stand-in for every push service, a relay sending to it, and a user with one device registered (offline).
-struct Scenario {
-    service: StandIn,
-    relay: TestRelay,
-    client: Client,
-    user: Keys,
-    friend: Keys,
-}
-
-impl Scenario {
-    /// `device` names the user's device id given the stand-in; `adjust` changes the relay's configuration.
-    async fn new(device: impl FnOnce(&StandIn) -> String, adjust: impl FnOnce(&mut Config)) -> Self {
-        let service = StandIn::start().await;
-        let relay = start_with(&service.url, adjust).await;
-        let (user, friend) = (Keys::generate(), Keys::generate());
-        let mut client = relay.client().await;
-        register(&mut client, &relay, &user, registration(&device(&service), &user)).await;
-        Self { service, relay, client, user, friend }
-    }
-
-    async fn apns() -> Self {
-        Self::new(|_| apns_token(1), |_| {}).await
-    }
-
-    fn push(&self) -> std::sync::Arc<pushrelay::push::PushService> {
-        self.relay.handle.as_ref().unwrap().push().unwrap().clone()
-    }
-
-    fn count(&self, counter: fn(&PushStats) -> &AtomicU64) -> u64 {
-        counter(self.push().stats()).load(Ordering::Relaxed)
-    }
-}
-
-/// Waits (up to 5 s) for something the delivery loop does in the background.
-async fn eventually(check: impl Fn() -> bool) -> bool {
-    for _ in 0..100 {
-        if check() {
-            return true;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    check()
-}
-
-fn verify_apns_jwt(request: &Recorded) -> Value {
-    let bearer = request.header("authorization").strip_prefix("Bearer ").expect("bearer token");
-    let header = jsonwebtoken::decode_header(bearer).unwrap();
-    assert_eq!(header.alg, Algorithm::ES256);
-    assert_eq!(header.kid.as_deref(), Some(KEY_ID));
-    let key = DecodingKey::from_ec_pem(&std::fs::read(fixture("apns_test_key.pub.pem")).unwrap()).unwrap();
-    let mut validation = Validation::new(Algorithm::ES256);
-    validation.required_spec_claims.clear();
-    validation.validate_exp = false;
-    jsonwebtoken::decode::<Value>(bearer, &key, &validation).expect("JWT signed with the APNs key").claims
-}
+use std::sync::atomic::Ordering;
 
 #[tokio::test]
 async fn apns_gets_exactly_the_request_apple_expects() {
@@ -259,7 +123,7 @@ async fn unifiedpush_endpoints_get_the_body_as_is() {
     let request = up.service.next().await;
     assert_eq!(request.path, "/up/device-1");
     let body = request.json();
-    assert_eq!(body["notification"]["body"], "New reaction");
+    assert_eq!(body["notification"]["body"], "Someone reacted 🤙");
     assert_eq!(body["data"]["msgType"], "0");
 }
 
@@ -340,6 +204,8 @@ async fn fcm_unregistered_drops_the_device() {
     );
     fcm.client.publish_ok(&dm(&fcm.friend, &fcm.user)).await;
     fcm.service.next().await;
+    let push = fcm.push();
+    assert!(eventually(|| !push.registry().has_device("fcm-token:gone_for_good")).await);
     fcm.client.publish_ok(&dm(&fcm.friend, &fcm.user)).await;
     fcm.service.expect_none().await;
 }

@@ -5,15 +5,12 @@ mod common;
 
 use std::time::Duration;
 
+use common::push::{dm, fixture};
 use common::standins::StandIn;
 use common::*;
 use nostr::prelude::*;
 use pushrelay::Config;
 use serde_json::{Value, json};
-
-fn fixture(name: &str) -> String {
-    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
-}
 
 /// The push relay: APNs at `apns_url`, watching relays on loopback allowed.
 async fn push_relay(apns_url: &str) -> TestRelay {
@@ -60,11 +57,6 @@ async fn remote_relay() -> TestRelay {
     TestRelay::start_with(|c| c.auth.read_restricted_kinds = vec![]).await
 }
 
-fn dm(from: &Keys, to: &Keys) -> Event {
-    let content = format!("ciphertext{}?iv=abc", rand::random::<u64>());
-    sign(from, 4, &content, &[&["p", &to.public_key().to_hex()]], now())
-}
-
 #[tokio::test]
 async fn an_event_only_on_a_watched_relay_pushes_once() {
     let mut apns = StandIn::start().await;
@@ -88,6 +80,25 @@ async fn an_event_only_on_a_watched_relay_pushes_once() {
 
     // Events that do not concern the user, or forged ones, push nothing.
     remote.client().await.publish_ok(&note(&friend, "unrelated")).await;
+    apns.expect_none().await;
+}
+
+#[tokio::test]
+async fn a_mute_list_kept_on_a_watched_relay_silences_there_too() {
+    let mut apns = StandIn::start().await;
+    let remote = remote_relay().await;
+    let relay = push_relay(&apns.url).await;
+    let (user, friend, spammer) = (Keys::generate(), Keys::generate(), Keys::generate());
+    // Published on the remote only, before the user registered here.
+    let mute_list = sign(&user, 10000, "", &[&["p", &spammer.public_key().to_hex()]], now() - 3600);
+    remote.client().await.publish_ok(&mute_list).await;
+    assert_eq!(register(&relay, &user, &[&remote.url]).await, (true, String::new()));
+    wait_until_watching(&relay, &remote.url).await;
+
+    remote.client().await.publish_ok(&dm(&spammer, &user)).await;
+    let welcome = dm(&friend, &user);
+    remote.client().await.publish_ok(&welcome).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&welcome));
     apns.expect_none().await;
 }
 

@@ -47,7 +47,7 @@ async fn root(
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/nostr+json") {
-        return nip11::document(&state.config, state.self_pubkey.as_deref());
+        return nip11::document(&state.config, &state.nip11_extra);
     }
     Html(page(&state)).into_response()
 }

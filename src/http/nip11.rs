@@ -4,23 +4,22 @@
 use axum::Json;
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
-use serde_json::{Value, json};
+use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 
 /// The NIPs this relay implements completely.
 pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70];
 
-pub fn document(config: &Config, self_pubkey: Option<&str>) -> Response {
+pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
     let restrict_writes = config.auth.restrict_writes;
-    let body: Value = json!({
+    let mut body: Value = json!({
         "name": relay.name,
         "description": relay.description,
         "pubkey": relay.pubkey,
         "contact": relay.contact,
-        "self": self_pubkey,
         "software": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": SUPPORTED_NIPS,
@@ -47,5 +46,6 @@ pub fn document(config: &Config, self_pubkey: Option<&str>) -> Response {
         "kind_allowlist": config.policy.kind_allowlist,
         "kind_denylist": config.policy.kind_denylist,
     });
+    body.as_object_mut().expect("the document is an object").extend(extra.clone());
     ([(header::CONTENT_TYPE, "application/nostr+json")], Json(body)).into_response()
 }

@@ -45,6 +45,11 @@ impl VerifiedEvent {
         Self { event, json }
     }
 
+    /// An event read back from the relay's own store: it was verified when it was accepted.
+    pub fn from_stored(json: &str) -> Option<Self> {
+        Event::from_json(json).ok().map(Self::new)
+    }
+
     pub fn id(&self) -> &Hash32 {
         self.event.id.as_bytes()
     }

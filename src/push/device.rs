@@ -5,6 +5,8 @@ const MAX_DEVICE_ID_LENGTH: usize = 4096;
 /// APNs tokens are 32 bytes today (64 hex digits); Apple says they may grow.
 const MIN_APNS_TOKEN_HEX: usize = 64;
 const EMBEDDED_FCM_PREFIX: &str = "Embedded-FCM/FCM?";
+/// A browser's Web Push subscription: this prefix, then the base64url of its `PushSubscription` JSON.
+const WEB_PUSH_PREFIX: &str = "webpush:";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
@@ -16,6 +18,9 @@ pub enum Device {
     EmbeddedFcm { instance: String, token: String },
     /// A UnifiedPush distributor's `https://` endpoint: the body is POSTed to it.
     UnifiedPush { endpoint: String },
+    /// A browser (RFC 8030): the push service's endpoint and the subscription's keys (base64url), to which each
+    /// payload is encrypted (RFC 8291).
+    WebPush { endpoint: String, p256dh: String, auth: String },
 }
 
 impl Device {
@@ -34,6 +39,11 @@ impl Device {
                 return Ok(Self::Apns { topic: Some(bundle_id.clone()), token: token.to_ascii_lowercase() });
             }
         }
+        if let Some(encoded) = device_id.strip_prefix(WEB_PUSH_PREFIX) {
+            return web_push_subscription(encoded, allow_plain_http).map_err(|problem| {
+                format!("invalid: deviceId {:?} is not a usable Web Push subscription: {problem}", shorten(device_id))
+            });
+        }
         if let Some(query) = device_id.strip_prefix(EMBEDDED_FCM_PREFIX) {
             let value = |key: &str| query.split('&').find_map(|pair| pair.strip_prefix(key)?.strip_prefix('='));
             return match (value("instance"), value("token")) {
@@ -43,11 +53,10 @@ impl Device {
                 _ => Err(unknown()),
             };
         }
-        if device_id.starts_with("https://") || (allow_plain_http && device_id.starts_with("http://")) {
-            let url = url::Url::parse(device_id).map_err(|_| unknown())?;
-            return match url.host_str() {
-                Some(host) if !host.is_empty() => Ok(Self::UnifiedPush { endpoint: device_id.to_owned() }),
-                _ => Err(unknown()),
+        if device_id.starts_with("https://") || device_id.starts_with("http://") {
+            return match is_endpoint(device_id, allow_plain_http) {
+                true => Ok(Self::UnifiedPush { endpoint: device_id.to_owned() }),
+                false => Err(unknown()),
             };
         }
         // A bundle-like prefix before a long hex tail is an APNs token for a bundle id this relay does not serve.
@@ -68,8 +77,54 @@ impl Device {
             Self::Apns { .. } => "apns",
             Self::Fcm { .. } | Self::EmbeddedFcm { .. } => "fcm",
             Self::UnifiedPush { .. } => "unifiedpush",
+            Self::WebPush { .. } => "webpush",
         }
     }
+}
+
+/// An `https://` URL with a host (or `http://` when `allow_plain_http`, for test stand-ins).
+fn is_endpoint(text: &str, allow_plain_http: bool) -> bool {
+    let Ok(url) = url::Url::parse(text) else { return false };
+    let scheme_ok = url.scheme() == "https" || (allow_plain_http && url.scheme() == "http");
+    scheme_ok && url.host_str().is_some_and(|host| !host.is_empty())
+}
+
+/// The subscription JSON a browser gives (`PushSubscription.toJSON()`), checked enough that encrypting to it works.
+fn web_push_subscription(encoded: &str, allow_plain_http: bool) -> Result<Device, &'static str> {
+    #[derive(serde::Deserialize)]
+    struct Subscription {
+        endpoint: String,
+        keys: Keys,
+    }
+    #[derive(serde::Deserialize)]
+    struct Keys {
+        p256dh: String,
+        auth: String,
+    }
+    let json = base64url(encoded).ok_or("not base64url")?;
+    let subscription: Subscription =
+        serde_json::from_slice(&json).map_err(|_| "expected {\"endpoint\", \"keys\": {\"p256dh\", \"auth\"}}")?;
+    if !is_endpoint(&subscription.endpoint, allow_plain_http) {
+        return Err("endpoint must be an https:// URL");
+    }
+    // An uncompressed P-256 point, and a 16-byte authentication secret (RFC 8291).
+    if !base64url(&subscription.keys.p256dh).is_some_and(|key| key.len() == 65 && key[0] == 4) {
+        return Err("keys.p256dh must be an uncompressed P-256 public key");
+    }
+    if base64url(&subscription.keys.auth).is_none_or(|auth| auth.len() != 16) {
+        return Err("keys.auth must be 16 bytes");
+    }
+    Ok(Device::WebPush {
+        endpoint: subscription.endpoint,
+        p256dh: subscription.keys.p256dh.trim_end_matches('=').to_owned(),
+        auth: subscription.keys.auth.trim_end_matches('=').to_owned(),
+    })
+}
+
+/// Browsers write base64url without padding; some libraries add it.
+fn base64url(text: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
 }
 
 fn is_hex_token(text: &str) -> bool {
@@ -117,6 +172,37 @@ mod tests {
         );
         let fcm = "dXk3:APA91bH-some_FCM.token";
         assert_eq!(Device::parse(fcm, &bundles(), false), Ok(Device::Fcm { token: fcm.into() }));
+        let (p256dh, auth) = (web_key(&[4; 65]), web_key(&[7; 16]));
+        let subscription =
+            serde_json::json!({"endpoint": "https://push.example/x", "keys": {"p256dh": p256dh, "auth": auth}});
+        assert_eq!(
+            Device::parse(&format!("webpush:{}", web_key(subscription.to_string().as_bytes())), &bundles(), false),
+            Ok(Device::WebPush { endpoint: "https://push.example/x".into(), p256dh, auth })
+        );
+    }
+
+    fn web_key(bytes: &[u8]) -> String {
+        use base64::Engine;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+    }
+
+    #[test]
+    fn refuses_unusable_web_push_subscriptions() {
+        let subscription = |endpoint: &str, p256dh: &[u8], auth: &[u8]| {
+            let json =
+                serde_json::json!({"endpoint": endpoint, "keys": {"p256dh": web_key(p256dh), "auth": web_key(auth)}});
+            format!("webpush:{}", web_key(json.to_string().as_bytes()))
+        };
+        for bad in [
+            "webpush:not*base64".to_owned(),
+            format!("webpush:{}", web_key(b"{}")),
+            subscription("http://push.example/x", &[4; 65], &[7; 16]),
+            subscription("https://push.example/x", &[4; 33], &[7; 16]),
+            subscription("https://push.example/x", &[4; 65], &[7; 8]),
+        ] {
+            let refused = Device::parse(&bad, &bundles(), false).unwrap_err();
+            assert!(refused.starts_with("invalid: deviceId"), "{refused}");
+        }
     }
 
     #[test]

@@ -141,7 +141,21 @@ impl PushService {
         let body = if pushes.len() > 1 {
             text::merged(pushes.len())
         } else {
-            text::body(self.author_name(&newest.author).await.as_deref(), newest.kind)
+            let name = match newest.summary.actor(&newest.author) {
+                Some(actor) => self.author_name(actor).await,
+                None => None,
+            };
+            text::body(name.as_deref(), newest.kind, &newest.summary)
+        };
+        // The badge counts the events notified: a merged notification of three adds three.
+        let notified = pushes.len() as i64;
+        let recipient = parse_hash(&newest.pubkey).unwrap_or_default();
+        let badge = match self.registry.add_to_badge(&recipient, device_id, notified).await {
+            Ok(badge) => badge,
+            Err(e) => {
+                tracing::error!("cannot count the badge: {e}");
+                None
+            }
         };
         let notification = Notification {
             title: self.relay_name.clone(),
@@ -149,8 +163,14 @@ impl PushService {
             event_id: newest.event_id.clone(),
             kind: newest.kind,
             author: newest.author.clone(),
+            badge,
         };
-        match self.senders.send(&device, &notification).await {
+        let outcome = self.senders.send(&device, &notification).await;
+        let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
+        if not_shown && let Err(e) = self.registry.add_to_badge(&recipient, device_id, -notified).await {
+            tracing::error!("cannot take back the badge count: {e}");
+        }
+        match outcome {
             SendOutcome::Delivered => {
                 PushStats::add(&self.stats.sent, 1);
                 PushStats::add(&self.stats.merged, ids.len() - 1);

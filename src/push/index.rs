@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::device::Device;
+use super::mutes::MUTE_LIST_KIND;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, VerifiedEvent};
 
@@ -107,6 +108,14 @@ impl RegistrationIndex {
         self.by_device.contains_key(device_id)
     }
 
+    pub fn has_pubkey(&self, pubkey: &Hash32) -> bool {
+        self.by_pubkey.contains_key(pubkey)
+    }
+
+    pub fn pubkeys(&self) -> Vec<Hash32> {
+        self.by_pubkey.keys().copied().collect()
+    }
+
     pub fn remove_pubkey(&mut self, pubkey: &Hash32) {
         for device_id in self.by_pubkey.get(pubkey).cloned().unwrap_or_default() {
             self.remove(pubkey, &device_id);
@@ -142,14 +151,15 @@ impl RegistrationIndex {
     }
 
     /// Per relay named in the registrations of offline pubkeys, the filters that find their events there: the
-    /// union of their kinds with their `#p` values, and with their `#e` values as `e` and as `h` tags, in chunks of
-    /// at most `max_values` values.
+    /// union of their kinds with their `#p` values, and with their `#e` values as `e` and as `h` tags, and their
+    /// mute lists (kind 10000 by those pubkeys), in chunks of at most `max_values` values.
     pub fn watch_plan(&self, now: i64, timeout_secs: i64, max_values: usize) -> BTreeMap<String, Vec<Filter>> {
         #[derive(Default)]
         struct Wanted {
             kinds: BTreeSet<u16>,
             p: BTreeSet<String>,
             e: BTreeSet<String>,
+            pubkeys: BTreeSet<Hash32>,
         }
         let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
         for r in self.registrations.values() {
@@ -161,6 +171,7 @@ impl RegistrationIndex {
                 w.kinds.extend(&r.kinds);
                 w.p.extend(r.p_tags.iter().cloned());
                 w.e.extend(r.e_tags.iter().cloned());
+                w.pubkeys.insert(r.pubkey);
             }
         }
         let max_values = max_values.max(1);
@@ -180,6 +191,12 @@ impl RegistrationIndex {
                     filters.push(filter('e', chunk));
                     filters.push(filter('h', chunk));
                 }
+                let pubkeys: Vec<Hash32> = w.pubkeys.into_iter().collect();
+                filters.extend(pubkeys.chunks(max_values).map(|chunk| Filter {
+                    authors: Some(chunk.to_vec()),
+                    kinds: Some(vec![MUTE_LIST_KIND]),
+                    ..Filter::default()
+                }));
                 (relay.to_owned(), filters)
             })
             .collect()

@@ -2,8 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::mutes::MuteLists;
 use super::registry::Registry;
+use super::text::Summary;
 use crate::protocol::VerifiedEvent;
+use crate::store::db_time;
 use crate::store::jobs::NewJob;
 
 /// What a push job carries: enough to build the notification without the event itself.
@@ -15,28 +18,48 @@ pub struct PushJob {
     pub event_id: String,
     pub kind: u16,
     pub author: String,
+    #[serde(default)]
+    pub summary: Summary,
 }
 
-/// The jobs an event causes now: one per matching device (spec: Matching), keyed by device and event id so that
-/// the same event, seen again (a retry, or from a watched relay), never causes a second job.
-pub fn jobs_for(registry: &Registry, event: &VerifiedEvent, now: i64) -> Vec<NewJob> {
-    let mut jobs: Vec<NewJob> = Vec::new();
-    for registration in registry.matching(event, now) {
-        if jobs.iter().any(|job| job.group_key == registration.device_id) {
-            continue;
+/// What decides whether an event is pushed, and to whom.
+pub struct Matcher<'a> {
+    pub registry: &'a Registry,
+    pub mutes: &'a MuteLists,
+    /// Events older than this many seconds are not pushed.
+    pub max_event_age_secs: u64,
+}
+
+impl Matcher<'_> {
+    /// The jobs an event causes now: one per matching device (spec: Matching) whose pubkey did not mute it, keyed
+    /// by device and event id so that the same event, seen again (a retry, or from a watched relay), never causes
+    /// a second job.
+    pub fn jobs_for(&self, event: &VerifiedEvent, now: i64) -> Vec<NewJob> {
+        if now.saturating_sub(db_time(event.created_at())) > db_time(self.max_event_age_secs) {
+            return Vec::new();
         }
-        let job = PushJob {
-            device_id: registration.device_id.clone(),
-            pubkey: hex::encode(registration.pubkey),
-            event_id: event.event.id.to_hex(),
-            kind: event.kind(),
-            author: event.event.pubkey.to_hex(),
-        };
-        jobs.push(NewJob {
-            dedup_key: format!("push:{}:{}", job.event_id, job.device_id),
-            group_key: job.device_id.clone(),
-            payload: serde_json::to_string(&job).expect("a job serializes"),
-        });
+        let mut jobs: Vec<NewJob> = Vec::new();
+        let mut summary = None;
+        for registration in self.registry.matching(event, now) {
+            if jobs.iter().any(|job| job.group_key == registration.device_id)
+                || self.mutes.silences(&registration.pubkey, event)
+            {
+                continue;
+            }
+            let job = PushJob {
+                device_id: registration.device_id.clone(),
+                pubkey: hex::encode(registration.pubkey),
+                event_id: event.event.id.to_hex(),
+                kind: event.kind(),
+                author: event.event.pubkey.to_hex(),
+                summary: summary.get_or_insert_with(|| Summary::of(event)).clone(),
+            };
+            jobs.push(NewJob {
+                dedup_key: format!("push:{}:{}", job.event_id, job.device_id),
+                group_key: job.device_id.clone(),
+                payload: serde_json::to_string(&job).expect("a job serializes"),
+            });
+        }
+        jobs
     }
-    jobs
 }

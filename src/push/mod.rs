@@ -9,10 +9,12 @@ pub mod dispatch;
 pub mod index;
 pub mod jobs;
 pub mod keys;
+pub mod mutes;
 pub mod registration;
 pub mod registry;
 pub mod senders;
 pub mod text;
+pub mod zap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -25,13 +27,16 @@ use nostr::nips::nip19::ToBech32;
 use tokio::sync::Notify;
 
 use crate::config::{Config, PushConfig};
-use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, KindClass, SharedEvent, VerifiedEvent};
 use crate::relay::EventConsumer;
 use crate::store::jobs::{JobQueue, JobSource, NewJob};
 use crate::store::writer::AcceptListener;
-use crate::store::{EventStore, Store, unix_now_ms};
+use crate::store::{EventStore, Store, Visibility, unix_now_ms};
 use crate::upstream::{RemoteEvents, WatchSource};
 use dispatch::PushStats;
+use jobs::Matcher;
+use mutes::{MUTE_LIST_KIND, MuteLists};
 use registry::{Applied, ApplyError, Registry};
 use senders::Senders;
 
@@ -43,6 +48,8 @@ pub struct PushService {
     /// The push pubkey as it appears in `p` tags.
     pubkey_hex: String,
     registry: Registry,
+    /// Registered pubkeys' mute lists, consulted by the matcher.
+    mutes: MuteLists,
     config: PushConfig,
     /// Judges the relays registrations name, which the upstream watchers will dial.
     upstream: crate::config::UpstreamConfig,
@@ -54,6 +61,8 @@ pub struct PushService {
     /// For the authors' profile names.
     events: Arc<dyn EventStore>,
     senders: Senders,
+    /// The Web Push public key browsers subscribe with, when Web Push is on.
+    vapid_public_key: Option<String>,
     /// Woken when jobs were added, so that delivery does not wait for the next poll.
     wake: Arc<Notify>,
     device_limiter: DefaultKeyedRateLimiter<String>,
@@ -70,21 +79,68 @@ impl PushService {
             .await
             .map_err(|e| format!("cannot open push registrations: {e}"))?;
         let pubkey_hex = keys.public_key().to_hex();
-        Ok(Arc::new(Self {
+        let (webpush, vapid_public_key) = match web_push_sender(config)? {
+            Some((sender, public_key)) => (Some(sender), Some(public_key)),
+            None => (None, None),
+        };
+        let service = Arc::new(Self {
             keys,
             pubkey_hex,
             registry,
+            mutes: MuteLists::default(),
             config: push.clone(),
             upstream: config.upstream.clone(),
             plan_changed: Arc::new(Notify::new()),
             relay_name: config.relay.name.clone(),
             queue: store.clone(),
             events: store,
-            senders: Senders::from_config(push)?,
+            senders: Senders::from_config(push, webpush)?,
+            vapid_public_key,
             wake: Arc::new(Notify::new()),
             device_limiter: dispatch::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
             stats: PushStats::default(),
-        }))
+        });
+        service.load_mute_lists(&service.registry.pubkeys()).await;
+        Ok(service)
+    }
+
+    fn matcher(&self) -> Matcher<'_> {
+        Matcher { registry: &self.registry, mutes: &self.mutes, max_event_age_secs: self.config.max_event_age_secs }
+    }
+
+    /// Reads the newest stored mute list of each pubkey (those published here; watched relays send theirs later).
+    /// A pubkey without one is remembered as checked, so that its heartbeats do not ask again.
+    async fn load_mute_lists(&self, pubkeys: &[Hash32]) {
+        for chunk in pubkeys.chunks(256) {
+            let filter = Filter {
+                authors: Some(chunk.to_vec()),
+                kinds: Some(vec![MUTE_LIST_KIND]),
+                limit: Some(chunk.len() as u64),
+                ..Filter::default()
+            };
+            match self.events.query_filter(&filter, Visibility::default()).await {
+                Ok(found) => {
+                    for stored in found {
+                        if let Some(event) = VerifiedEvent::from_stored(&stored.json) {
+                            self.mutes.offer(&event);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("cannot read mute lists: {e}"),
+            }
+            for pubkey in chunk {
+                self.mutes.mark_checked(pubkey);
+            }
+        }
+    }
+
+    /// Keeps the mute lists of registered pubkeys among accepted or remote events.
+    fn learn_mute_lists(&self, events: &[SharedEvent]) {
+        for event in events.iter().filter(|e| e.kind() == MUTE_LIST_KIND) {
+            if self.registry.has_pubkey(event.pubkey()) {
+                self.mutes.offer(event);
+            }
+        }
     }
 
     pub fn stats(&self) -> &PushStats {
@@ -98,6 +154,11 @@ impl PushService {
 
     pub fn public_key(&self) -> PublicKey {
         self.keys.public_key()
+    }
+
+    /// What the NIP-11 document says of push: the VAPID public key web clients subscribe with.
+    pub fn nip11(&self) -> serde_json::Value {
+        serde_json::json!({"vapid_public_key": self.vapid_public_key})
     }
 
     pub fn npub(&self) -> String {
@@ -140,6 +201,9 @@ impl PushService {
         };
         match self.registry.apply(*event.pubkey(), created_at, update, now).await {
             Ok(Applied::Applied) => {
+                if !self.mutes.knows(event.pubkey()) {
+                    self.load_mute_lists(&[*event.pubkey()]).await;
+                }
                 self.plan_changed.notify_one();
                 (true, String::new())
             }
@@ -156,17 +220,18 @@ impl PushService {
 /// Inside the writer's transaction: the jobs a stored event causes, committed with it.
 impl JobSource for PushService {
     fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob> {
-        jobs::jobs_for(&self.registry, event, unix_now())
+        self.matcher().jobs_for(event, unix_now())
     }
 }
 
 /// After the commit: wake the delivery loop. Ephemeral events were not written, so their jobs are queued here.
 impl AcceptListener for PushService {
     fn accepted(&self, events: &[SharedEvent]) {
+        self.learn_mute_lists(events);
         let ephemeral: Vec<NewJob> = events
             .iter()
             .filter(|e| e.class() == KindClass::Ephemeral)
-            .flat_map(|e| jobs::jobs_for(&self.registry, e, unix_now()))
+            .flat_map(|e| self.matcher().jobs_for(e, unix_now()))
             .collect();
         self.enqueue_later(ephemeral);
     }
@@ -176,7 +241,8 @@ impl AcceptListener for PushService {
 /// event seen here and there push once.
 impl RemoteEvents for PushService {
     fn remote_event(&self, event: SharedEvent) {
-        self.enqueue_later(jobs::jobs_for(&self.registry, &event, unix_now()));
+        self.learn_mute_lists(std::slice::from_ref(&event));
+        self.enqueue_later(self.matcher().jobs_for(&event, unix_now()));
     }
 }
 
@@ -215,6 +281,29 @@ impl EventConsumer for PushService {
         }
         Some(self.register(event).await)
     }
+}
+
+/// The Web Push sender and its public key, unless no VAPID subject can be named (then browsers get no pushes).
+fn web_push_sender(config: &Config) -> Result<Option<(senders::WebPushSender, String)>, String> {
+    let webpush = &config.push.webpush;
+    let subject = match webpush.subject.as_str() {
+        "" => match config.server.public_url.strip_prefix("wss://") {
+            Some(host) => format!("https://{}", host.split('/').next().unwrap_or(host)),
+            None => {
+                tracing::warn!("Web Push is off: set [push.webpush] subject (a mailto: or https: URL)");
+                return Ok(None);
+            }
+        },
+        subject => subject.to_owned(),
+    };
+    let vapid = keys::load_or_create_vapid(&webpush.vapid_key_file)?;
+    let sender = senders::WebPushSender::new(
+        vapid.signer,
+        subject,
+        Duration::from_secs(webpush.timeout_secs),
+        config.push.unifiedpush.allow_private_addresses,
+    )?;
+    Ok(Some((sender, vapid.public_key)))
 }
 
 pub fn unix_now() -> i64 {

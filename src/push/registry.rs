@@ -115,6 +115,12 @@ impl Registry {
         for registration in &targets {
             save(&mut tx, registration).await?;
         }
+        if update.online == Some(true) {
+            sqlx::query("UPDATE push_registrations SET badge = 0 WHERE pubkey = ?")
+                .bind(&pubkey[..])
+                .execute(&mut *tx)
+                .await?;
+        }
         let presence = match update.online {
             Some(true) => Presence { online: true, last_heartbeat: now },
             Some(false) => Presence { online: false, ..presence },
@@ -207,6 +213,14 @@ impl Registry {
         self.index.read().expect("registration index lock").registrations_of(pubkey)
     }
 
+    pub fn has_pubkey(&self, pubkey: &Hash32) -> bool {
+        self.index.read().expect("registration index lock").has_pubkey(pubkey)
+    }
+
+    pub fn pubkeys(&self) -> Vec<Hash32> {
+        self.index.read().expect("registration index lock").pubkeys()
+    }
+
     pub fn has_device(&self, device_id: &str) -> bool {
         self.index.read().expect("registration index lock").has_device(device_id)
     }
@@ -217,6 +231,20 @@ impl Registry {
         sqlx::query("DELETE FROM push_registrations WHERE device_id = ?").bind(device_id).execute(&self.pool).await?;
         self.index.write().expect("registration index lock").remove_device(device_id);
         Ok(())
+    }
+
+    /// Adds `count` notifications (negative: takes them back) to the badge of `pubkey`'s registration of the
+    /// device; returns the new badge number, or None when the registration is gone.
+    pub async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<u32>, sqlx::Error> {
+        let badge: Option<i64> = sqlx::query_scalar(
+            "UPDATE push_registrations SET badge = max(0, badge + ?) WHERE pubkey = ? AND device_id = ? RETURNING badge",
+        )
+        .bind(count)
+        .bind(&pubkey[..])
+        .bind(device_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(badge.map(|b| u32::try_from(b).unwrap_or(u32::MAX)))
     }
 
     /// What the upstream watchers should subscribe to now (see `RegistrationIndex::watch_plan`).

@@ -39,8 +39,8 @@ pub struct RelayState {
     /// Told of every accepted ephemeral event (stored ones are told by the writer).
     pub listeners: Vec<Arc<dyn AcceptListener>>,
     pub consumer: Option<Arc<dyn EventConsumer>>,
-    /// The relay's own pubkey (NIP-11 `self`).
-    pub self_pubkey: Option<String>,
+    /// Fields the NIP-11 document adds to what the configuration says (the relay's own pubkey as `self`, say).
+    pub nip11_extra: serde_json::Map<String, serde_json::Value>,
     pub policy: Policy,
     pub rate_limits: RateLimits,
     pub connections_per_ip: Arc<ConnectionCounter>,
@@ -62,7 +62,7 @@ impl RelayState {
         subscriptions: Arc<SubscriptionIndex>,
         listeners: Vec<Arc<dyn AcceptListener>>,
         consumer: Option<Arc<dyn EventConsumer>>,
-        self_pubkey: Option<String>,
+        nip11_extra: serde_json::Map<String, serde_json::Value>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
@@ -71,7 +71,7 @@ impl RelayState {
             subscriptions,
             listeners,
             consumer,
-            self_pubkey,
+            nip11_extra,
             policy: Policy::new(&config),
             rate_limits: RateLimits::new(&config.limits),
             connections_per_ip: ConnectionCounter::new(config.limits.max_connections_per_ip),

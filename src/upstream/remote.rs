@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use super::{RemoteEvents, StatusBoard, check_relay_url};
 use crate::config::UpstreamConfig;
 use crate::protocol::verify::{parse_event, verify_event};
-use crate::protocol::{Filter, VerifiedEvent};
+use crate::protocol::{Filter, KindClass, VerifiedEvent};
 use crate::store::unix_now;
 
 const SUBSCRIPTION: &str = "pushrelay";
@@ -68,12 +68,16 @@ fn set_status(status: &StatusBoard, url: &str, change: impl FnOnce(&mut super::R
     change(status.lock().expect("status lock").entry(url.to_owned()).or_default());
 }
 
-/// The REQ for the planned filters: new events only at first; after a gap, everything since it began.
+/// The REQ for the planned filters: new events only at first; after a gap, everything since it began. Filters for
+/// replaceable kinds (lists) ask for the current version, whenever it was published.
 fn req(filters: &[Filter], live_until: Option<u64>) -> String {
     let mut message = vec![json!("REQ"), json!(SUBSCRIPTION)];
     message.extend(filters.iter().map(|f| {
         let mut filter = f.clone();
+        let replaceable =
+            filter.kinds.as_ref().is_some_and(|k| k.iter().all(|&k| KindClass::of(k) == KindClass::Replaceable));
         match live_until {
+            _ if replaceable => {}
             None => filter.limit = Some(0),
             Some(moment) => {
                 let wraps = filter.kinds.as_ref().is_some_and(|k| k.iter().any(|k| GIFT_WRAP_KINDS.contains(k)));

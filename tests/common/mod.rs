@@ -2,6 +2,7 @@
 //! that talks to it as any Nostr client would.
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod push;
 pub mod standins;
 
 use std::path::PathBuf;
@@ -41,6 +42,7 @@ impl TestRelay {
         config.server.bind = "127.0.0.1:0".parse().unwrap();
         config.database.url = format!("sqlite://{}", dir.path().join("relay.db").display());
         config.push.secret_key_file = dir.path().join("push.key");
+        config.push.webpush.vapid_key_file = dir.path().join("vapid.key");
         adjust(&mut config);
         Self::start_in(dir, config).await
     }

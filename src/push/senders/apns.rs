@@ -84,7 +84,7 @@ impl ApnsSender {
 fn payload(notification: &Notification) -> Value {
     let mut body = notification.body.clone();
     loop {
-        let payload = json!({
+        let mut payload = json!({
             "aps": {
                 "alert": {"title": notification.title, "body": body},
                 "mutable-content": 1,
@@ -94,6 +94,9 @@ fn payload(notification: &Notification) -> Value {
             "kind": notification.kind,
             "author": notification.author,
         });
+        if let Some(badge) = notification.badge {
+            payload["aps"]["badge"] = badge.into();
+        }
         if payload.to_string().len() <= MAX_PAYLOAD || body.is_empty() {
             return payload;
         }

@@ -50,12 +50,18 @@ impl FcmSender {
 /// `data.b` is the base64 of the body the UnifiedPush app decodes.
 fn message(device: &Device, notification: &Notification) -> Option<Value> {
     match device {
-        Device::Fcm { token } => Some(json!({
-            "token": token,
-            "notification": {"title": notification.title, "body": notification.body},
-            "data": notification.android_body()["data"],
-            "android": {"priority": "high"},
-        })),
+        Device::Fcm { token } => {
+            let mut android = json!({"priority": "high"});
+            if let Some(badge) = notification.badge {
+                android["notification"] = json!({"notification_count": badge});
+            }
+            Some(json!({
+                "token": token,
+                "notification": {"title": notification.title, "body": notification.body},
+                "data": notification.android_body()["data"],
+                "android": android,
+            }))
+        }
         Device::EmbeddedFcm { token, .. } => {
             let body = base64::engine::general_purpose::STANDARD.encode(notification.android_body().to_string());
             Some(json!({"token": token, "data": {"b": body}, "android": {"priority": "high"}}))

@@ -4,6 +4,7 @@
 mod apns;
 mod fcm;
 mod unifiedpush;
+mod webpush;
 
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use crate::config::PushConfig;
 pub use apns::ApnsSender;
 pub use fcm::FcmSender;
 pub use unifiedpush::UnifiedPushSender;
+pub use webpush::WebPushSender;
 
 /// What a notification says. Never the plaintext of an encrypted event: the text comes from the kind and the
 /// author's public profile; the app fetches the event by id to show more.
@@ -28,6 +30,8 @@ pub struct Notification {
     pub event_id: String,
     pub kind: u16,
     pub author: String,
+    /// The number the app icon shows: notifications since the pubkey was last online, this one included.
+    pub badge: Option<u32>,
 }
 
 impl Notification {
@@ -64,11 +68,12 @@ pub struct Senders {
     apns: Option<ApnsSender>,
     fcm: Option<FcmSender>,
     unifiedpush: UnifiedPushSender,
+    webpush: Option<WebPushSender>,
 }
 
 impl Senders {
     /// A sender whose credentials are absent is left out with one warning: its jobs then fail fast.
-    pub fn from_config(config: &PushConfig) -> Result<Self, String> {
+    pub fn from_config(config: &PushConfig, webpush: Option<WebPushSender>) -> Result<Self, String> {
         let apns = ApnsSender::new(&config.apns)?;
         if apns.is_none() {
             tracing::warn!("APNs is not configured ([push.apns] key_file): iOS devices get no pushes");
@@ -77,7 +82,7 @@ impl Senders {
         if fcm.is_none() {
             tracing::warn!("FCM is not configured ([push.fcm] service_account_file): FCM devices get no pushes");
         }
-        Ok(Self { apns, fcm, unifiedpush: UnifiedPushSender::new(&config.unifiedpush)? })
+        Ok(Self { apns, fcm, unifiedpush: UnifiedPushSender::new(&config.unifiedpush)?, webpush })
     }
 
     pub async fn send(&self, device: &Device, notification: &Notification) -> SendOutcome {
@@ -85,12 +90,27 @@ impl Senders {
             Device::Apns { .. } => self.apns.as_ref().map(|s| s as &dyn Sender),
             Device::Fcm { .. } | Device::EmbeddedFcm { .. } => self.fcm.as_ref().map(|s| s as &dyn Sender),
             Device::UnifiedPush { .. } => Some(&self.unifiedpush),
+            Device::WebPush { .. } => self.webpush.as_ref().map(|s| s as &dyn Sender),
         };
         match sender {
             Some(sender) => sender.send(device, notification).await,
             None => SendOutcome::Failed(format!("{} is not configured", device.platform())),
         }
     }
+}
+
+/// Endpoints that whoever registers chooses (UnifiedPush, Web Push) are not trusted: they must be `https://` and
+/// must not resolve to a loopback, private or link-local address (else the relay could be made to call into its
+/// own network), unless `allow_private_addresses` (tests).
+async fn check_endpoint(endpoint: &str, allow_private_addresses: bool) -> Result<(), String> {
+    if allow_private_addresses {
+        return Ok(());
+    }
+    let url = url::Url::parse(endpoint).map_err(|e| format!("bad endpoint: {e}"))?;
+    if url.scheme() != "https" {
+        return Err("push endpoints must be https://".into());
+    }
+    crate::net::check_public(&url).await
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {

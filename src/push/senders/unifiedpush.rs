@@ -1,15 +1,13 @@
 //! UnifiedPush: the body is POSTed to the distributor's endpoint as is.
 //!
-//! The endpoint is chosen by whoever registers, so it is not trusted: it must be `https://` and must not resolve to
-//! a loopback, private or link-local address (else the relay could be made to call into its own network), unless
-//! `[push.unifiedpush] allow_private_addresses` (tests).
+//! The endpoint is chosen by whoever registers, so it is not trusted (see `check_endpoint`).
 
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
-use super::{Notification, SendOutcome, Sender, answer};
+use super::{Notification, SendOutcome, Sender, answer, check_endpoint};
 use crate::config::UnifiedPushConfig;
 use crate::push::device::Device;
 
@@ -28,17 +26,6 @@ impl UnifiedPushSender {
             .map_err(|e| format!("UnifiedPush client: {e}"))?;
         Ok(Self { client, allow_private_addresses: config.allow_private_addresses })
     }
-
-    async fn check_endpoint(&self, endpoint: &str) -> Result<(), String> {
-        if self.allow_private_addresses {
-            return Ok(());
-        }
-        let url = url::Url::parse(endpoint).map_err(|e| format!("bad endpoint: {e}"))?;
-        if url.scheme() != "https" {
-            return Err("UnifiedPush endpoints must be https://".into());
-        }
-        crate::net::check_public(&url).await
-    }
 }
 
 #[async_trait]
@@ -47,7 +34,7 @@ impl Sender for UnifiedPushSender {
         let Device::UnifiedPush { endpoint } = device else {
             return SendOutcome::Failed("not a UnifiedPush device".into());
         };
-        if let Err(reason) = self.check_endpoint(endpoint).await {
+        if let Err(reason) = check_endpoint(endpoint, self.allow_private_addresses).await {
             return SendOutcome::Failed(reason);
         }
         let sent = self

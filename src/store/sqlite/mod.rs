@@ -43,11 +43,6 @@ impl SqliteStore {
             .pragma("cache_size", "-32000");
         let mut writer = SqliteConnection::connect_with(&options.clone().create_if_missing(true)).await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut writer).await?;
-        // No worker survives a restart, so every job it held is due again now.
-        sqlx::query("UPDATE jobs SET leased = 0, due_at = ? WHERE leased = 1")
-            .bind(unix_now_ms())
-            .execute(&mut writer)
-            .await?;
         let readers = SqlitePoolOptions::new()
             .max_connections(read_connections.max(1))
             .connect_with(options.read_only(true))

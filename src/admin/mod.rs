@@ -1,0 +1,6 @@
+//! Commands an operator runs beside (or instead of) the relay, on the same database: bulk import so far.
+//!
+//! They open the store directly and never go through the relay's write path, so nothing they write is pushed or
+//! fanned out to live subscribers: bulk intake is not news.
+
+pub mod import;
