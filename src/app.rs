@@ -8,11 +8,13 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::cluster::{self, EphemeralAnnouncer, SharedRegistrations};
 use crate::config::Config;
 use crate::push::{PushService, dispatch};
 use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{EventConsumer, RelayState};
 use crate::store::EventStore;
+use crate::store::Leases;
 use crate::store::jobs::JobSource;
 use crate::store::writer::{AcceptListener, Writer};
 use crate::upstream::{RemoteEvents, RemoteStatus, StatusBoard, StoreFirst, Upstream};
@@ -33,7 +35,8 @@ impl RelayHandle {
         // Two TLS providers are compiled in (through different crates); name the one to use, or rustls refuses.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = Arc::new(config);
-        let store = store::open(&config.database).await?;
+        let node = config.database.node();
+        let (store, postgres) = store::open(&config.database, &node).await?;
         // No worker survives a restart, so every job one held is due again now. (Only the relay does this: an
         // admin command opening the same database must not take leases from a running relay's workers.)
         store.release_leases(store::unix_now_ms()).await?;
@@ -54,6 +57,11 @@ impl RelayHandle {
         }
         let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone()];
         listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
+        // What the other nodes on the same PostgreSQL database hear of this one's events, and tell it of theirs.
+        let peers_listeners = listeners.clone();
+        if let Some(postgres) = &postgres {
+            listeners.push(Arc::new(EphemeralAnnouncer { pool: postgres.pool().clone(), node: node.clone() }));
+        }
         let job_source = push.clone().map(|p| p as Arc<dyn JobSource>);
         let events: Arc<dyn EventStore> = store.clone();
         let (writer, writer_task) =
@@ -61,8 +69,19 @@ impl RelayHandle {
         let state =
             Arc::new(RelayState::new(config.clone(), events, writer, subscriptions, listeners, consumer, nip11_extra));
         let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
+        let peers = postgres.map(|postgres| {
+            let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
+            tokio::spawn(cluster::listen(
+                postgres,
+                node.clone(),
+                peers_listeners,
+                registrations,
+                state.shutdown.clone(),
+            ))
+        });
         let upstream = push.clone().filter(|_| config.upstream.enabled).map(|push| {
-            let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url);
+            let leases: Arc<dyn Leases> = store.clone();
+            let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url, leases, node.clone());
             let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
                 Arc::new(StoreFirst { writer: state.writer.clone(), then: push.clone() })
             } else {
@@ -104,6 +123,9 @@ impl RelayHandle {
             }
             if let Some((_, watching)) = upstream {
                 let _ = watching.await;
+            }
+            if let Some(peers) = peers {
+                let _ = peers.await;
             }
             // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
             if writer_task.await.is_err() {

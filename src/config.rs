@@ -128,8 +128,11 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct DatabaseConfig {
-    /// `sqlite://PATH` (the folder is created if missing).
+    /// `sqlite://PATH` (the folder is created if missing), or `postgres://USER@HOST/DB` for one or several nodes.
     pub url: String,
+    /// This node's name among several on one PostgreSQL database (job leases, upstream ownership); empty: the
+    /// machine's host name. Nodes must not share a name.
+    pub node_id: String,
     /// Read-only connections serving REQ queries.
     pub read_connections: u32,
     /// Most events committed in one transaction by the writer.
@@ -142,6 +145,7 @@ impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://data/pushrelay.db".to_owned(),
+            node_id: String::new(),
             read_connections: 4,
             max_batch: 512,
             purge_interval_secs: 60,
@@ -205,6 +209,9 @@ pub struct UpstreamConfig {
     pub max_events_per_sec: u32,
     /// Also store the events that arrive from watched relays (and serve them to local subscribers).
     pub store_events: bool,
+    /// With several nodes on one database, one node watches each remote relay, holding a lease renewed every
+    /// third of this many seconds; another node takes the relay over once the lease lapses.
+    pub lease_secs: u64,
 }
 
 impl Default for UpstreamConfig {
@@ -218,6 +225,7 @@ impl Default for UpstreamConfig {
             max_values_per_filter: 250,
             max_events_per_sec: 200,
             store_events: false,
+            lease_secs: 30,
         }
     }
 }
@@ -429,12 +437,24 @@ impl Config {
 }
 
 impl DatabaseConfig {
+    /// The node name: `node_id`, else the host name.
+    pub fn node(&self) -> String {
+        if !self.node_id.is_empty() {
+            return self.node_id.clone();
+        }
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "pushrelay".into())
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        self.url.starts_with("postgres://") || self.url.starts_with("postgresql://")
+    }
+
     pub fn sqlite_path(&self) -> Result<PathBuf, String> {
         self.url
             .strip_prefix("sqlite://")
             .filter(|p| !p.is_empty())
             .map(PathBuf::from)
-            .ok_or_else(|| format!("database.url: expected sqlite://PATH, found {:?}", self.url))
+            .ok_or_else(|| format!("database.url: expected sqlite://PATH or postgres://..., found {:?}", self.url))
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod net;

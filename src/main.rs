@@ -88,8 +88,8 @@ fn print_keys(config: &Config) -> ExitCode {
 }
 
 async fn import(config: &Config, file: &Path) -> ExitCode {
-    let store = match pushrelay::store::open(&config.database).await {
-        Ok(store) => store,
+    let store = match pushrelay::store::open(&config.database, &config.database.node()).await {
+        Ok((store, _)) => store,
         Err(e) => {
             eprintln!("pushrelay: cannot open the database: {e}");
             return ExitCode::FAILURE;

@@ -15,7 +15,6 @@ fn by(keys: &Keys) -> Value {
 
 // ---- NIP-09 ----
 
-#[tokio::test]
 async fn deletion_by_id_removes_only_the_authors_own_events() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -46,7 +45,6 @@ async fn deletion_by_id_removes_only_the_authors_own_events() {
     client.publish_ok(&mallory_target).await;
 }
 
-#[tokio::test]
 async fn a_deletion_that_arrives_first_blocks_the_event_later() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -58,7 +56,6 @@ async fn a_deletion_that_arrives_first_blocks_the_event_later() {
     assert!(reason.starts_with("blocked:"), "{reason}");
 }
 
-#[tokio::test]
 async fn deleting_a_deletion_does_nothing() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -74,7 +71,6 @@ async fn deleting_a_deletion_does_nothing() {
     assert!(!client.publish(&event).await.0, "still deleted");
 }
 
-#[tokio::test]
 async fn deletion_by_address_covers_versions_up_to_its_time() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -138,7 +134,6 @@ async fn expired_events_are_refused_and_expiring_ones_vanish_on_time_then_are_pu
 
 // ---- NIP-42 ----
 
-#[tokio::test]
 async fn auth_checks_kind_challenge_relay_and_time() {
     let relay = TestRelay::start().await;
     let url = relay.config.server.public_url.clone();
@@ -160,7 +155,6 @@ async fn auth_checks_kind_challenge_relay_and_time() {
     assert_eq!(client.auth(&alice, &format!("{url}/")).await, (true, String::new()), "trailing slash is fine");
 }
 
-#[tokio::test]
 async fn direct_messages_are_served_only_to_their_author_and_recipient() {
     let relay = TestRelay::start().await;
     let url = relay.config.server.public_url.clone();
@@ -207,7 +201,6 @@ async fn direct_messages_are_served_only_to_their_author_and_recipient() {
     assert!(answer[2].as_str().unwrap().starts_with("auth-required:"));
 }
 
-#[tokio::test]
 async fn restricted_writes_admit_only_authenticated_allowed_authors() {
     let (writer, outsider) = (Keys::generate(), Keys::generate());
     let allowed = writer.public_key().to_hex();
@@ -232,7 +225,6 @@ async fn restricted_writes_admit_only_authenticated_allowed_authors() {
 
 // ---- NIP-45 ----
 
-#[tokio::test]
 async fn count_counts_distinct_matches_across_filters() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -253,7 +245,6 @@ async fn count_counts_distinct_matches_across_filters() {
 
 // ---- NIP-70 ----
 
-#[tokio::test]
 async fn protected_events_are_accepted_only_from_their_authenticated_author() {
     let relay = TestRelay::start().await;
     let url = relay.config.server.public_url.clone();
@@ -271,7 +262,6 @@ async fn protected_events_are_accepted_only_from_their_authenticated_author() {
 
 // ---- NIP-62 ----
 
-#[tokio::test]
 async fn a_request_to_vanish_deletes_everything_up_to_its_time() {
     let relay = TestRelay::start().await;
     let url = relay.config.server.public_url.clone();
@@ -307,7 +297,6 @@ async fn a_request_to_vanish_deletes_everything_up_to_its_time() {
 
 // ---- admission ----
 
-#[tokio::test]
 async fn kind_lists_and_blocked_pubkeys_are_refused_with_blocked() {
     let banned = Keys::generate();
     let banned_hex = banned.public_key().to_hex();
@@ -326,7 +315,6 @@ async fn kind_lists_and_blocked_pubkeys_are_refused_with_blocked() {
     client.publish_ok(&note(&alice, "allowed")).await;
 }
 
-#[tokio::test]
 async fn a_flooding_author_is_rate_limited_while_others_are_not() {
     let relay = TestRelay::start_with(|c| c.limits.pubkey_events_per_minute = 20).await;
     let (flooder, neighbour) = (Keys::generate(), Keys::generate());
@@ -348,7 +336,6 @@ async fn a_flooding_author_is_rate_limited_while_others_are_not() {
     loud.publish_ok(&note(&neighbour, "the connection still works for others' events")).await;
 }
 
-#[tokio::test]
 async fn per_ip_event_rate_and_per_connection_req_rate() {
     let relay = TestRelay::start_with(|c| {
         c.limits.ip_events_per_minute = 5;
@@ -372,7 +359,6 @@ async fn per_ip_event_rate_and_per_connection_req_rate() {
     assert!(answer[2].as_str().unwrap().starts_with("rate-limited:"), "{answer}");
 }
 
-#[tokio::test]
 async fn connections_past_the_per_ip_limit_are_refused() {
     let relay = TestRelay::start_with(|c| c.limits.max_connections_per_ip = 3).await;
     let mut open = Vec::new();
@@ -394,7 +380,6 @@ async fn connections_past_the_per_ip_limit_are_refused() {
     open[0].publish_ok(&note(&Keys::generate(), "still fine")).await;
 }
 
-#[tokio::test]
 async fn nip11_lists_the_supported_nips_and_the_new_limits() {
     let relay = TestRelay::start().await;
     let document = relay.nip11().await;
@@ -404,3 +389,21 @@ async fn nip11_lists_the_supported_nips_and_the_new_limits() {
     }
     assert_eq!(document["read_restricted_kinds"], json!([4, 1059, 1060, 14]));
 }
+
+crate::on_both_backends!(
+    deletion_by_id_removes_only_the_authors_own_events,
+    a_deletion_that_arrives_first_blocks_the_event_later,
+    deleting_a_deletion_does_nothing,
+    deletion_by_address_covers_versions_up_to_its_time,
+    auth_checks_kind_challenge_relay_and_time,
+    direct_messages_are_served_only_to_their_author_and_recipient,
+    restricted_writes_admit_only_authenticated_allowed_authors,
+    count_counts_distinct_matches_across_filters,
+    protected_events_are_accepted_only_from_their_authenticated_author,
+    a_request_to_vanish_deletes_everything_up_to_its_time,
+    kind_lists_and_blocked_pubkeys_are_refused_with_blocked,
+    a_flooding_author_is_rate_limited_while_others_are_not,
+    per_ip_event_rate_and_per_connection_req_rate,
+    connections_past_the_per_ip_limit_are_refused,
+    nip11_lists_the_supported_nips_and_the_new_limits,
+);

@@ -19,7 +19,6 @@ const MAX_LIMIT: u64 = 120;
 const KINDS: &[u16] = &[1, 4, 7, 1111, 9735, 0, 10002, 30023];
 const WORDS: &[&str] = &["nostr", "rust", "push", "relay", "'; DROP TABLE tags; --", "日本"];
 
-#[tokio::test]
 async fn relay_answers_equal_a_plain_matcher() {
     let seed = std::env::var("DIFF_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(20261125);
     let mut rng = StdRng::seed_from_u64(seed);
@@ -201,3 +200,5 @@ fn matches(filter: &Value, event: &Event) -> bool {
             })
         })
 }
+
+crate::on_both_backends!(relay_answers_equal_a_plain_matcher,);

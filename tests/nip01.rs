@@ -6,7 +6,6 @@ use common::*;
 use nostr::prelude::*;
 use serde_json::json;
 
-#[tokio::test]
 async fn stored_event_is_acknowledged_and_served() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -19,7 +18,6 @@ async fn stored_event_is_acknowledged_and_served() {
     assert_eq!(events[0], serde_json::to_value(&event).unwrap());
 }
 
-#[tokio::test]
 async fn duplicate_is_reported() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -30,7 +28,6 @@ async fn duplicate_is_reported() {
     assert!(message.starts_with("duplicate:"), "{message}");
 }
 
-#[tokio::test]
 async fn ephemeral_events_reach_live_subscribers_but_are_not_stored() {
     let relay = TestRelay::start().await;
     let keys = Keys::generate();
@@ -46,7 +43,6 @@ async fn ephemeral_events_reach_live_subscribers_but_are_not_stored() {
     assert!(publisher.req("later", &[json!({"kinds": [20001]})]).await.is_empty());
 }
 
-#[tokio::test]
 async fn replaceable_keeps_the_newest_and_refuses_older() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -70,7 +66,6 @@ async fn replaceable_keeps_the_newest_and_refuses_older() {
     assert_eq!(client.req_ids("b", &[filter]).await, vec![id_of(&v2)]);
 }
 
-#[tokio::test]
 async fn replaceable_ties_keep_the_lowest_id() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -88,7 +83,6 @@ async fn replaceable_ties_keep_the_lowest_id() {
     assert_eq!(client.req_ids("y", &[filter]).await, vec![id_of(&low)]);
 }
 
-#[tokio::test]
 async fn addressable_is_replaced_per_d_tag() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -117,7 +111,6 @@ async fn addressable_is_replaced_per_d_tag() {
     assert!(!client.publish(&a1).await.0);
 }
 
-#[tokio::test]
 async fn results_are_newest_first_with_ties_by_id_and_deduplicated_across_filters() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -140,7 +133,6 @@ async fn results_are_newest_first_with_ties_by_id_and_deduplicated_across_filter
     assert_eq!(got, expected);
 }
 
-#[tokio::test]
 async fn limit_default_and_maximum() {
     let relay = TestRelay::start_with(|c| {
         c.limits.default_limit = 3;
@@ -163,7 +155,6 @@ async fn limit_default_and_maximum() {
     assert_eq!(both, vec![newest[0].clone(), newest[7].clone()]);
 }
 
-#[tokio::test]
 async fn limit_zero_gives_eose_then_live_events() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -176,7 +167,6 @@ async fn limit_zero_gives_eose_then_live_events() {
     assert_eq!(client.recv().await, json!(["EVENT", "z", fresh]));
 }
 
-#[tokio::test]
 async fn filters_by_every_field() {
     let relay = TestRelay::start().await;
     let mut client = relay.client().await;
@@ -204,7 +194,6 @@ async fn filters_by_every_field() {
     assert!(client.req_ids("11", &[json!({"since": t + 30, "until": t})]).await.is_empty());
 }
 
-#[tokio::test]
 async fn live_events_follow_eose_until_close() {
     let relay = TestRelay::start().await;
     let mut subscriber = relay.client().await;
@@ -228,7 +217,6 @@ async fn live_events_follow_eose_until_close() {
     subscriber.expect_silence().await;
 }
 
-#[tokio::test]
 async fn a_new_req_with_the_same_id_replaces_the_subscription() {
     let relay = TestRelay::start().await;
     let mut subscriber = relay.client().await;
@@ -243,7 +231,6 @@ async fn a_new_req_with_the_same_id_replaces_the_subscription() {
     assert_eq!(subscriber.recv().await, json!(["EVENT", "s", reaction]));
 }
 
-#[tokio::test]
 async fn live_delivery_by_tag_and_by_id_and_unconstrained() {
     let relay = TestRelay::start().await;
     let mut subscriber = relay.client().await;
@@ -267,7 +254,6 @@ async fn live_delivery_by_tag_and_by_id_and_unconstrained() {
     subscriber.expect_silence().await;
 }
 
-#[tokio::test]
 async fn restart_on_the_same_database_keeps_everything() {
     let relay = TestRelay::start().await;
     let keys = Keys::generate();
@@ -287,7 +273,6 @@ async fn restart_on_the_same_database_keeps_everything() {
     assert!(client.publish(&events[0]).await.1.starts_with("duplicate:"));
 }
 
-#[tokio::test]
 async fn many_publishers_at_once_are_all_committed() {
     let relay = TestRelay::start().await;
     let mut tasks = Vec::new();
@@ -313,3 +298,21 @@ async fn many_publishers_at_once_are_all_committed() {
     let mut client = relay.client().await;
     assert_eq!(client.req("all", &[json!({"kinds": [1], "limit": 500})]).await.len(), 400);
 }
+
+crate::on_both_backends!(
+    stored_event_is_acknowledged_and_served,
+    duplicate_is_reported,
+    ephemeral_events_reach_live_subscribers_but_are_not_stored,
+    replaceable_keeps_the_newest_and_refuses_older,
+    replaceable_ties_keep_the_lowest_id,
+    addressable_is_replaced_per_d_tag,
+    results_are_newest_first_with_ties_by_id_and_deduplicated_across_filters,
+    limit_default_and_maximum,
+    limit_zero_gives_eose_then_live_events,
+    filters_by_every_field,
+    live_events_follow_eose_until_close,
+    a_new_req_with_the_same_id_replaces_the_subscription,
+    live_delivery_by_tag_and_by_id_and_unconstrained,
+    restart_on_the_same_database_keeps_everything,
+    many_publishers_at_once_are_all_committed,
+);

@@ -14,7 +14,6 @@ use nostr::prelude::*;
 use serde_json::{Value, json};
 use std::sync::atomic::Ordering;
 
-#[tokio::test]
 async fn apns_gets_exactly_the_request_apple_expects() {
     let mut apns = StandIn::start().await;
     let relay = start(&apns.url).await;
@@ -59,7 +58,6 @@ async fn apns_gets_exactly_the_request_apple_expects() {
     assert_eq!(request.header("apns-topic"), "com.example.default");
 }
 
-#[tokio::test]
 async fn fcm_gets_oauth_and_both_message_forms() {
     let mut fcm = StandIn::start().await;
     let relay = start(&fcm.url).await;
@@ -115,7 +113,6 @@ async fn fcm_gets_oauth_and_both_message_forms() {
     assert_eq!(bodies[1]["message"]["notification"]["body"], "New group message");
 }
 
-#[tokio::test]
 async fn unifiedpush_endpoints_get_the_body_as_is() {
     let mut up = Scenario::new(|s| format!("{}/up/device-1", s.url), |_| {}).await;
     let reaction = sign(&up.friend, 7, "🤙", &[&["p", &up.user.public_key().to_hex()]], now());
@@ -127,7 +124,6 @@ async fn unifiedpush_endpoints_get_the_body_as_is() {
     assert_eq!(body["data"]["msgType"], "0");
 }
 
-#[tokio::test]
 async fn private_unifiedpush_endpoints_are_refused_by_default() {
     let mut endpoint = StandIn::start().await;
     let relay = start_with(&endpoint.url, |c| c.push.unifiedpush.allow_private_addresses = false).await;
@@ -151,7 +147,6 @@ async fn private_unifiedpush_endpoints_are_refused_by_default() {
     assert!(eventually(|| push.stats().dropped.load(Ordering::Relaxed) == 1).await);
 }
 
-#[tokio::test]
 async fn online_users_other_kinds_own_and_excluded_authors_get_nothing() {
     let mut apns = StandIn::start().await;
     let relay = start(&apns.url).await;
@@ -174,7 +169,6 @@ async fn online_users_other_kinds_own_and_excluded_authors_get_nothing() {
     assert_eq!(apns.next().await.path, format!("/3/device/{}", apns_token(1)));
 }
 
-#[tokio::test]
 async fn ephemeral_events_push_too() {
     let mut apns = Scenario::apns().await;
     register(&mut apns.client, &apns.relay, &apns.user, json!({"kinds": [21000]})).await;
@@ -183,7 +177,6 @@ async fn ephemeral_events_push_too() {
     assert_eq!(apns.service.next().await.json()["kind"], 21000);
 }
 
-#[tokio::test]
 async fn a_dead_token_drops_the_device() {
     let mut apns = Scenario::apns().await;
     apns.service.answer_next(410, r#"{"reason":"Unregistered"}"#);
@@ -195,7 +188,6 @@ async fn a_dead_token_drops_the_device() {
     apns.service.expect_none().await;
 }
 
-#[tokio::test]
 async fn fcm_unregistered_drops_the_device() {
     let mut fcm = Scenario::new(|_| "fcm-token:gone_for_good".into(), |_| {}).await;
     fcm.service.answer_next(
@@ -210,7 +202,6 @@ async fn fcm_unregistered_drops_the_device() {
     fcm.service.expect_none().await;
 }
 
-#[tokio::test]
 async fn service_unavailable_twice_then_success_delivers_once() {
     let mut apns = Scenario::apns().await;
     apns.service.answer_next(503, r#"{"reason":"ServiceUnavailable"}"#);
@@ -224,7 +215,6 @@ async fn service_unavailable_twice_then_success_delivers_once() {
     assert_eq!(apns.count(|s| &s.sent), 1);
 }
 
-#[tokio::test]
 async fn a_restart_between_enqueue_and_send_still_delivers_once() {
     // First life: the push service cannot be reached, so the job waits in the queue.
     let parked = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -250,7 +240,6 @@ async fn a_restart_between_enqueue_and_send_still_delivers_once() {
     drop(relay);
 }
 
-#[tokio::test]
 async fn bursts_beyond_the_device_limit_are_merged() {
     let mut apns = Scenario::new(
         |_| apns_token(1),
@@ -274,7 +263,6 @@ async fn bursts_beyond_the_device_limit_are_merged() {
     assert!(bodies[1..].iter().any(|b| b.ends_with("new messages")), "{bodies:?}");
 }
 
-#[tokio::test]
 async fn without_credentials_jobs_fail_fast_and_are_counted() {
     let mut apns = Scenario::new(|_| apns_token(1), |c| c.push.apns.key_file = None).await;
     apns.client.publish_ok(&dm(&apns.friend, &apns.user)).await;
@@ -283,7 +271,6 @@ async fn without_credentials_jobs_fail_fast_and_are_counted() {
     apns.service.expect_none().await;
 }
 
-#[tokio::test]
 async fn an_event_matching_a_device_twice_is_pushed_once() {
     let mut apns = Scenario::apns().await;
     let user = apns.user.public_key().to_hex();
@@ -293,7 +280,6 @@ async fn an_event_matching_a_device_twice_is_pushed_once() {
     apns.service.expect_none().await;
 }
 
-#[tokio::test]
 async fn a_push_still_failing_past_its_age_limit_is_dropped_and_counted() {
     let mut apns = Scenario::new(|_| apns_token(1), |c| c.push.max_job_age_secs = 1).await;
     for _ in 0..100 {
@@ -306,3 +292,20 @@ async fn a_push_still_failing_past_its_age_limit_is_dropped_and_counted() {
     while apns.service.try_next(Duration::from_millis(300)).await.is_some() {}
     apns.service.expect_none().await;
 }
+
+crate::on_both_backends!(
+    apns_gets_exactly_the_request_apple_expects,
+    fcm_gets_oauth_and_both_message_forms,
+    unifiedpush_endpoints_get_the_body_as_is,
+    private_unifiedpush_endpoints_are_refused_by_default,
+    online_users_other_kinds_own_and_excluded_authors_get_nothing,
+    ephemeral_events_push_too,
+    a_dead_token_drops_the_device,
+    fcm_unregistered_drops_the_device,
+    service_unavailable_twice_then_success_delivers_once,
+    a_restart_between_enqueue_and_send_still_delivers_once,
+    bursts_beyond_the_device_limit_are_merged,
+    without_credentials_jobs_fail_fast_and_are_counted,
+    an_event_matching_a_device_twice_is_pushed_once,
+    a_push_still_failing_past_its_age_limit_is_dropped_and_counted,
+);

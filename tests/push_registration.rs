@@ -71,14 +71,12 @@ fn notified_by_dm(relay: &TestRelay, author: &Keys, user: &Keys, kind: u16) -> V
     push(relay).registry().matching(&event, now() as i64).iter().map(|r| r.device_id.clone()).collect()
 }
 
-#[tokio::test]
 async fn nip11_advertises_the_push_pubkey_as_self() {
     let relay = start().await;
     let document = relay.nip11().await;
     assert_eq!(document["self"], push(&relay).public_key().to_hex());
 }
 
-#[tokio::test]
 async fn a_full_registration_is_applied_with_either_cipher() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -102,7 +100,6 @@ async fn a_full_registration_is_applied_with_either_cipher() {
     }
 }
 
-#[tokio::test]
 async fn every_device_form_is_recognised() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -120,7 +117,6 @@ async fn every_device_form_is_recognised() {
     }
 }
 
-#[tokio::test]
 async fn registrations_are_never_stored_nor_delivered_but_other_22456_events_are_ephemeral() {
     let relay = start().await;
     let mut watcher = relay.client().await;
@@ -141,7 +137,6 @@ async fn registrations_are_never_stored_nor_delivered_but_other_22456_events_are
     assert!(client.req("again", &[json!({"kinds": [22456]})]).await.is_empty());
 }
 
-#[tokio::test]
 async fn heartbeat_online_zero_and_timeout_drive_presence() {
     let relay = start_with_timeout(2).await;
     let mut client = relay.client().await;
@@ -165,7 +160,6 @@ async fn heartbeat_online_zero_and_timeout_drive_presence() {
     assert_eq!(notified_by_dm(&relay, &friend, &user, 4), vec![apns_device(1)]);
 }
 
-#[tokio::test]
 async fn matching_respects_kinds_self_and_excluded_authors() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -185,7 +179,6 @@ async fn matching_respects_kinds_self_and_excluded_authors() {
     assert_eq!(push(&relay).registry().matching(&group_message, now() as i64).len(), 1);
 }
 
-#[tokio::test]
 async fn partial_updates_keep_the_other_fields() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -212,7 +205,6 @@ async fn partial_updates_keep_the_other_fields() {
     assert!(notified_by_dm(&relay, &Keys::generate(), &user, 4).is_empty());
 }
 
-#[tokio::test]
 async fn logout_drops_every_device_of_the_pubkey() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -225,7 +217,6 @@ async fn logout_drops_every_device_of_the_pubkey() {
     assert_eq!(registrations(&relay, &other).len(), 1, "other users keep theirs");
 }
 
-#[tokio::test]
 async fn bad_registrations_are_refused_and_change_nothing() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -261,7 +252,6 @@ async fn bad_registrations_are_refused_and_change_nothing() {
     assert_eq!(registrations(&relay, &user), before);
 }
 
-#[tokio::test]
 async fn replays_and_stale_events_change_nothing() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -286,7 +276,6 @@ async fn replays_and_stale_events_change_nothing() {
     assert!(!online(&relay, &user));
 }
 
-#[tokio::test]
 async fn caps_on_devices_per_pubkey_and_pubkeys_per_device() {
     let relay = start().await;
     let mut client = relay.client().await;
@@ -307,7 +296,6 @@ async fn caps_on_devices_per_pubkey_and_pubkeys_per_device() {
     assert!(!accepted && reason.starts_with("blocked:"), "{reason}");
 }
 
-#[tokio::test]
 async fn a_restart_keeps_registrations_presence_and_the_key() {
     let relay = start_with_timeout(60).await;
     let mut client = relay.client().await;
@@ -342,3 +330,18 @@ fn the_keys_command_prints_the_pubkey_nip11_advertises() {
     assert!(stdout.contains(&keys.public_key().to_hex()), "{stdout}");
     assert!(stdout.contains(&keys.public_key().to_bech32().unwrap()), "{stdout}");
 }
+
+crate::on_both_backends!(
+    nip11_advertises_the_push_pubkey_as_self,
+    a_full_registration_is_applied_with_either_cipher,
+    every_device_form_is_recognised,
+    registrations_are_never_stored_nor_delivered_but_other_22456_events_are_ephemeral,
+    heartbeat_online_zero_and_timeout_drive_presence,
+    matching_respects_kinds_self_and_excluded_authors,
+    partial_updates_keep_the_other_fields,
+    logout_drops_every_device_of_the_pubkey,
+    bad_registrations_are_refused_and_change_nothing,
+    replays_and_stale_events_change_nothing,
+    caps_on_devices_per_pubkey_and_pubkeys_per_device,
+    a_restart_keeps_registrations_presence_and_the_key,
+);

@@ -46,23 +46,31 @@ fn read_or_create(path: &Path, what: &str, generate: impl FnOnce() -> String) ->
     let name = path.display();
     match std::fs::read_to_string(path) {
         Ok(text) => Ok(text.trim().to_owned()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(folder).map_err(|e| format!("cannot create folder for {name}: {e}"))?;
-            }
-            let secret = generate();
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(path)
-                .map_err(|e| format!("cannot create {what} file {name}: {e}"))?;
-            writeln!(file, "{secret}").map_err(|e| format!("cannot write {what} file {name}: {e}"))?;
-            tracing::info!(file = %name, "created a new {what}");
-            Ok(secret)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => create(path, what, generate),
         Err(e) => Err(format!("cannot read {what} file {name}: {e}")),
     }
+}
+
+/// Writes a new secret to a new file; when another node sharing the folder created it first, reads theirs.
+fn create(path: &Path, what: &str, generate: impl FnOnce() -> String) -> Result<String, String> {
+    let name = path.display();
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|e| format!("cannot create folder for {name}: {e}"))?;
+    }
+    let secret = generate();
+    let mut file = match OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Give the other writer a moment to finish its one line.
+            std::thread::sleep(std::time::Duration::from_millis(200));
+            let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {what} file {name}: {e}"))?;
+            return Ok(text.trim().to_owned());
+        }
+        Err(e) => return Err(format!("cannot create {what} file {name}: {e}")),
+    };
+    writeln!(file, "{secret}").map_err(|e| format!("cannot write {what} file {name}: {e}"))?;
+    tracing::info!(file = %name, "created a new {what}");
+    Ok(secret)
 }
 
 #[cfg(test)]

@@ -74,8 +74,7 @@ impl PushService {
     pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, String> {
         let push = &config.push;
         let keys = keys::load_or_create(&push.secret_key_file)?;
-        let database = config.database.sqlite_path()?;
-        let registry = Registry::open(&database, push.clone())
+        let registry = Registry::open(&config.database, push.clone(), config.database.node())
             .await
             .map_err(|e| format!("cannot open push registrations: {e}"))?;
         let pubkey_hex = keys.public_key().to_hex();
@@ -234,6 +233,37 @@ impl AcceptListener for PushService {
             .flat_map(|e| self.matcher().jobs_for(e, unix_now()))
             .collect();
         self.enqueue_later(ephemeral);
+    }
+
+    /// Another node made the jobs (it matched the event in its commit); only mute lists are of interest here.
+    fn accepted_elsewhere(&self, events: &[SharedEvent]) {
+        self.learn_mute_lists(events);
+    }
+}
+
+/// Registrations made through other nodes on the same PostgreSQL database.
+impl crate::cluster::SharedRegistrations for Arc<PushService> {
+    fn changed(&self, pubkey: Hash32) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.registry.reload(&pubkey).await {
+                tracing::error!("cannot reload changed registrations: {e}");
+            }
+            if !service.mutes.knows(&pubkey) {
+                service.load_mute_lists(&[pubkey]).await;
+            }
+            service.plan_changed.notify_one();
+        });
+    }
+
+    fn resync(&self) {
+        let service = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = service.registry.load().await {
+                tracing::error!("cannot reload registrations: {e}");
+            }
+            service.plan_changed.notify_one();
+        });
     }
 }
 

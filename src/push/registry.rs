@@ -2,20 +2,21 @@
 //!
 //! Changes are serialised by one lock so that the database and the index change in the same order; the index is
 //! updated only after the database commit, so what the matcher sees is always something that was saved.
+//!
+//! The same statements serve SQLite and PostgreSQL through sqlx's Any driver. On PostgreSQL every change is also
+//! announced (`pg_notify` in its transaction) so that the other nodes reload that pubkey (see `cluster`).
 
-use std::path::Path;
-use std::str::FromStr;
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
 
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqlitePool};
+use sqlx::AnyConnection;
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::Mutex;
 
 use super::device::{Device, shorten};
 use super::index::{Presence, Registration, RegistrationIndex};
 use super::registration::RegistrationUpdate;
-use crate::config::PushConfig;
+use crate::config::{DatabaseConfig, PushConfig};
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
 use crate::store::IMMEDIATE;
@@ -40,45 +41,122 @@ impl From<sqlx::Error> for ApplyError {
     }
 }
 
+/// The channel registration changes are announced on, with `<node> <pubkey hex>`.
+pub const REGISTRATIONS_CHANNEL: &str = "pushrelay_registrations";
+
 pub struct Registry {
-    pool: SqlitePool,
+    pool: AnyPool,
+    /// PostgreSQL: several nodes may share the registrations, so changes are announced.
+    shared: bool,
+    node: String,
     index: RwLock<RegistrationIndex>,
     changes: Mutex<()>,
     config: PushConfig,
 }
 
 impl Registry {
-    /// Opens the registrations in the relay's SQLite file (already migrated by the store) and loads the index.
-    pub async fn open(path: &Path, config: PushConfig) -> Result<Self, sqlx::Error> {
-        // Registrations and heartbeats are re-sent by the app, so `synchronous = NORMAL` (safe against a crash of
-        // the relay, not of the machine) is enough here and spares an fsync per heartbeat.
-        let options = SqliteConnectOptions::from_str("sqlite://")?
-            .filename(path)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(Duration::from_secs(10));
-        let pool = SqlitePoolOptions::new().max_connections(2).connect_with(options).await?;
-        let registry = Self { pool, index: RwLock::default(), changes: Mutex::new(()), config };
+    /// Opens the registrations in the relay's database (already migrated by the store) and loads the index.
+    pub async fn open(database: &DatabaseConfig, config: PushConfig, node: String) -> Result<Self, sqlx::Error> {
+        sqlx::any::install_default_drivers();
+        let shared = database.is_postgres();
+        let pool = AnyPoolOptions::new()
+            .max_connections(2)
+            .after_connect(move |conn, _| {
+                Box::pin(async move {
+                    if !shared {
+                        // Registrations and heartbeats are re-sent by the app, so `synchronous = NORMAL` (safe
+                        // against a crash of the relay, not of the machine) spares an fsync per heartbeat.
+                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL").await?;
+                    }
+                    Ok(())
+                })
+            })
+            .connect(&database.url)
+            .await?;
+        let registry = Self { pool, shared, node, index: RwLock::default(), changes: Mutex::new(()), config };
         registry.load().await?;
         Ok(registry)
     }
 
-    async fn load(&self) -> Result<(), sqlx::Error> {
+    /// Reads every registration and presence into a new index.
+    pub async fn load(&self) -> Result<(), sqlx::Error> {
         let mut index = RegistrationIndex::default();
-        for row in sqlx::query("SELECT * FROM push_registrations").fetch_all(&self.pool).await? {
-            let device_id: String = row.try_get("device_id")?;
-            match self.parse_device(&device_id) {
-                Ok(device) => index.insert(registration_from_row(&row, device)?),
-                Err(e) => tracing::warn!(device = shorten(&device_id), "stored registration skipped: {e}"),
-            }
+        for registration in self.read_registrations(None).await? {
+            index.insert(registration);
         }
-        for row in sqlx::query("SELECT pubkey, online, last_heartbeat FROM push_presence").fetch_all(&self.pool).await?
-        {
-            let presence = Presence { online: row.try_get("online")?, last_heartbeat: row.try_get("last_heartbeat")? };
-            index.set_presence(hash(row.try_get("pubkey")?)?, presence);
+        for (pubkey, presence) in self.read_presence(None).await? {
+            index.set_presence(pubkey, presence);
         }
         tracing::info!(registrations = index.len(), "push registrations loaded");
         *self.index.write().expect("registration index lock") = index;
+        Ok(())
+    }
+
+    /// Re-reads one pubkey's registrations and presence, after another node changed them.
+    pub async fn reload(&self, pubkey: &Hash32) -> Result<(), sqlx::Error> {
+        let _serialised = self.changes.lock().await;
+        let registrations = self.read_registrations(Some(pubkey)).await?;
+        let presence = self.read_presence(Some(pubkey)).await?;
+        let mut index = self.index.write().expect("registration index lock");
+        index.remove_pubkey(pubkey);
+        for registration in registrations {
+            index.insert(registration);
+        }
+        for (pubkey, presence) in presence {
+            index.set_presence(pubkey, presence);
+        }
+        Ok(())
+    }
+
+    async fn read_registrations(&self, pubkey: Option<&Hash32>) -> Result<Vec<Registration>, sqlx::Error> {
+        let rows = match pubkey {
+            Some(pubkey) => {
+                sqlx::query("SELECT * FROM push_registrations WHERE pubkey = $1")
+                    .bind(&pubkey[..])
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+            None => sqlx::query("SELECT * FROM push_registrations").fetch_all(&self.pool).await?,
+        };
+        let mut registrations = Vec::with_capacity(rows.len());
+        for row in rows {
+            let device_id: String = row.try_get("device_id")?;
+            match self.parse_device(&device_id) {
+                Ok(device) => registrations.push(registration_from_row(&row, device)?),
+                Err(e) => tracing::warn!(device = shorten(&device_id), "stored registration skipped: {e}"),
+            }
+        }
+        Ok(registrations)
+    }
+
+    async fn read_presence(&self, pubkey: Option<&Hash32>) -> Result<Vec<(Hash32, Presence)>, sqlx::Error> {
+        const COLUMNS: &str = "SELECT pubkey, online, last_heartbeat FROM push_presence";
+        let rows = match pubkey {
+            Some(pubkey) => {
+                let sql = format!("{COLUMNS} WHERE pubkey = $1");
+                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&pubkey[..]).fetch_all(&self.pool).await?
+            }
+            None => sqlx::query(COLUMNS).fetch_all(&self.pool).await?,
+        };
+        rows.iter()
+            .map(|row| {
+                let online: i64 = row.try_get("online")?;
+                let presence = Presence { online: online != 0, last_heartbeat: row.try_get("last_heartbeat")? };
+                Ok((hash(row.try_get("pubkey")?)?, presence))
+            })
+            .collect()
+    }
+
+    /// Tells the other nodes (PostgreSQL only) that this pubkey's registrations changed, at the commit of `conn`'s
+    /// transaction.
+    async fn announce(&self, conn: &mut AnyConnection, pubkey: &Hash32) -> Result<(), sqlx::Error> {
+        if self.shared {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(REGISTRATIONS_CHANNEL)
+                .bind(format!("{} {}", self.node, hex::encode(pubkey)))
+                .execute(&mut *conn)
+                .await?;
+        }
         Ok(())
     }
 
@@ -91,9 +169,9 @@ impl Registry {
         now: i64,
     ) -> Result<Applied, ApplyError> {
         let _serialised = self.changes.lock().await;
-        let mut tx = self.pool.begin_with(IMMEDIATE).await?;
+        let mut tx = self.pool.begin_with(if self.shared { "BEGIN" } else { IMMEDIATE }).await?;
         let last_applied: Option<i64> =
-            sqlx::query_scalar("SELECT last_applied_at FROM push_presence WHERE pubkey = ?")
+            sqlx::query_scalar("SELECT last_applied_at FROM push_presence WHERE pubkey = $1")
                 .bind(&pubkey[..])
                 .fetch_optional(&mut *tx)
                 .await?;
@@ -107,7 +185,7 @@ impl Registry {
         };
         let logout = update.is_logout();
         let targets = if logout {
-            sqlx::query("DELETE FROM push_registrations WHERE pubkey = ?").bind(&pubkey[..]).execute(&mut *tx).await?;
+            sqlx::query("DELETE FROM push_registrations WHERE pubkey = $1").bind(&pubkey[..]).execute(&mut *tx).await?;
             Vec::new()
         } else {
             self.updated_registrations(&mut tx, pubkey, &current, &update, now).await?
@@ -116,7 +194,7 @@ impl Registry {
             save(&mut tx, registration).await?;
         }
         if update.online == Some(true) {
-            sqlx::query("UPDATE push_registrations SET badge = 0 WHERE pubkey = ?")
+            sqlx::query("UPDATE push_registrations SET badge = 0 WHERE pubkey = $1")
                 .bind(&pubkey[..])
                 .execute(&mut *tx)
                 .await?;
@@ -127,16 +205,18 @@ impl Registry {
             None => presence,
         };
         sqlx::query(
-            "INSERT INTO push_presence (pubkey, online, last_heartbeat, last_applied_at) VALUES (?, ?, ?, ?)
+            "INSERT INTO push_presence (pubkey, online, last_heartbeat, last_applied_at) VALUES ($1, $2, $3, $4)
              ON CONFLICT (pubkey) DO UPDATE SET online = excluded.online, last_heartbeat = excluded.last_heartbeat,
-             last_applied_at = max(last_applied_at, excluded.last_applied_at)",
+             last_applied_at = CASE WHEN push_presence.last_applied_at > excluded.last_applied_at
+                 THEN push_presence.last_applied_at ELSE excluded.last_applied_at END",
         )
         .bind(&pubkey[..])
-        .bind(presence.online)
+        .bind(i64::from(presence.online))
         .bind(presence.last_heartbeat)
         .bind(created_at)
         .execute(&mut *tx)
         .await?;
+        self.announce(&mut tx, &pubkey).await?;
         tx.commit().await?;
 
         let mut index = self.index.write().expect("registration index lock");
@@ -154,7 +234,7 @@ impl Registry {
     /// device of the pubkey.
     async fn updated_registrations(
         &self,
-        tx: &mut sqlx::SqliteConnection,
+        tx: &mut AnyConnection,
         pubkey: Hash32,
         current: &[Arc<Registration>],
         update: &RegistrationUpdate,
@@ -179,7 +259,7 @@ impl Registry {
                 self.config.max_devices_per_pubkey
             )));
         }
-        let sharing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_registrations WHERE device_id = ?")
+        let sharing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_registrations WHERE device_id = $1")
             .bind(device_id)
             .fetch_one(&mut *tx)
             .await?;
@@ -228,7 +308,16 @@ impl Registry {
     /// Forgets a device whose push service called its token dead, for every pubkey that registered it.
     pub async fn remove_device(&self, device_id: &str) -> Result<(), sqlx::Error> {
         let _serialised = self.changes.lock().await;
-        sqlx::query("DELETE FROM push_registrations WHERE device_id = ?").bind(device_id).execute(&self.pool).await?;
+        let mut tx = self.pool.begin_with(if self.shared { "BEGIN" } else { IMMEDIATE }).await?;
+        let pubkeys: Vec<Vec<u8>> =
+            sqlx::query_scalar("DELETE FROM push_registrations WHERE device_id = $1 RETURNING pubkey")
+                .bind(device_id)
+                .fetch_all(&mut *tx)
+                .await?;
+        for pubkey in pubkeys {
+            self.announce(&mut tx, &hash(pubkey)?).await?;
+        }
+        tx.commit().await?;
         self.index.write().expect("registration index lock").remove_device(device_id);
         Ok(())
     }
@@ -237,7 +326,8 @@ impl Registry {
     /// device; returns the new badge number, or None when the registration is gone.
     pub async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<u32>, sqlx::Error> {
         let badge: Option<i64> = sqlx::query_scalar(
-            "UPDATE push_registrations SET badge = max(0, badge + ?) WHERE pubkey = ? AND device_id = ? RETURNING badge",
+            "UPDATE push_registrations SET badge = CASE WHEN badge + $1 < 0 THEN 0 ELSE badge + $1 END
+             WHERE pubkey = $2 AND device_id = $3 RETURNING badge",
         )
         .bind(count)
         .bind(&pubkey[..])
@@ -291,12 +381,12 @@ fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64)
     registration
 }
 
-async fn save(tx: &mut sqlx::SqliteConnection, r: &Registration) -> Result<(), sqlx::Error> {
+async fn save(tx: &mut AnyConnection, r: &Registration) -> Result<(), sqlx::Error> {
     let json = |list: &[String]| serde_json::to_string(list).expect("strings serialize");
     sqlx::query(
         "INSERT INTO push_registrations
            (pubkey, device_id, kinds, p_tags, e_tags, authors, exclude_authors, relays, platform, created_at, updated_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
          ON CONFLICT (pubkey, device_id) DO UPDATE SET kinds = excluded.kinds, p_tags = excluded.p_tags,
            e_tags = excluded.e_tags, authors = excluded.authors, exclude_authors = excluded.exclude_authors,
            relays = excluded.relays, platform = excluded.platform, updated_at = excluded.updated_at",
@@ -317,7 +407,7 @@ async fn save(tx: &mut sqlx::SqliteConnection, r: &Registration) -> Result<(), s
     Ok(())
 }
 
-fn registration_from_row(row: &sqlx::sqlite::SqliteRow, device: Device) -> Result<Registration, sqlx::Error> {
+fn registration_from_row(row: &AnyRow, device: Device) -> Result<Registration, sqlx::Error> {
     let list = |column: &str| -> Result<Vec<String>, sqlx::Error> {
         let text: String = row.try_get(column)?;
         serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))

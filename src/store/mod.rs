@@ -2,6 +2,7 @@
 //! protocol code. Writes go through the single [`writer`] task; reads go straight to the store.
 
 pub mod jobs;
+pub mod postgres;
 mod sqlite;
 pub mod writer;
 
@@ -15,6 +16,7 @@ use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
 use jobs::{JobQueue, JobSource};
 
+pub use postgres::PgStore;
 pub use sqlite::{IMMEDIATE, SqliteStore};
 
 /// What became of one event handed to the store.
@@ -97,15 +99,50 @@ impl dyn EventStore {
     }
 }
 
-/// Events and the job queue, kept in one database so that they can change in one transaction.
-pub trait Store: EventStore + JobQueue {}
+/// Named leases held by one node at a time until they lapse: which node watches which remote relay.
+#[async_trait]
+pub trait Leases: Send + Sync {
+    /// Takes or renews the lease `name` for `node` until `until` (seconds); false when another node holds it and
+    /// its lease has not lapsed at `now`.
+    async fn hold(&self, name: &str, node: &str, until: i64, now: i64) -> Result<bool, StoreError>;
 
-impl<T: EventStore + JobQueue> Store for T {}
+    /// Gives the lease up, if `node` holds it.
+    async fn release(&self, name: &str, node: &str) -> Result<(), StoreError>;
+}
 
-/// Opens the store named by `[database] url`, creating and migrating it as needed.
-pub async fn open(config: &DatabaseConfig) -> Result<Arc<dyn Store>, StoreError> {
+/// The same statements serve SQLite and PostgreSQL (sqlx reads `$n` placeholders on both).
+const HOLD_LEASE: &str = "INSERT INTO upstream_leases (relay, node, expires_at) VALUES ($1, $2, $3)
+     ON CONFLICT (relay) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
+     WHERE upstream_leases.node = excluded.node OR upstream_leases.expires_at < $4
+     RETURNING node";
+const RELEASE_LEASE: &str = "DELETE FROM upstream_leases WHERE relay = $1 AND node = $2";
+
+/// Events, the job queue and leases, kept in one database so that events and jobs change in one transaction.
+pub trait Store: EventStore + JobQueue + Leases {}
+
+impl<T: EventStore + JobQueue + Leases> Store for T {}
+
+/// Opens the store named by `[database] url` (`sqlite://PATH` or `postgres://...`), creating and migrating it as
+/// needed; the PostgreSQL store is also returned as such, for what only it does (listening to other nodes).
+/// `node` names this relay among several on one PostgreSQL database.
+pub async fn open(config: &DatabaseConfig, node: &str) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), StoreError> {
+    if config.is_postgres() {
+        let store = Arc::new(PgStore::open(&config.url, config.read_connections, node.to_owned()).await?);
+        return Ok((store.clone(), Some(store)));
+    }
     let path = config.sqlite_path().map_err(StoreError)?;
-    Ok(Arc::new(SqliteStore::open(&path, config.read_connections).await?))
+    Ok((Arc::new(SqliteStore::open(&path, config.read_connections).await?), None))
+}
+
+const DELETION_KIND: u16 = 5;
+const VANISH_KIND: u16 = 62;
+
+/// Parses an `a` tag value, `<kind>:<pubkey hex>:<d tag>`.
+fn parse_address(value: &str) -> Option<(u16, Hash32, &str)> {
+    let mut parts = value.splitn(3, ':');
+    let kind = parts.next()?.parse().ok()?;
+    let pubkey = crate::protocol::filter::parse_hash(parts.next()?)?;
+    Some((kind, pubkey, parts.next().unwrap_or("")))
 }
 
 pub fn unix_now() -> u64 {

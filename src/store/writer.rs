@@ -15,6 +15,11 @@ use crate::protocol::SharedEvent;
 /// the relay). Live fan-out and the push matcher listen.
 pub trait AcceptListener: Send + Sync {
     fn accepted(&self, events: &[SharedEvent]);
+
+    /// Events another relay node on the same database accepted (see `cluster`): by default, the same as ours.
+    fn accepted_elsewhere(&self, events: &[SharedEvent]) {
+        self.accepted(events);
+    }
 }
 
 struct WriteRequest {

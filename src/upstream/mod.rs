@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::UpstreamConfig;
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::store::writer::Writer;
+use crate::store::{Leases, unix_now};
 
 /// Presence changes by timeout, not by message: the plan is also recomputed this often.
 const REPLAN_EVERY: Duration = Duration::from_secs(30);
@@ -89,11 +90,40 @@ pub struct Upstream {
     config: UpstreamConfig,
     own_url: String,
     pub status: StatusBoard,
+    /// Which node watches which relay, when several share one database.
+    leases: Arc<dyn Leases>,
+    node: String,
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, own_url: &str) -> Arc<Self> {
-        Arc::new(Self { config, own_url: normalise(own_url), status: StatusBoard::default() })
+    pub fn new(config: UpstreamConfig, own_url: &str, leases: Arc<dyn Leases>, node: String) -> Arc<Self> {
+        Arc::new(Self { config, own_url: normalise(own_url), status: StatusBoard::default(), leases, node })
+    }
+
+    /// The relays of the plan this node holds (or now takes) the lease for; the others are another node's.
+    async fn held(&self, plan: BTreeMap<String, Vec<Filter>>) -> BTreeMap<String, Vec<Filter>> {
+        let now = crate::store::db_time(unix_now());
+        let until = now + crate::store::db_time(self.config.lease_secs);
+        let mut held = BTreeMap::new();
+        for (url, filters) in plan {
+            if normalise(&url) == self.own_url {
+                continue; // its events reach the matcher through the write path already
+            }
+            match self.leases.hold(&url, &self.node, until, now).await {
+                Ok(true) => {
+                    held.insert(url, filters);
+                }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(relay = %url, "cannot renew the watch lease: {e}"),
+            }
+        }
+        held
+    }
+
+    async fn release(&self, url: &str) {
+        if let Err(e) = self.leases.release(url, &self.node).await {
+            tracing::warn!(relay = %url, "cannot release the watch lease: {e}");
+        }
     }
 
     /// Runs until shutdown: keeps one connection per watched relay, with up-to-date subscriptions.
@@ -105,20 +135,24 @@ impl Upstream {
     ) {
         let mut remotes: HashMap<String, (watch::Sender<Vec<Filter>>, JoinHandle<()>)> = HashMap::new();
         let wake = source.plan_changed();
+        // Leases are renewed at every round, so rounds come at least three times per lease.
+        let round = REPLAN_EVERY.min(Duration::from_secs(self.config.lease_secs.max(3) / 3));
         loop {
-            let plan = source.watch_plan();
+            let plan = self.held(source.watch_plan()).await;
+            let mut dropped = Vec::new();
             remotes.retain(|url, (_, task)| {
                 let keep = plan.contains_key(url) && !task.is_finished();
                 if !keep {
                     task.abort();
                     self.status.lock().expect("status lock").remove(url);
+                    dropped.push(url.clone());
                 }
                 keep
             });
+            for url in dropped.iter().filter(|url| !plan.contains_key(*url)) {
+                self.release(url).await;
+            }
             for (url, filters) in plan {
-                if normalise(&url) == self.own_url {
-                    continue; // its events reach the matcher through the write path already
-                }
                 if let Some((plan_tx, _)) = remotes.get(&url) {
                     plan_tx.send_if_modified(|current| {
                         let changed = *current != filters;
@@ -144,15 +178,17 @@ impl Upstream {
             }
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = tokio::time::sleep(REPLAN_EVERY) => {}
+                _ = tokio::time::sleep(round) => {}
                 _ = wake.notified() => {
                     // Debounced: a burst of heartbeats becomes one update.
                     tokio::time::sleep(Duration::from_millis(self.config.debounce_ms)).await;
                 }
             }
         }
-        for (_, (_, task)) in remotes {
+        for (url, (_, task)) in remotes {
             let _ = task.await;
+            // Another node may take it over at once.
+            self.release(&url).await;
         }
     }
 }

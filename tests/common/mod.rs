@@ -2,15 +2,18 @@
 //! that talks to it as any Nostr client would.
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
+pub mod postgres;
 pub mod push;
 pub mod standins;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use nostr::nips::{nip04, nip44};
 use nostr::prelude::*;
+use postgres::{Backend, PgDatabase, current_backend};
 use pushrelay::{Config, RelayHandle};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
@@ -24,6 +27,8 @@ pub struct TestRelay {
     pub config: Config,
     pub url: String,
     pub dir: tempfile::TempDir,
+    /// The PostgreSQL database of a test run on PostgreSQL, kept while the relay lives.
+    pub postgres: Option<Arc<PgDatabase>>,
 }
 
 impl TestRelay {
@@ -43,14 +48,21 @@ impl TestRelay {
         config.database.url = format!("sqlite://{}", dir.path().join("relay.db").display());
         config.push.secret_key_file = dir.path().join("push.key");
         config.push.webpush.vapid_key_file = dir.path().join("vapid.key");
+        let postgres = match current_backend() {
+            Backend::Postgres => Some(PgDatabase::create().await),
+            Backend::Sqlite => None,
+        };
+        if let Some(database) = &postgres {
+            config.database.url = database.url.clone();
+        }
         adjust(&mut config);
-        Self::start_in(dir, config).await
+        Self::start_in(dir, config, postgres).await
     }
 
-    async fn start_in(dir: tempfile::TempDir, config: Config) -> Self {
+    async fn start_in(dir: tempfile::TempDir, config: Config, postgres: Option<Arc<PgDatabase>>) -> Self {
         let handle = RelayHandle::start(config.clone()).await.expect("relay starts");
         let url = format!("ws://{}", handle.local_addr);
-        Self { handle: Some(handle), config, url, dir }
+        Self { handle: Some(handle), config, url, dir, postgres }
     }
 
     pub fn db_path(&self) -> PathBuf {
@@ -87,7 +99,7 @@ impl TestRelay {
     /// The same, with another configuration (say, the old address).
     pub async fn reopen_with(stopped: Self, config: Config) -> Self {
         assert!(stopped.handle.is_none(), "shut the relay down first");
-        Self::start_in(stopped.dir, config).await
+        Self::start_in(stopped.dir, config, stopped.postgres).await
     }
 }
 

@@ -16,7 +16,10 @@ use tokio::sync::Mutex;
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::store::jobs::JobSource;
-use crate::store::{EventStore, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now, unix_now_ms};
+use crate::store::{
+    DELETION_KIND, EventStore, HOLD_LEASE, Leases, RELEASE_LEASE, StoreError, StoredEvent, VANISH_KIND, Visibility,
+    WriteOutcome, db_time, parse_address, unix_now, unix_now_ms,
+};
 
 /// Write transactions take the write lock up front. A deferred transaction that reads first and writes later fails
 /// at once (SQLITE_BUSY_SNAPSHOT, busy timeout or not) when another connection committed in between; the push
@@ -131,6 +134,24 @@ impl EventStore for SqliteStore {
     }
 }
 
+#[async_trait]
+impl Leases for SqliteStore {
+    async fn hold(&self, name: &str, node: &str, until: i64, now: i64) -> Result<bool, StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
+        let held =
+            sqlx::query(HOLD_LEASE).bind(name).bind(node).bind(until).bind(now).fetch_optional(&mut *conn).await?;
+        Ok(held.is_some())
+    }
+
+    async fn release(&self, name: &str, node: &str) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Normal).await?;
+        sqlx::query(RELEASE_LEASE).bind(name).bind(node).execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
 /// How hard a commit on the write connection waits for the disk.
 #[derive(Clone, Copy)]
 pub(super) enum Synchronous {
@@ -222,9 +243,6 @@ async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result
     Ok(WriteOutcome::Stored)
 }
 
-const DELETION_KIND: u16 = 5;
-const VANISH_KIND: u16 = 62;
-
 /// True when a deletion (NIP-09) or a request to vanish (NIP-62) already covers the event. Deletions themselves
 /// cannot be deleted.
 async fn is_deleted(
@@ -313,14 +331,6 @@ async fn vanish(conn: &mut SqliteConnection, request: &SharedEvent) -> Result<()
     )
     .await?;
     Ok(())
-}
-
-/// Parses an `a` tag value, `<kind>:<pubkey hex>:<d tag>`.
-fn parse_address(value: &str) -> Option<(u16, Hash32, &str)> {
-    let mut parts = value.splitn(3, ':');
-    let kind = parts.next()?.parse().ok()?;
-    let pubkey = parse_hash(parts.next()?)?;
-    Some((kind, pubkey, parts.next().unwrap_or("")))
 }
 
 type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;

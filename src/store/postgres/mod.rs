@@ -1,0 +1,389 @@
+//! The PostgreSQL store, for several relay nodes on one database.
+//!
+//! Every write batch takes one transaction-level advisory lock, so that batches from all nodes commit one at a time,
+//! as the single writer task does on SQLite: replacement and deletion rules see a settled database, and `seq`
+//! order is commit order. Each committed event is announced with `pg_notify` inside its transaction, so that other
+//! nodes hear of exactly what was committed (see `cluster`).
+
+mod jobs;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use crate::protocol::filter::{Hash32, parse_hash};
+use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::store::jobs::JobSource;
+use crate::store::{
+    DELETION_KIND, EventStore, HOLD_LEASE, Leases, RELEASE_LEASE, StoreError, StoredEvent, VANISH_KIND, Visibility,
+    WriteOutcome, db_time, parse_address, unix_now, unix_now_ms,
+};
+
+/// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
+const WRITE_LOCK: i64 = 0x7075_7368_7265_6c61;
+/// The channel committed events are announced on.
+pub const EVENTS_CHANNEL: &str = "pushrelay_events";
+/// `pg_notify` payloads must stay under 8000 bytes; a bigger event is announced by its `seq` alone.
+const NOTIFY_EVENT_LIMIT: usize = 7000;
+
+pub struct PgStore {
+    pool: PgPool,
+    /// This node's name, in announcements (so that it skips its own) and in job leases.
+    node: String,
+}
+
+impl PgStore {
+    pub async fn open(url: &str, connections: u32, node: String) -> Result<Self, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(connections.max(1) + 2)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {e}")))?;
+        // sqlx takes an advisory lock while migrating, so nodes starting together do not race.
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        Ok(Self { pool, node })
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Events other nodes committed after `seq`, oldest first: what this node missed while it was not listening.
+    pub async fn events_after(&self, seq: i64, limit: i64) -> Result<Vec<(i64, String)>, StoreError> {
+        let rows = sqlx::query("SELECT seq, json FROM events WHERE seq > $1 AND node <> $2 ORDER BY seq LIMIT $3")
+            .bind(seq)
+            .bind(&self.node)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?))).collect()
+    }
+
+    /// The newest `seq`, where a node that starts listening begins.
+    pub async fn last_seq(&self) -> Result<i64, StoreError> {
+        Ok(sqlx::query_scalar("SELECT COALESCE(max(seq), 0) FROM events").fetch_one(&self.pool).await?)
+    }
+}
+
+#[async_trait]
+impl EventStore for PgStore {
+    async fn write_batch(
+        &self,
+        batch: &[SharedEvent],
+        job_source: Option<&dyn JobSource>,
+    ) -> Result<Vec<WriteOutcome>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        let now_ms = unix_now_ms();
+        for event in batch {
+            let outcome = match write_event(&mut tx, &self.node, event).await? {
+                Ok(seq) => {
+                    announce(&mut tx, &self.node, seq, event).await?;
+                    if let Some(source) = job_source {
+                        jobs::insert_jobs(&mut tx, &source.jobs_for(event), now_ms).await?;
+                    }
+                    WriteOutcome::Stored
+                }
+                Err(outcome) => outcome,
+            };
+            outcomes.push(outcome);
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+
+    async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
+        if filter.limit == Some(0) || filter.is_empty_range() {
+            return Ok(Vec::new());
+        }
+        let mut query = QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE ");
+        push_conditions(&mut query, filter, visibility, unix_now());
+        query.push(" ORDER BY e.created_at DESC, e.id ASC");
+        if let Some(limit) = filter.limit {
+            query.push(" LIMIT ").push_bind(db_time(limit));
+        }
+        let rows = query.build().fetch_all(&self.pool).await?;
+        rows.into_iter()
+            .map(|row| {
+                Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })
+            })
+            .collect()
+    }
+
+    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<u64, StoreError> {
+        let now = unix_now();
+        let mut query = QueryBuilder::new("SELECT COUNT(*) FROM (");
+        let mut first = true;
+        for filter in filters.iter().filter(|f| !f.is_empty_range()) {
+            if !first {
+                query.push(" UNION ");
+            }
+            first = false;
+            query.push("SELECT e.id FROM events e WHERE ");
+            push_conditions(&mut query, filter, visibility, now);
+        }
+        if first {
+            return Ok(0);
+        }
+        query.push(") matching");
+        let count: i64 = query.build().fetch_one(&self.pool).await?.try_get(0)?;
+        Ok(count as u64)
+    }
+
+    async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+        let purged = sqlx::query("DELETE FROM events WHERE expires_at <= $1")
+            .bind(db_time(now))
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(purged)
+    }
+
+    async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Leases for PgStore {
+    async fn hold(&self, name: &str, node: &str, until: i64, now: i64) -> Result<bool, StoreError> {
+        let held =
+            sqlx::query(HOLD_LEASE).bind(name).bind(node).bind(until).bind(now).fetch_optional(&self.pool).await?;
+        Ok(held.is_some())
+    }
+
+    async fn release(&self, name: &str, node: &str) -> Result<(), StoreError> {
+        sqlx::query(RELEASE_LEASE).bind(name).bind(node).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+/// Tells the other nodes, at commit, that this event is stored.
+async fn announce(conn: &mut PgConnection, node: &str, seq: i64, event: &SharedEvent) -> Result<(), StoreError> {
+    let mut payload = serde_json::json!({"node": node, "seq": seq});
+    if event.json.len() <= NOTIFY_EVENT_LIMIT {
+        payload["event"] = serde_json::Value::String(event.json.to_string());
+    }
+    sqlx::query("SELECT pg_notify($1, $2)").bind(EVENTS_CHANNEL).bind(payload.to_string()).execute(&mut *conn).await?;
+    Ok(())
+}
+
+/// Stores one event under the NIP-01, NIP-09 and NIP-62 rules: its `seq` when stored, else why not.
+async fn write_event(
+    conn: &mut PgConnection,
+    node: &str,
+    event: &SharedEvent,
+) -> Result<Result<i64, WriteOutcome>, StoreError> {
+    let replacement_key = match event.class() {
+        KindClass::Replaceable => Some(""),
+        KindClass::Addressable => Some(event.d_tag()),
+        KindClass::Regular | KindClass::Ephemeral => None,
+    };
+    let created_at = db_time(event.created_at());
+    let kind = i32::from(event.kind());
+    if is_deleted(conn, event, replacement_key).await? {
+        return Ok(Err(WriteOutcome::Deleted));
+    }
+    if let Some(d_tag) = replacement_key {
+        let current =
+            sqlx::query("SELECT seq, created_at, id FROM events WHERE pubkey = $1 AND kind = $2 AND d_tag = $3")
+                .bind(&event.pubkey()[..])
+                .bind(kind)
+                .bind(d_tag)
+                .fetch_optional(&mut *conn)
+                .await?;
+        if let Some(current) = current {
+            let (seq, stored_at, id): (i64, i64, Vec<u8>) =
+                (current.try_get(0)?, current.try_get(1)?, current.try_get(2)?);
+            if id == event.id() {
+                return Ok(Err(WriteOutcome::Duplicate));
+            }
+            if stored_at > created_at || (stored_at == created_at && id[..] < event.id()[..]) {
+                return Ok(Err(WriteOutcome::Superseded));
+            }
+            sqlx::query("DELETE FROM events WHERE seq = $1").bind(seq).execute(&mut *conn).await?;
+        }
+    }
+    if event.kind() == VANISH_KIND {
+        vanish(conn, event).await?;
+    }
+    let seq: Option<i64> = sqlx::query_scalar(
+        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq",
+    )
+    .bind(&event.id()[..])
+    .bind(&event.pubkey()[..])
+    .bind(created_at)
+    .bind(kind)
+    .bind(replacement_key)
+    .bind(&*event.json)
+    .bind(event.expiration().map(db_time))
+    .bind(node)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(seq) = seq else { return Ok(Err(WriteOutcome::Duplicate)) };
+    let (names, values): (Vec<String>, Vec<String>) =
+        event.indexed_tags().map(|(letter, value)| (letter.to_string(), value.to_owned())).unzip();
+    if !names.is_empty() {
+        sqlx::query(
+            "INSERT INTO tags (event_seq, name, value, created_at) SELECT $1, n, v, $2 FROM UNNEST($3::text[], $4::text[]) AS t(n, v)",
+        )
+        .bind(seq)
+        .bind(created_at)
+        .bind(names)
+        .bind(values)
+        .execute(&mut *conn)
+        .await?;
+    }
+    if event.kind() == DELETION_KIND {
+        apply_deletion(conn, event).await?;
+    }
+    Ok(Ok(seq))
+}
+
+async fn is_deleted(
+    conn: &mut PgConnection,
+    event: &SharedEvent,
+    replacement_key: Option<&str>,
+) -> Result<bool, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = $1 AND pubkey = $2 AND $4 != 5)
+             OR EXISTS (SELECT 1 FROM vanished WHERE pubkey = $2 AND until >= $3)
+             OR EXISTS (SELECT 1 FROM deleted_addresses WHERE pubkey = $2 AND kind = $4 AND d_tag = $5 AND until >= $3)",
+    )
+    .bind(&event.id()[..])
+    .bind(&event.pubkey()[..])
+    .bind(db_time(event.created_at()))
+    .bind(i32::from(event.kind()))
+    .bind(replacement_key)
+    .fetch_one(&mut *conn)
+    .await?)
+}
+
+/// NIP-09, as in the SQLite store.
+async fn apply_deletion(conn: &mut PgConnection, deletion: &SharedEvent) -> Result<(), StoreError> {
+    let author = &deletion.pubkey()[..];
+    let until = db_time(deletion.created_at());
+    for (letter, value) in deletion.indexed_tags() {
+        match letter {
+            'e' => {
+                let Some(id) = parse_hash(value) else { continue };
+                sqlx::query("INSERT INTO deleted_events (id, pubkey) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(&id[..])
+                    .bind(author)
+                    .execute(&mut *conn)
+                    .await?;
+                sqlx::query("DELETE FROM events WHERE id = $1 AND pubkey = $2 AND kind != 5")
+                    .bind(&id[..])
+                    .bind(author)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            'a' => {
+                let Some((kind, pubkey, d_tag)) = parse_address(value) else { continue };
+                if pubkey[..] != *author || kind == DELETION_KIND {
+                    continue;
+                }
+                sqlx::query(
+                    "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = GREATEST(deleted_addresses.until, excluded.until)",
+                )
+                .bind(author)
+                .bind(i32::from(kind))
+                .bind(d_tag)
+                .bind(until)
+                .execute(&mut *conn)
+                .await?;
+                sqlx::query("DELETE FROM events WHERE pubkey = $1 AND kind = $2 AND d_tag = $3 AND created_at <= $4")
+                    .bind(author)
+                    .bind(i32::from(kind))
+                    .bind(d_tag)
+                    .bind(until)
+                    .execute(&mut *conn)
+                    .await?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// NIP-62, as in the SQLite store.
+async fn vanish(conn: &mut PgConnection, request: &SharedEvent) -> Result<(), StoreError> {
+    let pubkey = &request.pubkey()[..];
+    let until = db_time(request.created_at());
+    sqlx::query(
+        "INSERT INTO vanished (pubkey, until) VALUES ($1, $2)
+         ON CONFLICT (pubkey) DO UPDATE SET until = GREATEST(vanished.until, excluded.until)",
+    )
+    .bind(pubkey)
+    .bind(until)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query("DELETE FROM events WHERE pubkey = $1 AND created_at <= $2")
+        .bind(pubkey)
+        .bind(until)
+        .execute(&mut *conn)
+        .await?;
+    sqlx::query(
+        "DELETE FROM events WHERE kind = 1059 AND created_at <= $1
+         AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = $2)",
+    )
+    .bind(until)
+    .bind(hex::encode(pubkey))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Appends a filter's conditions to a query over `events e`; lists travel as one array parameter each.
+fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibility: Visibility<'_>, now: u64) {
+    query.push("(e.expires_at IS NULL OR e.expires_at > ").push_bind(db_time(now)).push(")");
+    if let Some(ids) = &filter.ids {
+        query.push(" AND e.id = ANY(").push_bind(bytes_list(ids)).push(")");
+    }
+    if let Some(authors) = &filter.authors {
+        query.push(" AND e.pubkey = ANY(").push_bind(bytes_list(authors)).push(")");
+    }
+    if let Some(kinds) = &filter.kinds {
+        query.push(" AND e.kind = ANY(").push_bind(kinds.iter().map(|&k| i32::from(k)).collect::<Vec<_>>()).push(")");
+    }
+    if let Some(since) = filter.since {
+        query.push(" AND e.created_at >= ").push_bind(db_time(since));
+    }
+    if let Some(until) = filter.until {
+        query.push(" AND e.created_at <= ").push_bind(db_time(until));
+    }
+    for (letter, values) in &filter.tags {
+        query
+            .push(" AND e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = ")
+            .push_bind(letter.to_string())
+            .push(" AND t.value = ANY(")
+            .push_bind(values.clone())
+            .push("))");
+    }
+    if !visibility.restricted_kinds.is_empty() {
+        let kinds: Vec<i32> = visibility.restricted_kinds.iter().map(|&k| i32::from(k)).collect();
+        let viewers: Vec<String> = visibility.viewers.iter().map(hex::encode).collect();
+        query
+            .push(" AND (NOT (e.kind = ANY(")
+            .push_bind(kinds)
+            .push(")) OR e.pubkey = ANY(")
+            .push_bind(bytes_list(visibility.viewers))
+            .push(") OR e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = 'p' AND t.value = ANY(")
+            .push_bind(viewers)
+            .push(")))");
+    }
+}
+
+fn bytes_list(values: &[Hash32]) -> Vec<Vec<u8>> {
+    values.iter().map(|v| v.to_vec()).collect()
+}
+
+fn hash(bytes: Vec<u8>) -> Result<Hash32, StoreError> {
+    bytes.try_into().map_err(|_| StoreError("stored id is not 32 bytes".into()))
+}

@@ -1,0 +1,144 @@
+//! Several nodes on one PostgreSQL database behave as one relay: live delivery across nodes, registrations and
+//! push jobs shared (each push sent once), and watched relays shared out and taken over.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::postgres::PgDatabase;
+use common::push::*;
+use common::standins::StandIn;
+use common::*;
+use nostr::prelude::*;
+use serde_json::json;
+
+/// A node on `database`, pushing to `service`, sharing its push key with the other nodes (kept in `keys`).
+async fn node(name: &str, database: &PgDatabase, service: &StandIn, keys: &std::path::Path) -> TestRelay {
+    let (url, name, keys) = (database.url.clone(), name.to_owned(), keys.to_owned());
+    start_with(&service.url, move |c| {
+        c.database.url = url;
+        c.database.node_id = name;
+        c.push.secret_key_file = keys.join("push.key");
+        c.upstream.allow_insecure = true;
+        c.upstream.allow_private_addresses = true;
+        c.upstream.debounce_ms = 50;
+        c.upstream.lease_secs = 3;
+    })
+    .await
+}
+
+struct Cluster {
+    service: StandIn,
+    a: TestRelay,
+    b: TestRelay,
+    _database: Arc<PgDatabase>,
+    _keys: tempfile::TempDir,
+}
+
+async fn cluster() -> Cluster {
+    let database = PgDatabase::create().await;
+    let service = StandIn::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let a = node("node-a", &database, &service, keys.path()).await;
+    let b = node("node-b", &database, &service, keys.path()).await;
+    Cluster { service, a, b, _database: database, _keys: keys }
+}
+
+#[tokio::test]
+async fn an_event_published_on_one_node_reaches_live_subscribers_on_the_other() {
+    let c = cluster().await;
+    let author = Keys::generate();
+    let mut subscriber = c.b.client().await;
+    subscriber.req("live", &[json!({"authors": [author.public_key().to_hex()]})]).await;
+
+    let small = note(&author, "hello from node a");
+    c.a.client().await.publish_ok(&small).await;
+    let delivered = subscriber.recv().await;
+    assert_eq!((delivered[0].as_str(), delivered[2]["id"].as_str()), (Some("EVENT"), Some(id_of(&small).as_str())));
+
+    // Too big to travel in the announcement: read from the database by the other node.
+    let big = note(&author, &"x".repeat(20_000));
+    c.a.client().await.publish_ok(&big).await;
+    assert_eq!(subscriber.recv().await[2]["id"], id_of(&big));
+
+    // Ephemeral events are not stored, but still cross.
+    let ephemeral = sign(&author, 20001, "typing", &[], now());
+    c.a.client().await.publish_ok(&ephemeral).await;
+    assert_eq!(subscriber.recv().await[2]["id"], id_of(&ephemeral));
+}
+
+#[tokio::test]
+async fn a_device_registered_on_one_node_gets_one_push_for_an_event_on_the_other() {
+    let mut c = cluster().await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    assert_eq!(push_key(&c.a), push_key(&c.b), "one push identity");
+    register(&mut c.a.client().await, &c.a, &user, registration(&apns_token(7), &user)).await;
+    // Node b learns of the registration from node a's announcement.
+    let b_push = c.b.handle.as_ref().unwrap().push().unwrap().clone();
+    assert!(eventually(|| !b_push.registry().registrations_of(user.public_key().as_bytes()).is_empty()).await);
+
+    for _ in 0..5 {
+        let message = dm(&friend, &user);
+        c.b.client().await.publish_ok(&message).await;
+        let request = c.service.next().await;
+        assert_eq!(request.json()["event_id"], id_of(&message));
+    }
+    // Both nodes' workers ran over the one queue; none sent anything twice.
+    c.service.expect_none().await;
+}
+
+#[tokio::test]
+async fn a_watched_relay_is_taken_over_when_its_node_goes() {
+    let mut c = cluster().await;
+    let remote = TestRelay::start_with(|c| c.auth.read_restricted_kinds = vec![]).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let content =
+        json!({"kinds": [4], "deviceId": apns_token(8), "#p": [user.public_key().to_hex()], "relays": [remote.url]});
+    register(&mut c.a.client().await, &c.a, &user, content).await;
+
+    // One node (either) holds the remote relay; the other does not connect to it.
+    let watching = |relay: &TestRelay| {
+        relay.handle.as_ref().unwrap().upstream_status().get(&remote.url).is_some_and(|s| s.subscribed)
+    };
+    let mut owner = None;
+    for _ in 0..200 {
+        match (watching(&c.a), watching(&c.b)) {
+            (true, false) => owner = Some('a'),
+            (false, true) => owner = Some('b'),
+            (true, true) => panic!("both nodes watch the same relay"),
+            (false, false) => {}
+        }
+        if owner.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (gone, survivor) = match owner.expect("a node watches the remote relay") {
+        'a' => (c.a, c.b),
+        _ => (c.b, c.a),
+    };
+    let message = dm(&friend, &user);
+    remote.client().await.publish_ok(&message).await;
+    assert_eq!(c.service.next().await.json()["event_id"], id_of(&message));
+
+    let mut gone = gone;
+    gone.handle.take().unwrap().shutdown().await;
+    let mut took_over = false;
+    for _ in 0..200 {
+        if watching(&survivor) {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        took_over,
+        "the other node takes the relay over: {:?}",
+        survivor.handle.as_ref().unwrap().upstream_status()
+    );
+    let after = dm(&friend, &user);
+    remote.client().await.publish_ok(&after).await;
+    assert_eq!(c.service.next().await.json()["event_id"], id_of(&after));
+    c.service.expect_none().await;
+}
