@@ -72,7 +72,6 @@ pub async fn listen(
             0
         }
     };
-    let mut first = true;
     while !shutdown.is_cancelled() {
         let mut listener = match connect(store.pool()).await {
             Ok(listener) => listener,
@@ -84,12 +83,12 @@ pub async fn listen(
                 }
             }
         };
-        // Whatever was committed while this node was not listening (at first: since it read `last_seq`).
+        // Whatever changed while this node was not listening (at first: since it read `last_seq` and loaded the
+        // registrations, before it listened).
         catch_up(&store, &mut last_seq, &listeners).await;
-        if !first && let Some(registrations) = &registrations {
+        if let Some(registrations) = &registrations {
             registrations.resync();
         }
-        first = false;
         loop {
             let notification = tokio::select! {
                 _ = shutdown.cancelled() => return,

@@ -80,6 +80,8 @@ impl Registry {
 
     /// Reads every registration and presence into a new index.
     pub async fn load(&self) -> Result<(), sqlx::Error> {
+        // Under the change lock, so that a change made here meanwhile is not overwritten by an older snapshot.
+        let _serialised = self.changes.lock().await;
         let mut index = RegistrationIndex::default();
         for registration in self.read_registrations(None).await? {
             index.insert(registration);

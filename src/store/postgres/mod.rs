@@ -212,8 +212,8 @@ async fn write_event(
         vanish(conn, event).await?;
     }
     let seq: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (id) DO NOTHING RETURNING seq",
+        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
     .bind(&event.id()[..])
     .bind(&event.pubkey()[..])
@@ -223,22 +223,10 @@ async fn write_event(
     .bind(&*event.json)
     .bind(event.expiration().map(db_time))
     .bind(node)
+    .bind(event.indexed_tags().map(|(letter, value)| tag_key(letter, value)).collect::<Vec<_>>())
     .fetch_optional(&mut *conn)
     .await?;
     let Some(seq) = seq else { return Ok(Err(WriteOutcome::Duplicate)) };
-    let (names, values): (Vec<String>, Vec<String>) =
-        event.indexed_tags().map(|(letter, value)| (letter.to_string(), value.to_owned())).unzip();
-    if !names.is_empty() {
-        sqlx::query(
-            "INSERT INTO tags (event_seq, name, value, created_at) SELECT $1, n, v, $2 FROM UNNEST($3::text[], $4::text[]) AS t(n, v)",
-        )
-        .bind(seq)
-        .bind(created_at)
-        .bind(names)
-        .bind(values)
-        .execute(&mut *conn)
-        .await?;
-    }
     if event.kind() == DELETION_KIND {
         apply_deletion(conn, event).await?;
     }
@@ -329,18 +317,16 @@ async fn vanish(conn: &mut PgConnection, request: &SharedEvent) -> Result<(), St
         .bind(until)
         .execute(&mut *conn)
         .await?;
-    sqlx::query(
-        "DELETE FROM events WHERE kind = 1059 AND created_at <= $1
-         AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = $2)",
-    )
-    .bind(until)
-    .bind(hex::encode(pubkey))
-    .execute(&mut *conn)
-    .await?;
+    sqlx::query("DELETE FROM events WHERE kind = 1059 AND created_at <= $1 AND tags && $2")
+        .bind(until)
+        .bind(vec![tag_key('p', &hex::encode(pubkey))])
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
-/// Appends a filter's conditions to a query over `events e`; lists travel as one array parameter each.
+/// Appends a filter's conditions to a query over `events e`; lists travel as one array parameter each, and tag
+/// conditions are array overlaps the GIN index answers.
 fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibility: Visibility<'_>, now: u64) {
     query.push("(e.expires_at IS NULL OR e.expires_at > ").push_bind(db_time(now)).push(")");
     if let Some(ids) = &filter.ids {
@@ -359,25 +345,26 @@ fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibili
         query.push(" AND e.created_at <= ").push_bind(db_time(until));
     }
     for (letter, values) in &filter.tags {
-        query
-            .push(" AND e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = ")
-            .push_bind(letter.to_string())
-            .push(" AND t.value = ANY(")
-            .push_bind(values.clone())
-            .push("))");
+        let keys: Vec<String> = values.iter().map(|value| tag_key(*letter, value)).collect();
+        query.push(" AND e.tags && ").push_bind(keys);
     }
     if !visibility.restricted_kinds.is_empty() {
         let kinds: Vec<i32> = visibility.restricted_kinds.iter().map(|&k| i32::from(k)).collect();
-        let viewers: Vec<String> = visibility.viewers.iter().map(hex::encode).collect();
+        let viewers: Vec<String> = visibility.viewers.iter().map(|v| tag_key('p', &hex::encode(v))).collect();
         query
             .push(" AND (NOT (e.kind = ANY(")
             .push_bind(kinds)
             .push(")) OR e.pubkey = ANY(")
             .push_bind(bytes_list(visibility.viewers))
-            .push(") OR e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = 'p' AND t.value = ANY(")
+            .push(") OR e.tags && ")
             .push_bind(viewers)
-            .push(")))");
+            .push(")");
     }
+}
+
+/// How a tag is kept in `events.tags`: `letter:value`.
+fn tag_key(letter: char, value: &str) -> String {
+    format!("{letter}:{value}")
 }
 
 fn bytes_list(values: &[Hash32]) -> Vec<Vec<u8>> {
