@@ -423,7 +423,9 @@ impl Config {
         if !(self.server.public_url.starts_with("ws://") || self.server.public_url.starts_with("wss://")) {
             return Err("server.public_url: expected a ws:// or wss:// URL".into());
         }
-        self.database.sqlite_path()?;
+        if !self.database.is_postgres() {
+            self.database.sqlite_path()?;
+        }
         for (key, list) in [
             ("policy.pubkey_blocklist", &self.policy.pubkey_blocklist),
             ("auth.write_allowlist", &self.auth.write_allowlist),

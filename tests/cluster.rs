@@ -12,6 +12,7 @@ use common::standins::StandIn;
 use common::*;
 use nostr::prelude::*;
 use serde_json::json;
+use sqlx::Connection;
 
 /// A node on `database`, pushing to `service`, sharing its push key with the other nodes (kept in `keys`).
 async fn node(name: &str, database: &PgDatabase, service: &StandIn, keys: &std::path::Path) -> TestRelay {
@@ -141,4 +142,88 @@ async fn a_watched_relay_is_taken_over_when_its_node_goes() {
     remote.client().await.publish_ok(&after).await;
     assert_eq!(c.service.next().await.json()["event_id"], id_of(&after));
     c.service.expect_none().await;
+}
+
+#[tokio::test]
+async fn a_watched_relay_is_taken_over_when_its_node_is_killed() {
+    let database = PgDatabase::create().await;
+    let mut service = StandIn::start().await;
+    let keys = tempfile::tempdir().unwrap();
+    let remote = TestRelay::start_with(|c| c.auth.read_restricted_kinds = vec![]).await;
+
+    // Node a runs as its own process, so that it can really be killed.
+    let config = keys.path().join("config.toml");
+    std::fs::write(&config, "[server]\n").unwrap();
+    let mut node_a = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+        .arg("--config")
+        .arg(&config)
+        .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
+        .env("PUSHRELAY_DATABASE__URL", &database.url)
+        .env("PUSHRELAY_DATABASE__NODE_ID", "node-a")
+        .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", keys.path().join("push.key"))
+        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", keys.path().join("vapid.key"))
+        .env("PUSHRELAY_UPSTREAM__ALLOW_INSECURE", "true")
+        .env("PUSHRELAY_UPSTREAM__ALLOW_PRIVATE_ADDRESSES", "true")
+        .env("PUSHRELAY_UPSTREAM__DEBOUNCE_MS", "50")
+        .env("PUSHRELAY_UPSTREAM__LEASE_SECS", "3")
+        .env("RUST_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(node_a.stdout.take().unwrap());
+    let address = tokio::task::spawn_blocking(move || {
+        use std::io::BufRead;
+        stdout
+            .lines()
+            .map_while(Result::ok)
+            .find_map(|line| line.split("local_addr=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_owned()))
+    })
+    .await
+    .unwrap()
+    .expect("node a logs its address");
+
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let push_key = pushrelay::push::keys::load_or_create(&keys.path().join("push.key")).unwrap().public_key();
+    let content =
+        json!({"kinds": [4], "deviceId": apns_token(9), "#p": [user.public_key().to_hex()], "relays": [remote.url]});
+    let registration = registration_event(&user, &push_key, &content, Cipher::Nip44, now());
+    let (accepted, reason) = Client::connect(&format!("ws://{address}")).await.publish(&registration).await;
+    assert!(accepted, "{reason}");
+
+    let mut leases = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let mut held_by_a = false;
+    for _ in 0..200 {
+        let holder: Option<String> = sqlx::query_scalar("SELECT node FROM upstream_leases WHERE relay = $1")
+            .bind(&remote.url)
+            .fetch_optional(&mut leases)
+            .await
+            .unwrap();
+        if holder.as_deref() == Some("node-a") {
+            held_by_a = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(held_by_a, "node a watches the remote relay");
+
+    let b = node("node-b", &database, &service, keys.path()).await;
+    let watching = || b.handle.as_ref().unwrap().upstream_status().get(&remote.url).is_some_and(|s| s.subscribed);
+    assert!(!watching(), "node b leaves the relay to node a");
+    node_a.kill().unwrap();
+    node_a.wait().unwrap();
+    // The lease (3 s) lapses; node b, renewing every second, takes the relay over.
+    let mut took_over = false;
+    for _ in 0..200 {
+        if watching() {
+            took_over = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(took_over, "node b takes over: {:?}", b.handle.as_ref().unwrap().upstream_status());
+    let message = dm(&friend, &user);
+    remote.client().await.publish_ok(&message).await;
+    assert_eq!(service.next().await.json()["event_id"], id_of(&message));
+    service.expect_none().await;
 }
