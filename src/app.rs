@@ -8,11 +8,13 @@ use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use crate::activity::EventActivity;
 use crate::cluster::{self, EphemeralAnnouncer, SharedRegistrations};
 use crate::config::Config;
 use crate::push::{PushService, dispatch};
 use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{EventConsumer, RelayState};
+use crate::report::Reporter;
 use crate::store::EventStore;
 use crate::store::Leases;
 use crate::store::jobs::JobSource;
@@ -55,7 +57,8 @@ impl RelayHandle {
             nip11_extra.insert("self".into(), push.public_key().to_hex().into());
             nip11_extra.insert("push".into(), push.nip11());
         }
-        let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone()];
+        let activity = Arc::new(EventActivity::default());
+        let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone(), activity.clone()];
         listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
         // What the other nodes on the same PostgreSQL database hear of this one's events, and tell it of theirs.
         let peers_listeners = listeners.clone();
@@ -91,12 +94,31 @@ impl RelayHandle {
             (upstream, task)
         });
         let upstream_status = upstream.as_ref().map(|(u, _)| u.status.clone());
+        let mut reporters: Vec<Arc<dyn Reporter>> = vec![activity];
+        reporters.extend(push.clone().map(|p| p as Arc<dyn Reporter>));
+        reporters.extend(upstream.as_ref().map(|(u, _)| u.clone() as Arc<dyn Reporter>));
+        state.set_reporters(reporters);
+        crate::metrics::handle();
         let listener = TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, public_url = %config.server.public_url, "relay listening");
 
+        let metrics_server = match config.server.metrics_bind {
+            Some(address) => {
+                let listener = TcpListener::bind(address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("cannot listen on {address} for metrics: {e}"))?;
+                tracing::info!(address = %listener.local_addr()?, "metrics listening");
+                let app = http::metrics_router(state.clone());
+                let stop = state.shutdown.clone();
+                Some(tokio::spawn(async move {
+                    let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
+                }))
+            }
+            None => None,
+        };
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
         let shutdown = state.shutdown.clone();
@@ -118,6 +140,9 @@ impl RelayHandle {
             connections.close();
             connections.wait().await;
             let _ = housekeeping.await;
+            if let Some(metrics_server) = metrics_server {
+                let _ = metrics_server.await;
+            }
             if let Some(delivery) = delivery {
                 let _ = delivery.await;
             }

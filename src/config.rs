@@ -30,6 +30,10 @@ pub struct ServerConfig {
     pub bind: SocketAddr,
     /// The relay's own `ws://` or `wss://` URL, as clients reach it.
     pub public_url: String,
+    /// Serve `/status`, the operator's HTML page.
+    pub status_page: bool,
+    /// Serve `/metrics` on this address alone (one the monitoring system reaches) instead of on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +41,8 @@ impl Default for ServerConfig {
         Self {
             bind: "127.0.0.1:7777".parse().expect("valid default address"),
             public_url: "ws://127.0.0.1:7777".to_owned(),
+            status_page: true,
+            metrics_bind: None,
         }
     }
 }

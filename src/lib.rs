@@ -1,14 +1,17 @@
 //! pushrelay: a Nostr relay with push notifications built in. See ARCHITECTURE.md for the map of modules.
 
+pub mod activity;
 pub mod admin;
 pub mod app;
 pub mod cluster;
 pub mod config;
 pub mod http;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod push;
 pub mod relay;
+pub mod report;
 pub mod store;
 pub mod upstream;
 

@@ -24,6 +24,18 @@ enum Command {
     Run,
     /// Print the relay's push pubkey (hex and npub), creating the key file if it is missing.
     Keys,
+    /// Print what the database holds: events, waiting pushes, devices, pubkeys online and offline.
+    Stats,
+    /// Print registered devices per platform, or one pubkey's registrations (tokens shortened).
+    Devices {
+        /// A pubkey, hex or npub.
+        #[arg(long)]
+        pubkey: Option<String>,
+    },
+    /// Write every stored event to standard output as JSON Lines (`pushrelay export > events.jsonl`).
+    Export,
+    /// Give free space back to the file system and refresh the query planner's statistics.
+    Vacuum,
     /// Store the events of a JSON Lines file (`-` for standard input): verified, de-duplicated, replaceable rules
     /// applied; never pushed. The relay may be running.
     Import { file: PathBuf },
@@ -45,6 +57,31 @@ async fn main() -> ExitCode {
     match cli.command {
         Some(Command::Keys) => return print_keys(&config),
         Some(Command::Import { file }) => return import(&config, &file).await,
+        Some(Command::Devices { pubkey }) => {
+            return report(pushrelay::admin::inspect::devices(&config, pubkey.as_deref()).await);
+        }
+        Some(Command::Stats) => {
+            let config = &config;
+            return with_store(config, |store| async move { pushrelay::admin::inspect::stats(config, &*store).await })
+                .await;
+        }
+        Some(Command::Export) => {
+            return with_store(&config, |store| async move {
+                let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                let written = pushrelay::admin::export::export(&*store, &mut out).await?;
+                std::io::Write::flush(&mut out).map_err(|e| format!("cannot write: {e}"))?;
+                eprintln!("{written} events exported");
+                Ok(String::new())
+            })
+            .await;
+        }
+        Some(Command::Vacuum) => {
+            return with_store(&config, |store| async move {
+                store.vacuum().await.map_err(|e| e.to_string())?;
+                Ok("vacuumed\n".to_owned())
+            })
+            .await;
+        }
         Some(Command::Run) | None => {}
     }
     let relay = match RelayHandle::start(config).await {
@@ -126,6 +163,38 @@ async fn import(config: &Config, file: &Path) -> ExitCode {
                 eprintln!("refused: {refusal}");
             }
             println!("{summary}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pushrelay: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs an admin command on the store, then closes it.
+async fn with_store<F, Fut>(config: &Config, command: F) -> ExitCode
+where
+    F: FnOnce(std::sync::Arc<dyn pushrelay::store::Store>) -> Fut,
+    Fut: std::future::Future<Output = Result<String, String>>,
+{
+    let store = match pushrelay::store::open(&config.database, &config.database.node()).await {
+        Ok((store, _)) => store,
+        Err(e) => {
+            eprintln!("pushrelay: cannot open the database: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = command(store.clone()).await;
+    store.close().await;
+    report(outcome)
+}
+
+/// Prints a command's text, or its error.
+fn report(outcome: Result<String, String>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
             ExitCode::SUCCESS
         }
         Err(e) => {

@@ -1,6 +1,7 @@
 //! HTTP front: the WebSocket upgrade on `/`, the NIP-11 document, and a small page for browsers.
 
 mod nip11;
+mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,7 +22,19 @@ const HARD_FRAME_LIMIT_FACTOR: usize = 4;
 
 pub fn router(state: Arc<RelayState>) -> Router {
     let cors = CorsLayer::new().allow_origin(Any).allow_headers(Any).allow_methods([Method::GET]);
-    Router::new().route("/", get(root)).layer(cors).with_state(state)
+    let mut router = Router::new().route("/", get(root));
+    if state.config.server.status_page {
+        router = router.route("/status", get(status::page));
+    }
+    if state.config.server.metrics_bind.is_none() {
+        router = router.route("/metrics", get(status::metrics));
+    }
+    router.layer(cors).with_state(state)
+}
+
+/// `/metrics` alone, for `[server] metrics_bind` (an address only the monitoring system reaches).
+pub fn metrics_router(state: Arc<RelayState>) -> Router {
+    Router::new().route("/metrics", get(status::metrics)).with_state(state)
 }
 
 async fn root(

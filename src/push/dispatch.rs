@@ -3,8 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use governor::clock::{Clock, DefaultClock};
@@ -18,10 +18,11 @@ use super::device::Device;
 use super::jobs::PushJob;
 use super::senders::{Notification, SendOutcome};
 use super::text;
+use crate::activity::Timeline;
 use crate::protocol::Filter;
 use crate::protocol::filter::parse_hash;
 use crate::store::jobs::Job;
-use crate::store::{Visibility, unix_now_ms};
+use crate::store::{Visibility, unix_now, unix_now_ms};
 
 /// Jobs taken per round.
 const CLAIM_BATCH: usize = 256;
@@ -32,19 +33,64 @@ const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Finished jobs are kept this long, so that an event seen again later does not push twice.
 const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Counters of what happened to push jobs.
-#[derive(Debug, Default)]
+/// Counters of what happened to push jobs, the senders' health, and pushes per minute.
+#[derive(Default)]
 pub struct PushStats {
     pub sent: AtomicU64,
     pub merged: AtomicU64,
     pub retried: AtomicU64,
     pub dropped: AtomicU64,
     pub dead_tokens: AtomicU64,
+    health: Mutex<BTreeMap<&'static str, SenderHealth>>,
+    pub timeline: Timeline,
+}
+
+/// When a sender last delivered, and its last error.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SenderHealth {
+    pub last_success: Option<u64>,
+    pub last_error: Option<(u64, String)>,
+}
+
+#[derive(Clone, Copy)]
+enum Outcome {
+    Sent,
+    Merged,
+    Retried,
+    Dropped,
 }
 
 impl PushStats {
-    fn add(counter: &AtomicU64, n: usize) {
+    /// `n` jobs for `service` ended so (Prometheus: `pushrelay_push_jobs_total`).
+    fn count(&self, service: &'static str, outcome: Outcome, n: usize) {
+        let (counter, name) = match outcome {
+            Outcome::Sent => (&self.sent, "sent"),
+            Outcome::Merged => (&self.merged, "merged"),
+            Outcome::Retried => (&self.retried, "retried"),
+            Outcome::Dropped => (&self.dropped, "dropped"),
+        };
         counter.fetch_add(n as u64, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => name).increment(n as u64);
+    }
+
+    fn delivered(&self, service: &'static str) {
+        self.health.lock().expect("health lock").entry(service).or_default().last_success = Some(unix_now());
+        self.timeline.add(1);
+    }
+
+    fn failed(&self, service: &'static str, reason: &str) {
+        self.health.lock().expect("health lock").entry(service).or_default().last_error =
+            Some((unix_now(), reason.to_owned()));
+    }
+
+    fn dead_token(&self, service: &'static str) {
+        self.dead_tokens.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::metrics::DEAD_TOKENS, "service" => service).increment(1);
+    }
+
+    /// Each sender that sent or failed since start.
+    pub fn health(&self) -> BTreeMap<&'static str, SenderHealth> {
+        self.health.lock().expect("health lock").clone()
     }
 }
 
@@ -134,7 +180,7 @@ impl PushService {
             Ok(device) => device,
             Err(e) => {
                 tracing::warn!("push job for an unusable device: {e}");
-                PushStats::add(&self.stats.dropped, ids.len());
+                self.stats.count("unknown", Outcome::Dropped, ids.len());
                 return self.finish(&ids, now_ms).await;
             }
         };
@@ -166,17 +212,20 @@ impl PushService {
             badge,
         };
         let outcome = self.senders.send(&device, &notification).await;
+        let service = device.platform();
         let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
         if not_shown && let Err(e) = self.registry.add_to_badge(&recipient, device_id, -notified).await {
             tracing::error!("cannot take back the badge count: {e}");
         }
         match outcome {
             SendOutcome::Delivered => {
-                PushStats::add(&self.stats.sent, 1);
-                PushStats::add(&self.stats.merged, ids.len() - 1);
+                self.stats.count(service, Outcome::Sent, 1);
+                self.stats.count(service, Outcome::Merged, ids.len() - 1);
+                self.stats.delivered(service);
                 self.finish(&ids, now_ms).await;
             }
             SendOutcome::Retry { after, reason } => {
+                self.stats.failed(service, &reason);
                 let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0) + 1;
                 let oldest = jobs.iter().map(|j| j.created_at).min().unwrap_or(now_ms);
                 if now_ms - oldest > self.config.max_job_age_secs as i64 * 1000 {
@@ -184,7 +233,7 @@ impl PushService {
                         device = super::device::shorten(device_id),
                         "push given up after {attempts} attempts: {reason}"
                     );
-                    PushStats::add(&self.stats.dropped, ids.len());
+                    self.stats.count(service, Outcome::Dropped, ids.len());
                     return self.finish(&ids, now_ms).await;
                 }
                 let delay = self.backoff(attempts).max(after.unwrap_or_default());
@@ -194,12 +243,12 @@ impl PushService {
                     ?delay,
                     "push will be retried: {reason}"
                 );
-                PushStats::add(&self.stats.retried, ids.len());
+                self.stats.count(service, Outcome::Retried, ids.len());
                 self.reschedule(&ids, now_ms + delay.as_millis() as i64, attempts).await;
             }
             SendOutcome::DeadToken(reason) => {
                 tracing::info!(device = super::device::shorten(device_id), "dead push token, device removed: {reason}");
-                PushStats::add(&self.stats.dead_tokens, 1);
+                self.stats.dead_token(service);
                 if let Err(e) = self.registry.remove_device(device_id).await {
                     tracing::error!("cannot remove a dead device: {e}");
                 }
@@ -208,7 +257,8 @@ impl PushService {
             }
             SendOutcome::Failed(reason) => {
                 tracing::warn!(device = super::device::shorten(device_id), "push dropped: {reason}");
-                PushStats::add(&self.stats.dropped, ids.len());
+                self.stats.failed(service, &reason);
+                self.stats.count(service, Outcome::Dropped, ids.len());
                 self.finish(&ids, now_ms).await;
             }
         }

@@ -146,6 +146,15 @@ impl RegistrationIndex {
         self.registrations.len()
     }
 
+    /// Registered devices per platform (apns, fcm, unifiedpush, webpush).
+    pub fn platforms(&self) -> BTreeMap<&'static str, usize> {
+        let mut counts = BTreeMap::new();
+        for registration in self.registrations.values() {
+            *counts.entry(registration.device.platform()).or_default() += 1;
+        }
+        counts
+    }
+
     pub fn is_empty(&self) -> bool {
         self.registrations.is_empty()
     }

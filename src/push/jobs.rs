@@ -54,6 +54,8 @@ impl Matcher<'_> {
                 author: event.event.pubkey.to_hex(),
                 summary: summary.get_or_insert_with(|| Summary::of(event)).clone(),
             };
+            let service = registration.device.platform();
+            metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => "queued").increment(1);
             jobs.push(NewJob {
                 dedup_key: format!("push:{}:{}", job.event_id, job.device_id),
                 group_key: job.device_id.clone(),

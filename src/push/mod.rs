@@ -339,3 +339,50 @@ fn web_push_sender(config: &Config) -> Result<Option<(senders::WebPushSender, St
 pub fn unix_now() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
 }
+
+#[async_trait]
+impl crate::report::Reporter for PushService {
+    async fn report(&self) -> crate::report::Section {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = unix_now() as u64;
+        let (registrations, online, offline) = self.registry.census(unix_now());
+        let mut rows = vec![
+            ("Push pubkey".to_owned(), self.npub()),
+            ("Registered devices".to_owned(), registrations.to_string()),
+            ("Pubkeys online / offline".to_owned(), format!("{online} / {offline}")),
+            ("Pushes waiting".to_owned(), self.pending_jobs().await.to_string()),
+            (
+                "Sent / merged / retried / dropped".to_owned(),
+                format!(
+                    "{} / {} / {} / {}",
+                    self.stats.sent.load(Relaxed),
+                    self.stats.merged.load(Relaxed),
+                    self.stats.retried.load(Relaxed),
+                    self.stats.dropped.load(Relaxed)
+                ),
+            ),
+            ("Dead tokens removed".to_owned(), self.stats.dead_tokens.load(Relaxed).to_string()),
+        ];
+        for (service, health) in self.stats.health() {
+            let success = health.last_success.map_or("never".to_owned(), |t| crate::report::ago(t, now));
+            let error =
+                health.last_error.map_or("none".to_owned(), |(t, e)| format!("{} ({e})", crate::report::ago(t, now)));
+            rows.push((format!("Sender {service}"), format!("last success {success}; last error {error}")));
+        }
+        crate::report::Section {
+            title: "Push".into(),
+            rows,
+            chart: Some(crate::report::Chart {
+                label: "pushes sent per minute".into(),
+                per_minute: self.stats.timeline.series(),
+            }),
+        }
+    }
+
+    fn set_gauges(&self) {
+        let (registrations, online, offline) = self.registry.census(unix_now());
+        metrics::gauge!(crate::metrics::REGISTRATIONS).set(registrations as f64);
+        metrics::gauge!(crate::metrics::PUBKEYS, "presence" => "online").set(online as f64);
+        metrics::gauge!(crate::metrics::PUBKEYS, "presence" => "offline").set(offline as f64);
+    }
+}

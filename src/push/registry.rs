@@ -295,6 +295,19 @@ impl Registry {
         self.index.read().expect("registration index lock").registrations_of(pubkey)
     }
 
+    /// Registered devices, and registered pubkeys online and offline now.
+    pub fn census(&self, now: i64) -> (usize, usize, usize) {
+        let timeout = self.config.heartbeat_timeout_secs as i64;
+        let index = self.index.read().expect("registration index lock");
+        let pubkeys = index.pubkeys();
+        let online = pubkeys.iter().filter(|p| index.presence(p).is_online(now, timeout)).count();
+        (index.len(), online, pubkeys.len() - online)
+    }
+
+    pub fn platforms(&self) -> std::collections::BTreeMap<&'static str, usize> {
+        self.index.read().expect("registration index lock").platforms()
+    }
+
     pub fn has_pubkey(&self, pubkey: &Hash32) -> bool {
         self.index.read().expect("registration index lock").has_pubkey(pubkey)
     }

@@ -43,6 +43,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
     let _slot = slot;
     let connection_id = state.next_connection_id();
     tracing::info!(connection_id, peer = %address, "connection opened");
+    metrics::gauge!(crate::metrics::CONNECTIONS).increment(1);
     let limits = &state.config.limits;
     let (mut sink, mut stream) = socket.split();
     let reader = Arc::new(Reader::new(state.config.auth.read_restricted_kinds.clone()));
@@ -105,10 +106,12 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
         state.subscriptions.remove(key);
     }
     let _ = sink.close().await;
+    metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1);
     tracing::info!(connection_id, peer = %address, reason, "connection closed");
 }
 
 async fn send(sink: &mut Sink, text: String) -> Result<(), ()> {
+    metrics::counter!(crate::metrics::MESSAGES_OUT, "verb" => crate::metrics::verb_of(&text).to_owned()).increment(1);
     sink.send(Message::Text(text.into())).await.map_err(|_| ())
 }
 
@@ -133,7 +136,17 @@ impl Session {
             let reason = format!("invalid: message too large (max {} bytes)", limits.max_message_length);
             return send(sink, message::notice(&reason)).await;
         }
-        match ClientMessage::parse(text) {
+        let parsed = ClientMessage::parse(text);
+        let verb = match &parsed {
+            Ok(ClientMessage::Event(_)) => "EVENT",
+            Ok(ClientMessage::Auth(_)) => "AUTH",
+            Ok(ClientMessage::Req { .. }) => "REQ",
+            Ok(ClientMessage::Count { .. }) => "COUNT",
+            Ok(ClientMessage::Close { .. }) => "CLOSE",
+            Err(_) => "invalid",
+        };
+        metrics::counter!(crate::metrics::MESSAGES_IN, "verb" => verb).increment(1);
+        match parsed {
             Ok(ClientMessage::Event(raw)) => {
                 pending.push(process_event(self.state.clone(), self.peer.clone(), raw).boxed());
                 Ok(())
@@ -200,12 +213,15 @@ impl Session {
         let key = self.state.subscriptions.add(&self.outbox, &sub_id, filters.clone());
         self.subscriptions.insert(sub_id.clone(), key);
         let viewers = self.peer.reader.pubkeys();
+        let started = std::time::Instant::now();
         match self.state.store.query(&filters, self.peer.reader.visibility(&viewers)).await {
             Ok(events) => {
                 for stored in events {
                     send(sink, message::event(&sub_id, &stored.json)).await?;
                 }
-                send(sink, message::eose(&sub_id)).await
+                send(sink, message::eose(&sub_id)).await?;
+                metrics::histogram!(crate::metrics::REQ_SECONDS).record(started.elapsed().as_secs_f64());
+                Ok(())
             }
             Err(e) => {
                 tracing::error!(sub_id, "query failed: {e}");

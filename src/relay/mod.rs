@@ -6,8 +6,8 @@ pub mod connection;
 pub mod rate;
 pub mod subscriptions;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -16,6 +16,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::protocol::SharedEvent;
+use crate::report::Reporter;
 use crate::store::EventStore;
 use crate::store::writer::{AcceptListener, Writer};
 use admission::Policy;
@@ -52,6 +53,8 @@ pub struct RelayState {
     /// Tracks connection tasks, so that shutdown can wait for their last acknowledgements.
     pub connections: TaskTracker,
     next_connection_id: AtomicU64,
+    /// The parts that report on themselves (status page, gauges), set once everything is wired.
+    reporters: OnceLock<Vec<Arc<dyn Reporter>>>,
 }
 
 impl RelayState {
@@ -79,8 +82,17 @@ impl RelayState {
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
+            reporters: OnceLock::new(),
             config,
         }
+    }
+
+    pub fn set_reporters(&self, reporters: Vec<Arc<dyn Reporter>>) {
+        let _ = self.reporters.set(reporters);
+    }
+
+    pub fn reporters(&self) -> &[Arc<dyn Reporter>] {
+        self.reporters.get().map_or(&[], Vec::as_slice)
     }
 
     fn next_connection_id(&self) -> u64 {

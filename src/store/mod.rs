@@ -84,6 +84,9 @@ pub trait EventStore: Send + Sync {
     /// Deletes events whose expiration has passed; returns how many.
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
 
+    /// Gives free space back and refreshes the planner's statistics (`pushrelay vacuum`).
+    async fn vacuum(&self) -> Result<(), StoreError>;
+
     /// Flushes and closes connections.
     async fn close(&self);
 }

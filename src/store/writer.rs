@@ -67,6 +67,7 @@ async fn run(
     let mut requests = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut requests, max_batch).await > 0 {
         let events: Vec<SharedEvent> = requests.iter().map(|r| r.event.clone()).collect();
+        let events_len = events.len();
         let outcomes = match store.write_batch(&events, job_source).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
@@ -85,6 +86,16 @@ async fn run(
             .filter(|(_, outcome)| matches!(outcome, Ok(WriteOutcome::Stored)))
             .map(|(event, _)| event)
             .collect();
+        metrics::histogram!(crate::metrics::WRITER_BATCH).record(events_len as f64);
+        for event in &stored {
+            let class = match event.class() {
+                crate::protocol::KindClass::Regular => "regular",
+                crate::protocol::KindClass::Replaceable => "replaceable",
+                crate::protocol::KindClass::Addressable => "addressable",
+                crate::protocol::KindClass::Ephemeral => "ephemeral",
+            };
+            metrics::counter!(crate::metrics::EVENTS_STORED, "class" => class).increment(1);
+        }
         if !stored.is_empty() {
             for listener in &listeners {
                 listener.accepted(&stored);

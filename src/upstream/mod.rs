@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamConfig;
 use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::report::{Reporter, Section};
 use crate::store::writer::Writer;
 use crate::store::{Leases, unix_now};
 
@@ -195,4 +196,40 @@ impl Upstream {
 
 fn normalise(url: &str) -> String {
     url.trim().trim_end_matches('/').to_ascii_lowercase()
+}
+
+#[async_trait::async_trait]
+impl Reporter for Upstream {
+    async fn report(&self) -> Section {
+        let board = self.status.lock().expect("status lock").clone();
+        let mut rows: Vec<(String, String)> = board
+            .into_iter()
+            .map(|(url, s)| {
+                let state = if s.subscribed {
+                    "watching"
+                } else if s.connected {
+                    "connected"
+                } else {
+                    "disconnected"
+                };
+                let error = s.last_error.map(|e| format!(", last error: {e}")).unwrap_or_default();
+                (url, format!("{state}, {} events, {} refusals{error}", s.events, s.refusals))
+            })
+            .collect();
+        if rows.is_empty() {
+            rows.push(("None".into(), "no offline registration names a relay".into()));
+        }
+        Section { title: "Watched relays".into(), rows, chart: None }
+    }
+
+    fn set_gauges(&self) {
+        let board = self.status.lock().expect("status lock");
+        let count = |f: fn(&RemoteStatus) -> bool| board.values().filter(|s| f(s)).count() as f64;
+        let gauge = |state: &'static str, value: f64| {
+            metrics::gauge!(crate::metrics::UPSTREAM_CONNECTIONS, "state" => state).set(value)
+        };
+        gauge("watching", count(|s| s.subscribed));
+        gauge("connected", count(|s| s.connected && !s.subscribed));
+        gauge("disconnected", count(|s| !s.connected));
+    }
 }

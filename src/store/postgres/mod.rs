@@ -143,6 +143,11 @@ impl EventStore for PgStore {
         Ok(purged)
     }
 
+    async fn vacuum(&self) -> Result<(), StoreError> {
+        sqlx::query("VACUUM ANALYZE").execute(&self.pool).await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.pool.close().await;
     }

@@ -124,6 +124,13 @@ impl EventStore for SqliteStore {
         Ok(purged)
     }
 
+    async fn vacuum(&self) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().await;
+        sqlx::query("VACUUM").execute(&mut *conn).await?;
+        sqlx::query("ANALYZE").execute(&mut *conn).await?;
+        Ok(())
+    }
+
     async fn close(&self) {
         self.readers.close().await;
         let mut writer = self.writer.lock().await;
