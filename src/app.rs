@@ -69,8 +69,17 @@ impl RelayHandle {
         let events: Arc<dyn EventStore> = store.clone();
         let (writer, writer_task) =
             Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
-        let state =
-            Arc::new(RelayState::new(config.clone(), events, writer, subscriptions, listeners, consumer, nip11_extra));
+        let state = Arc::new(RelayState::new(
+            config.clone(),
+            events,
+            writer,
+            subscriptions,
+            listeners,
+            consumer,
+            store.clone(),
+        ));
+        state.set_nip11_extra(nip11_extra);
+        state.refresh_moderation().await?;
         let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
         let peers = postgres.map(|postgres| {
             let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
@@ -165,6 +174,11 @@ impl RelayHandle {
         Ok(Self { local_addr, state, push, upstream_status, done })
     }
 
+    /// Applies a reloaded configuration file (SIGHUP): see `RelayState::reload` for which keys take effect.
+    pub fn reload(&self, config: Config) {
+        self.state.reload(config);
+    }
+
     /// The push service, when `[push] enabled`.
     pub fn push(&self) -> Option<&Arc<PushService>> {
         self.push.as_ref()
@@ -184,9 +198,10 @@ impl RelayHandle {
     }
 }
 
-/// Periodic chores until shutdown: purging expired events (NIP-40) and forgetting idle rate-limit keys.
+/// Periodic chores until shutdown: purging expired events (NIP-40), forgetting idle rate-limit keys, and reading
+/// the moderation lists again (other nodes may have changed them).
 async fn housekeeping(state: Arc<RelayState>) {
-    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(state.config.database.purge_interval_secs));
+    let mut ticks = tokio::time::interval(std::time::Duration::from_secs(state.config().database.purge_interval_secs));
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
@@ -198,6 +213,9 @@ async fn housekeeping(state: Arc<RelayState>) {
             Ok(purged) => tracing::info!(purged, "expired events purged"),
             Err(e) => tracing::error!("purging expired events failed: {e}"),
         }
-        state.rate_limits.forget_idle();
+        state.rate_limits().forget_idle();
+        if let Err(e) = state.refresh_moderation().await {
+            tracing::error!("cannot read the moderation lists: {e}");
+        }
     }
 }

@@ -183,6 +183,8 @@ pub struct AuthConfig {
     pub write_allowlist: Vec<String>,
     /// How far an AUTH event's created_at may be from now, in seconds.
     pub max_clock_skew_secs: u64,
+    /// Hex pubkeys that may use the NIP-86 management API (authenticated with NIP-98); empty: the API is off.
+    pub admin_pubkeys: Vec<String>,
 }
 
 impl Default for AuthConfig {
@@ -192,6 +194,7 @@ impl Default for AuthConfig {
             restrict_writes: false,
             write_allowlist: Vec::new(),
             max_clock_skew_secs: 600,
+            admin_pubkeys: Vec::new(),
         }
     }
 }
@@ -435,6 +438,7 @@ impl Config {
         for (key, list) in [
             ("policy.pubkey_blocklist", &self.policy.pubkey_blocklist),
             ("auth.write_allowlist", &self.auth.write_allowlist),
+            ("auth.admin_pubkeys", &self.auth.admin_pubkeys),
         ] {
             if let Some(bad) = list.iter().find(|p| crate::protocol::filter::parse_hash(p).is_none()) {
                 return Err(format!("{key}: expected 64-digit lowercase hex pubkeys, found {bad:?}"));

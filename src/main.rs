@@ -91,18 +91,26 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    wait_for_signal().await;
+    serve_until_stopped(&relay, &cli.config).await;
     tracing::info!("shutting down");
     relay.shutdown().await;
     ExitCode::SUCCESS
 }
 
-async fn wait_for_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("can install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = terminate.recv() => {}
+/// Until SIGINT or SIGTERM; SIGHUP reloads the configuration file (a broken file is refused and logged).
+async fn serve_until_stopped(relay: &RelayHandle, config_path: &Path) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).expect("can install a SIGTERM handler");
+    let mut hangup = signal(SignalKind::hangup()).expect("can install a SIGHUP handler");
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return,
+            _ = terminate.recv() => return,
+            _ = hangup.recv() => match Config::load(config_path) {
+                Ok(config) => relay.reload(config),
+                Err(e) => tracing::error!("configuration not reloaded: {e}"),
+            },
+        }
     }
 }
 

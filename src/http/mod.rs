@@ -1,6 +1,7 @@
 //! HTTP front: the WebSocket upgrade on `/`, the NIP-11 document, and a small page for browsers.
 
 mod nip11;
+mod nip86;
 mod status;
 
 use std::net::SocketAddr;
@@ -21,12 +22,12 @@ use crate::relay::{RelayState, connection};
 const HARD_FRAME_LIMIT_FACTOR: usize = 4;
 
 pub fn router(state: Arc<RelayState>) -> Router {
-    let cors = CorsLayer::new().allow_origin(Any).allow_headers(Any).allow_methods([Method::GET]);
-    let mut router = Router::new().route("/", get(root));
-    if state.config.server.status_page {
+    let cors = CorsLayer::new().allow_origin(Any).allow_headers(Any).allow_methods([Method::GET, Method::POST]);
+    let mut router = Router::new().route("/", get(root).post(nip86::handle));
+    if state.config().server.status_page {
         router = router.route("/status", get(status::page));
     }
-    if state.config.server.metrics_bind.is_none() {
+    if state.config().server.metrics_bind.is_none() {
         router = router.route("/metrics", get(status::metrics));
     }
     router.layer(cors).with_state(state)
@@ -48,7 +49,7 @@ async fn root(
             tracing::info!(%peer, "connection refused: too many from this address");
             return (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address\n").into_response();
         };
-        let hard_limit = state.config.limits.max_message_length.saturating_mul(HARD_FRAME_LIMIT_FACTOR);
+        let hard_limit = state.config().limits.max_message_length.saturating_mul(HARD_FRAME_LIMIT_FACTOR);
         let tracker = state.connections.clone();
         return upgrade
             .max_message_size(hard_limit)
@@ -60,13 +61,14 @@ async fn root(
     }
     let accept = headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("");
     if accept.contains("application/nostr+json") {
-        return nip11::document(&state.config, &state.nip11_extra);
+        return nip11::document(&state.config(), state.nip11_extra());
     }
     Html(page(&state)).into_response()
 }
 
 fn page(state: &RelayState) -> String {
-    let relay = &state.config.relay;
+    let config = state.config();
+    let relay = &config.relay;
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title></head><body>\
          <h1>{name}</h1><p>{description}</p>\
@@ -74,7 +76,7 @@ fn page(state: &RelayState) -> String {
          </body></html>",
         name = escape(&relay.name),
         description = escape(&relay.description),
-        url = escape(&state.config.server.public_url),
+        url = escape(&config.server.public_url),
     )
 }
 

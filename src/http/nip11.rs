@@ -10,11 +10,17 @@ use crate::config::Config;
 
 /// The NIPs this relay implements completely.
 pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70];
+/// NIP-86 management, advertised when administrators are configured (the API is off otherwise).
+const MANAGEMENT_NIP: u16 = 86;
 
 pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
     let restrict_writes = config.auth.restrict_writes;
+    let mut supported_nips = SUPPORTED_NIPS.to_vec();
+    if !config.auth.admin_pubkeys.is_empty() {
+        supported_nips.push(MANAGEMENT_NIP);
+    }
     let mut body: Value = json!({
         "name": relay.name,
         "description": relay.description,
@@ -22,7 +28,7 @@ pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
         "contact": relay.contact,
         "software": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
-        "supported_nips": SUPPORTED_NIPS,
+        "supported_nips": supported_nips,
         "limitation": {
             "max_message_length": limits.max_message_length,
             "max_subscriptions": limits.max_subscriptions,

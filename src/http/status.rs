@@ -13,10 +13,11 @@ use crate::relay::RelayState;
 use crate::report::{Chart, Section};
 
 pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
+    let config = state.config();
     let mut sections = vec![Section {
         title: "Relay".into(),
         rows: vec![
-            ("Public URL".into(), state.config.server.public_url.clone()),
+            ("Public URL".into(), config.server.public_url.clone()),
             ("Open connections".into(), state.connections.len().to_string()),
             ("Open subscriptions".into(), state.subscriptions.len().to_string()),
         ],
@@ -25,7 +26,7 @@ pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
     for reporter in state.reporters() {
         sections.push(reporter.report().await);
     }
-    let name = escape(&state.config.relay.name);
+    let name = escape(&config.relay.name);
     let mut html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
          <title>{name}: status</title><style>\

@@ -7,6 +7,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use serde_json::value::RawValue;
 
 use super::auth::Reader;
+use super::moderation::Moderation;
 use crate::config::{Config, LimitsConfig};
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::{Hash32, parse_hash};
@@ -46,6 +47,7 @@ pub struct Policy {
     kind_allowlist: HashSet<u16>,
     kind_denylist: HashSet<u16>,
     blocked_authors: HashSet<Hash32>,
+    banned_events: HashSet<Hash32>,
     restrict_writes: bool,
     writers: HashSet<Hash32>,
     public_url: String,
@@ -54,14 +56,20 @@ pub struct Policy {
 const VANISH_KIND: u16 = 62;
 
 impl Policy {
-    pub fn new(config: &Config) -> Self {
-        let pubkeys = |list: &[String]| list.iter().filter_map(|p| parse_hash(p)).collect();
+    /// The configuration's lists, with the operator's NIP-86 bans and allowances added.
+    pub fn new(config: &Config, moderation: &Moderation) -> Self {
+        let pubkeys = |list: &[String]| list.iter().filter_map(|p| parse_hash(p)).collect::<HashSet<_>>();
+        let mut blocked_authors = pubkeys(&config.policy.pubkey_blocklist);
+        blocked_authors.extend(moderation.banned_pubkeys.keys());
+        let mut writers = pubkeys(&config.auth.write_allowlist);
+        writers.extend(moderation.allowed_pubkeys.keys());
         Self {
             kind_allowlist: config.policy.kind_allowlist.iter().copied().collect(),
             kind_denylist: config.policy.kind_denylist.iter().copied().collect(),
-            blocked_authors: pubkeys(&config.policy.pubkey_blocklist),
+            blocked_authors,
+            banned_events: moderation.banned_events.keys().copied().collect(),
             restrict_writes: config.auth.restrict_writes,
-            writers: pubkeys(&config.auth.write_allowlist),
+            writers,
             public_url: config.server.public_url.trim_end_matches('/').to_owned(),
         }
     }
@@ -80,6 +88,9 @@ impl Policy {
         }
         if self.blocked_authors.contains(event.pubkey()) {
             return Err("blocked: this author may not publish here".into());
+        }
+        if self.banned_events.contains(event.id()) {
+            return Err("blocked: this event is banned here".into());
         }
         if event.expiration().is_some_and(|at| at <= now) {
             return Err("invalid: this event has already expired".into());

@@ -44,9 +44,10 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
     let connection_id = state.next_connection_id();
     tracing::info!(connection_id, peer = %address, "connection opened");
     metrics::gauge!(crate::metrics::CONNECTIONS).increment(1);
-    let limits = &state.config.limits;
+    let config = state.config();
+    let limits = &config.limits;
     let (mut sink, mut stream) = socket.split();
-    let reader = Arc::new(Reader::new(state.config.auth.read_restricted_kinds.clone()));
+    let reader = Arc::new(Reader::new(config.auth.read_restricted_kinds.clone()));
     let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, reader.clone());
     let peer = Arc::new(Peer { ip: address.ip(), reader, challenge: auth::new_challenge() });
     let mut session = Session {
@@ -54,7 +55,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
         outbox,
         peer: peer.clone(),
         subscriptions: HashMap::new(),
-        req_limiter: state.rate_limits.req_limiter(),
+        req_limiter: state.rate_limits().req_limiter(),
     };
     let mut pending: FuturesUnordered<BoxFuture<'static, String>> = FuturesUnordered::new();
 
@@ -131,7 +132,8 @@ impl Session {
         sink: &mut Sink,
         pending: &mut FuturesUnordered<BoxFuture<'static, String>>,
     ) -> Result<(), ()> {
-        let limits = &self.state.config.limits;
+        let config = self.state.config();
+        let limits = &config.limits;
         if text.len() > limits.max_message_length {
             let reason = format!("invalid: message too large (max {} bytes)", limits.max_message_length);
             return send(sink, message::notice(&reason)).await;
@@ -170,7 +172,8 @@ impl Session {
 
     /// Why a REQ or COUNT cannot be served, if it cannot: the answer for a CLOSED.
     fn refusal(&self, sub_id: &str, filters: &[Filter], opens_subscription: bool) -> Option<String> {
-        let limits = &self.state.config.limits;
+        let config = self.state.config();
+        let limits = &config.limits;
         if sub_id.chars().count() > limits.max_subid_length {
             return Some(format!("invalid: subscription id longer than {} characters", limits.max_subid_length));
         }
@@ -200,7 +203,8 @@ impl Session {
         if let Some(reason) = self.refusal(&sub_id, &filters, true) {
             return send(sink, message::closed(&sub_id, &reason)).await;
         }
-        let limits = &self.state.config.limits;
+        let config = self.state.config();
+        let limits = &config.limits;
         for filter in &mut filters {
             filter.limit = Some(filter.limit.unwrap_or(limits.default_limit).min(limits.max_limit));
         }
@@ -249,7 +253,7 @@ impl Session {
 
 /// Admits, stores or relays one event, and returns the message that answers it.
 async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
-    if !state.rate_limits.allow_event_from_ip(peer.ip) {
+    if !state.rate_limits().allow_event_from_ip(peer.ip) {
         let Some(id) = event_id_of(&raw) else {
             return message::notice("rate-limited: too many events from your address");
         };
@@ -261,10 +265,10 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
-    if let Err(reason) = state.policy.check(&event, &peer.reader, unix_now()) {
+    if let Err(reason) = state.policy().check(&event, &peer.reader, unix_now()) {
         return message::ok(&id, false, &reason);
     }
-    if !state.rate_limits.allow_event_from_pubkey(event.pubkey()) {
+    if !state.rate_limits().allow_event_from_pubkey(event.pubkey()) {
         return message::ok(&id, false, "rate-limited: too many events from this author, slow down");
     }
     if let Some(consumer) = &state.consumer
@@ -295,11 +299,12 @@ async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
-    let auth = &state.config.auth;
+    let config = state.config();
+    let auth = &config.auth;
     match auth::check_auth_event(
         &event.event,
         &peer.challenge,
-        &state.config.server.public_url,
+        &config.server.public_url,
         auth.max_clock_skew_secs,
         unix_now(),
     ) {
@@ -313,7 +318,7 @@ async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue
 
 async fn verify_off_thread(state: &Arc<RelayState>, raw: Box<RawValue>) -> Result<VerifiedEvent, Refusal> {
     let _slot = state.verify_slots.acquire().await.expect("the semaphore is never closed");
-    let config = state.config.clone();
+    let config = state.config();
     tokio::task::spawn_blocking(move || admit(&raw, &config.limits)).await.unwrap_or_else(|e| {
         tracing::error!("event check panicked: {e}");
         Err(Refusal { event_id: None, reason: "error: could not check the event".into() })

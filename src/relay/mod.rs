@@ -3,11 +3,12 @@
 pub mod admission;
 pub mod auth;
 pub mod connection;
+pub mod moderation;
 pub mod rate;
 pub mod subscriptions;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
 use tokio::sync::Semaphore;
@@ -17,11 +18,34 @@ use tokio_util::task::TaskTracker;
 use crate::config::Config;
 use crate::protocol::SharedEvent;
 use crate::report::Reporter;
-use crate::store::EventStore;
 use crate::store::writer::{AcceptListener, Writer};
+use crate::store::{EventStore, ModerationStore};
 use admission::Policy;
+use moderation::Moderation;
 use rate::{ConnectionCounter, RateLimits};
 use subscriptions::SubscriptionIndex;
+
+/// The configuration file's settings and the moderation lists, and what follows from them.
+struct Settings {
+    file: Arc<Config>,
+    moderation: Arc<Moderation>,
+    applied: Arc<Config>,
+    policy: Arc<Policy>,
+    rate_limits: Arc<RateLimits>,
+}
+
+impl Settings {
+    fn new(file: Arc<Config>, moderation: Moderation) -> Self {
+        let applied = Arc::new(moderation.applied_to((*file).clone()));
+        Self {
+            policy: Arc::new(Policy::new(&applied, &moderation)),
+            rate_limits: Arc::new(RateLimits::new(&applied.limits)),
+            moderation: Arc::new(moderation),
+            applied,
+            file,
+        }
+    }
+}
 
 /// Takes certain verified events out of the relay's path (push registrations addressed to the relay): such an
 /// event is answered by the consumer and never stored nor delivered to any subscription.
@@ -33,7 +57,9 @@ pub trait EventConsumer: Send + Sync {
 
 /// What every connection shares.
 pub struct RelayState {
-    pub config: Arc<Config>,
+    /// The configuration file's settings (before moderation) and the moderation lists, from which the applied
+    /// configuration and policy are derived; all replaced together on a reload.
+    settings: RwLock<Settings>,
     pub store: Arc<dyn EventStore>,
     pub writer: Writer,
     pub subscriptions: Arc<SubscriptionIndex>,
@@ -41,9 +67,9 @@ pub struct RelayState {
     pub listeners: Vec<Arc<dyn AcceptListener>>,
     pub consumer: Option<Arc<dyn EventConsumer>>,
     /// Fields the NIP-11 document adds to what the configuration says (the relay's own pubkey as `self`, say).
-    pub nip11_extra: serde_json::Map<String, serde_json::Value>,
-    pub policy: Policy,
-    pub rate_limits: RateLimits,
+    nip11_extra: OnceLock<serde_json::Map<String, serde_json::Value>>,
+    /// Where the operator's moderation lists are kept (NIP-86).
+    pub moderation_store: Arc<dyn ModerationStore>,
     pub connections_per_ip: Arc<ConnectionCounter>,
     /// Bounds concurrent signature checks to the number of cores, so that a flood of events queues here instead of
     /// spawning hundreds of blocking threads.
@@ -65,26 +91,96 @@ impl RelayState {
         subscriptions: Arc<SubscriptionIndex>,
         listeners: Vec<Arc<dyn AcceptListener>>,
         consumer: Option<Arc<dyn EventConsumer>>,
-        nip11_extra: serde_json::Map<String, serde_json::Value>,
+        moderation_store: Arc<dyn ModerationStore>,
     ) -> Self {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let connections_per_ip = ConnectionCounter::new(config.limits.max_connections_per_ip);
         Self {
+            settings: RwLock::new(Settings::new(config, Moderation::default())),
             store,
             writer,
             subscriptions,
             listeners,
             consumer,
-            nip11_extra,
-            policy: Policy::new(&config),
-            rate_limits: RateLimits::new(&config.limits),
-            connections_per_ip: ConnectionCounter::new(config.limits.max_connections_per_ip),
+            nip11_extra: OnceLock::new(),
+            moderation_store,
+            connections_per_ip,
             verify_slots: Semaphore::new(cores),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             reporters: OnceLock::new(),
-            config,
         }
+    }
+
+    /// The configuration as it applies now (the file's, reloaded on SIGHUP, with the operator's NIP-86 changes).
+    pub fn config(&self) -> Arc<Config> {
+        self.settings.read().expect("settings lock").applied.clone()
+    }
+
+    pub fn policy(&self) -> Arc<Policy> {
+        self.settings.read().expect("settings lock").policy.clone()
+    }
+
+    pub fn rate_limits(&self) -> Arc<RateLimits> {
+        self.settings.read().expect("settings lock").rate_limits.clone()
+    }
+
+    pub fn moderation(&self) -> Arc<Moderation> {
+        self.settings.read().expect("settings lock").moderation.clone()
+    }
+
+    /// Takes a reloaded configuration file: the keys of `[relay]`, `[limits]`, `[policy]` and `[auth]` apply at
+    /// once (limits to new messages and connections); the others need a restart, and a change to them is logged.
+    pub fn reload(&self, file: Config) {
+        let mut settings = self.settings.write().expect("settings lock");
+        let old = &settings.file;
+        for (section, changed) in [
+            ("server", format!("{:?}", old.server) != format!("{:?}", file.server)),
+            ("database", format!("{:?}", old.database) != format!("{:?}", file.database)),
+            ("push", format!("{:?}", old.push) != format!("{:?}", file.push)),
+            ("upstream", format!("{:?}", old.upstream) != format!("{:?}", file.upstream)),
+        ] {
+            if changed {
+                tracing::warn!("[{section}] changed in the configuration file: it takes effect at the next restart");
+            }
+        }
+        let keep = |new: Config| Config {
+            server: old.server.clone(),
+            database: old.database.clone(),
+            push: old.push.clone(),
+            upstream: old.upstream.clone(),
+            ..new
+        };
+        let file = keep(file);
+        self.connections_per_ip.set_limit(file.limits.max_connections_per_ip);
+        *settings = Settings::new(Arc::new(file), (*settings.moderation).clone());
+        tracing::info!("configuration reloaded");
+    }
+
+    /// Takes the moderation lists as they now are in the database.
+    pub fn set_moderation(&self, moderation: Moderation) {
+        let mut settings = self.settings.write().expect("settings lock");
+        if *settings.moderation != moderation {
+            *settings = Settings::new(settings.file.clone(), moderation);
+        }
+    }
+
+    /// Reads the moderation lists from the database again (at start, after a change, and periodically, for the
+    /// changes made through other nodes).
+    pub async fn refresh_moderation(&self) -> Result<(), crate::store::StoreError> {
+        let rows = self.moderation_store.moderation().await?;
+        self.set_moderation(Moderation::from_rows(rows));
+        Ok(())
+    }
+
+    pub fn set_nip11_extra(&self, extra: serde_json::Map<String, serde_json::Value>) {
+        let _ = self.nip11_extra.set(extra);
+    }
+
+    pub fn nip11_extra(&self) -> &serde_json::Map<String, serde_json::Value> {
+        static EMPTY: OnceLock<serde_json::Map<String, serde_json::Value>> = OnceLock::new();
+        self.nip11_extra.get().unwrap_or_else(|| EMPTY.get_or_init(serde_json::Map::new))
     }
 
     pub fn set_reporters(&self, reporters: Vec<Arc<dyn Reporter>>) {

@@ -60,20 +60,26 @@ impl RateLimits {
 
 /// Open connections per IP address.
 pub struct ConnectionCounter {
-    max_per_ip: usize,
+    max_per_ip: std::sync::atomic::AtomicUsize,
     open: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl ConnectionCounter {
     pub fn new(max_per_ip: usize) -> Arc<Self> {
-        Arc::new(Self { max_per_ip, open: Mutex::default() })
+        Arc::new(Self { max_per_ip: max_per_ip.into(), open: Mutex::default() })
+    }
+
+    /// A new limit (a reload); connections already open stay.
+    pub fn set_limit(&self, max_per_ip: usize) {
+        self.max_per_ip.store(max_per_ip, std::sync::atomic::Ordering::Relaxed);
     }
 
     /// A slot for one more connection from `ip`, or None past the limit. The slot frees itself when dropped.
     pub fn try_open(self: &Arc<Self>, ip: IpAddr) -> Option<ConnectionSlot> {
         let mut open = self.open.lock().expect("connection counter lock");
         let count = open.entry(ip).or_default();
-        if self.max_per_ip > 0 && *count >= self.max_per_ip {
+        let max = self.max_per_ip.load(std::sync::atomic::Ordering::Relaxed);
+        if max > 0 && *count >= max {
             return None;
         }
         *count += 1;

@@ -84,6 +84,9 @@ pub trait EventStore: Send + Sync {
     /// Deletes events whose expiration has passed; returns how many.
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
 
+    /// Deletes one event, whoever wrote it (an operator's ban); true if it was there.
+    async fn remove_event(&self, id: &Hash32) -> Result<bool, StoreError>;
+
     /// Gives free space back and refreshes the planner's statistics (`pushrelay vacuum`).
     async fn vacuum(&self) -> Result<(), StoreError>;
 
@@ -113,6 +116,26 @@ pub trait Leases: Send + Sync {
     async fn release(&self, name: &str, node: &str) -> Result<(), StoreError>;
 }
 
+/// The operator's moderation lists (NIP-86), kept in the database so that every node sees them.
+#[async_trait]
+pub trait ModerationStore: Send + Sync {
+    /// Every entry: (list, value, reason).
+    async fn moderation(&self) -> Result<Vec<(String, String, String)>, StoreError>;
+
+    async fn moderate(&self, list: &str, value: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Empties a list (for the single-value ones: the relay's name and description).
+    async fn clear_list(&self, list: &str) -> Result<(), StoreError>;
+
+    async fn unmoderate(&self, list: &str, value: &str) -> Result<(), StoreError>;
+}
+
+const LIST_MODERATION: &str = "SELECT list, value, reason FROM moderation ORDER BY list, value";
+const ADD_MODERATION: &str = "INSERT INTO moderation (list, value, reason) VALUES ($1, $2, $3)
+     ON CONFLICT (list, value) DO UPDATE SET reason = excluded.reason";
+const CLEAR_MODERATION_LIST: &str = "DELETE FROM moderation WHERE list = $1";
+const REMOVE_MODERATION: &str = "DELETE FROM moderation WHERE list = $1 AND value = $2";
+
 /// The same statements serve SQLite and PostgreSQL (sqlx reads `$n` placeholders on both).
 const HOLD_LEASE: &str = "INSERT INTO upstream_leases (relay, node, expires_at) VALUES ($1, $2, $3)
      ON CONFLICT (relay) DO UPDATE SET node = excluded.node, expires_at = excluded.expires_at
@@ -120,10 +143,11 @@ const HOLD_LEASE: &str = "INSERT INTO upstream_leases (relay, node, expires_at) 
      RETURNING node";
 const RELEASE_LEASE: &str = "DELETE FROM upstream_leases WHERE relay = $1 AND node = $2";
 
-/// Events, the job queue and leases, kept in one database so that events and jobs change in one transaction.
-pub trait Store: EventStore + JobQueue + Leases {}
+/// Events, the job queue, leases and moderation, kept in one database so that events and jobs change in one
+/// transaction.
+pub trait Store: EventStore + JobQueue + Leases + ModerationStore {}
 
-impl<T: EventStore + JobQueue + Leases> Store for T {}
+impl<T: EventStore + JobQueue + Leases + ModerationStore> Store for T {}
 
 /// Opens the store named by `[database] url` (`sqlite://PATH` or `postgres://...`), creating and migrating it as
 /// needed; the PostgreSQL store is also returned as such, for what only it does (listening to other nodes).

@@ -17,8 +17,9 @@ use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::store::jobs::JobSource;
 use crate::store::{
-    DELETION_KIND, EventStore, HOLD_LEASE, Leases, RELEASE_LEASE, StoreError, StoredEvent, VANISH_KIND, Visibility,
-    WriteOutcome, db_time, parse_address, unix_now, unix_now_ms,
+    ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
+    ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
+    db_time, parse_address, unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -143,6 +144,11 @@ impl EventStore for PgStore {
         Ok(purged)
     }
 
+    async fn remove_event(&self, id: &Hash32) -> Result<bool, StoreError> {
+        let removed = sqlx::query("DELETE FROM events WHERE id = $1").bind(&id[..]).execute(&self.pool).await?;
+        Ok(removed.rows_affected() > 0)
+    }
+
     async fn vacuum(&self) -> Result<(), StoreError> {
         sqlx::query("VACUUM ANALYZE").execute(&self.pool).await?;
         Ok(())
@@ -163,6 +169,29 @@ impl Leases for PgStore {
 
     async fn release(&self, name: &str, node: &str) -> Result<(), StoreError> {
         sqlx::query(RELEASE_LEASE).bind(name).bind(node).execute(&self.pool).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ModerationStore for PgStore {
+    async fn moderation(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows = sqlx::query(LIST_MODERATION).fetch_all(&self.pool).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
+    }
+
+    async fn moderate(&self, list: &str, value: &str, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(ADD_MODERATION).bind(list).bind(value).bind(reason).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn clear_list(&self, list: &str) -> Result<(), StoreError> {
+        sqlx::query(CLEAR_MODERATION_LIST).bind(list).execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn unmoderate(&self, list: &str, value: &str) -> Result<(), StoreError> {
+        sqlx::query(REMOVE_MODERATION).bind(list).bind(value).execute(&self.pool).await?;
         Ok(())
     }
 }

@@ -17,8 +17,9 @@ use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::store::jobs::JobSource;
 use crate::store::{
-    DELETION_KIND, EventStore, HOLD_LEASE, Leases, RELEASE_LEASE, StoreError, StoredEvent, VANISH_KIND, Visibility,
-    WriteOutcome, db_time, parse_address, unix_now, unix_now_ms,
+    ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
+    ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
+    db_time, parse_address, unix_now, unix_now_ms,
 };
 
 /// Write transactions take the write lock up front. A deferred transaction that reads first and writes later fails
@@ -124,6 +125,15 @@ impl EventStore for SqliteStore {
         Ok(purged)
     }
 
+    async fn remove_event(&self, id: &Hash32) -> Result<bool, StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Full).await?;
+        let mut tx = conn.begin_with(IMMEDIATE).await?;
+        let removed = delete_where(&mut tx, "id = ?", |q| q.bind(id.to_vec())).await?;
+        tx.commit().await?;
+        Ok(removed > 0)
+    }
+
     async fn vacuum(&self) -> Result<(), StoreError> {
         let mut conn = self.writer.lock().await;
         sqlx::query("VACUUM").execute(&mut *conn).await?;
@@ -155,6 +165,37 @@ impl Leases for SqliteStore {
         let mut conn = self.writer.lock().await;
         set_synchronous(&mut conn, Synchronous::Normal).await?;
         sqlx::query(RELEASE_LEASE).bind(name).bind(node).execute(&mut *conn).await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl ModerationStore for SqliteStore {
+    async fn moderation(&self) -> Result<Vec<(String, String, String)>, StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Full).await?;
+        let rows = sqlx::query(LIST_MODERATION).fetch_all(&mut *conn).await?;
+        rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
+    }
+
+    async fn moderate(&self, list: &str, value: &str, reason: &str) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Full).await?;
+        sqlx::query(ADD_MODERATION).bind(list).bind(value).bind(reason).execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    async fn clear_list(&self, list: &str) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Full).await?;
+        sqlx::query(CLEAR_MODERATION_LIST).bind(list).execute(&mut *conn).await?;
+        Ok(())
+    }
+
+    async fn unmoderate(&self, list: &str, value: &str) -> Result<(), StoreError> {
+        let mut conn = self.writer.lock().await;
+        set_synchronous(&mut conn, Synchronous::Full).await?;
+        sqlx::query(REMOVE_MODERATION).bind(list).bind(value).execute(&mut *conn).await?;
         Ok(())
     }
 }
