@@ -78,6 +78,8 @@ pub struct LimitsConfig {
     pub max_message_length: usize,
     /// Open subscriptions per connection.
     pub max_subscriptions: usize,
+    /// Most events one NIP-77 reconciliation may cover; a broader filter is refused with NEG-ERR.
+    pub max_negentropy_records: usize,
     /// Filters in one REQ.
     pub max_filters: usize,
     /// Longest subscription id.
@@ -113,6 +115,7 @@ impl Default for LimitsConfig {
         Self {
             max_message_length: 128 * 1024,
             max_subscriptions: 20,
+            max_negentropy_records: 500_000,
             max_filters: 10,
             max_subid_length: 64,
             max_limit: 500,

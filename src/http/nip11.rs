@@ -9,7 +9,7 @@ use serde_json::{Map, Value, json};
 use crate::config::Config;
 
 /// The NIPs this relay implements completely.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70];
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
 /// NIP-86 management, advertised when administrators are configured (the API is off otherwise).
 const MANAGEMENT_NIP: u16 = 86;
 
@@ -32,6 +32,7 @@ pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
         "limitation": {
             "max_message_length": limits.max_message_length,
             "max_subscriptions": limits.max_subscriptions,
+            "max_negentropy_records": limits.max_negentropy_records,
             "max_filters": limits.max_filters,
             "max_subid_length": limits.max_subid_length,
             "max_limit": limits.max_limit,

@@ -22,6 +22,19 @@ pub enum ClientMessage {
     },
     /// NIP-42: the signed kind 22242 event, checked off the async threads like any event.
     Auth(Box<RawValue>),
+    /// NIP-77: start reconciling the events matching `filter`, with the client's first negentropy message.
+    NegOpen {
+        sub_id: String,
+        filter: Filter,
+        message: Vec<u8>,
+    },
+    NegMsg {
+        sub_id: String,
+        message: Vec<u8>,
+    },
+    NegClose {
+        sub_id: String,
+    },
 }
 
 /// Why a message was refused, and to whom the answer goes.
@@ -31,6 +44,8 @@ pub enum ParseError {
     Notice(String),
     /// A REQ whose subscription id is known: answer with CLOSED.
     Closed { sub_id: String, reason: String },
+    /// A NIP-77 message whose subscription id is known: answer with NEG-ERR.
+    NegError { sub_id: String, reason: String },
 }
 
 impl ClientMessage {
@@ -70,6 +85,36 @@ impl ClientMessage {
             "CLOSE" => match parts.as_slice() {
                 [_, _] => Ok(Self::Close { sub_id: sub_id(&parts, "CLOSE")? }),
                 _ => Err(ParseError::Notice("invalid: CLOSE takes exactly one subscription id".into())),
+            },
+            "NEG-OPEN" | "NEG-MSG" => {
+                let sub_id = sub_id(&parts, verb)?;
+                let refuse = |reason: &str| ParseError::NegError {
+                    sub_id: sub_id.clone(),
+                    reason: format!("invalid: {reason}"),
+                };
+                let (filter, message) = match (verb, parts.as_slice()) {
+                    ("NEG-OPEN", [_, _, filter, message]) => (Some(*filter), *message),
+                    ("NEG-MSG", [_, _, message]) => (None, *message),
+                    _ => return Err(refuse(&format!("{verb} has the wrong number of elements"))),
+                };
+                let message = serde_json::from_str::<String>(message.get())
+                    .ok()
+                    .and_then(|hex_text| hex::decode(hex_text).ok())
+                    .ok_or_else(|| refuse("the negentropy message must be a hex string"))?;
+                match filter {
+                    Some(raw) => {
+                        let filter = serde_json::from_str(raw.get())
+                            .map_err(|e| e.to_string())
+                            .and_then(|value| Filter::from_json(&value))
+                            .map_err(|e| refuse(&e))?;
+                        Ok(Self::NegOpen { sub_id, filter, message })
+                    }
+                    None => Ok(Self::NegMsg { sub_id, message }),
+                }
+            }
+            "NEG-CLOSE" => match parts.as_slice() {
+                [_, _] => Ok(Self::NegClose { sub_id: sub_id(&parts, verb)? }),
+                _ => Err(ParseError::Notice("invalid: NEG-CLOSE takes exactly one subscription id".into())),
             },
             other => Err(ParseError::Notice(format!("invalid: unknown message type {}", quote(other)))),
         }
@@ -114,6 +159,14 @@ pub fn eose(sub_id: &str) -> String {
 
 pub fn closed(sub_id: &str, reason: &str) -> String {
     format!(r#"["CLOSED",{},{}]"#, quote(sub_id), quote(reason))
+}
+
+pub fn neg_msg(sub_id: &str, message: &[u8]) -> String {
+    format!(r#"["NEG-MSG",{},"{}"]"#, quote(sub_id), hex::encode(message))
+}
+
+pub fn neg_err(sub_id: &str, reason: &str) -> String {
+    format!(r#"["NEG-ERR",{},{}]"#, quote(sub_id), quote(reason))
 }
 
 pub fn count(sub_id: &str, count: u64) -> String {

@@ -20,6 +20,7 @@ use serde_json::value::RawValue;
 use super::RelayState;
 use super::admission::{Refusal, admit};
 use super::auth::{self, Reader};
+use super::negentropy::Reconciliations;
 use super::rate::ConnectionSlot;
 use super::subscriptions::{Outbox, SubscriptionKey};
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
@@ -55,6 +56,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
         outbox,
         peer: peer.clone(),
         subscriptions: HashMap::new(),
+        reconciliations: Reconciliations::default(),
         req_limiter: state.rate_limits().req_limiter(),
     };
     let mut pending: FuturesUnordered<BoxFuture<'static, String>> = FuturesUnordered::new();
@@ -121,6 +123,7 @@ struct Session {
     outbox: Arc<Outbox>,
     peer: Arc<Peer>,
     subscriptions: HashMap<String, SubscriptionKey>,
+    reconciliations: Reconciliations,
     req_limiter: Option<DefaultDirectRateLimiter>,
 }
 
@@ -145,6 +148,9 @@ impl Session {
             Ok(ClientMessage::Req { .. }) => "REQ",
             Ok(ClientMessage::Count { .. }) => "COUNT",
             Ok(ClientMessage::Close { .. }) => "CLOSE",
+            Ok(ClientMessage::NegOpen { .. }) => "NEG-OPEN",
+            Ok(ClientMessage::NegMsg { .. }) => "NEG-MSG",
+            Ok(ClientMessage::NegClose { .. }) => "NEG-CLOSE",
             Err(_) => "invalid",
         };
         metrics::counter!(crate::metrics::MESSAGES_IN, "verb" => verb).increment(1);
@@ -165,6 +171,22 @@ impl Session {
                 }
                 Ok(())
             }
+            Ok(ClientMessage::NegOpen { sub_id, filter, message: first }) => {
+                if let Some(reason) = self.refusal(&sub_id, std::slice::from_ref(&filter), true) {
+                    return send(sink, message::neg_err(&sub_id, &reason)).await;
+                }
+                let answer = self.reconciliations.open(&self.state, &self.peer.reader, sub_id, filter, first).await;
+                send(sink, answer).await
+            }
+            Ok(ClientMessage::NegMsg { sub_id, message: query }) => {
+                let answer = self.reconciliations.message(sub_id, query).await;
+                send(sink, answer).await
+            }
+            Ok(ClientMessage::NegClose { sub_id }) => {
+                self.reconciliations.close(&sub_id);
+                Ok(())
+            }
+            Err(ParseError::NegError { sub_id, reason }) => send(sink, message::neg_err(&sub_id, &reason)).await,
             Err(ParseError::Notice(reason)) => send(sink, message::notice(&reason)).await,
             Err(ParseError::Closed { sub_id, reason }) => send(sink, message::closed(&sub_id, &reason)).await,
         }
@@ -182,7 +204,7 @@ impl Session {
         }
         if opens_subscription
             && !self.subscriptions.contains_key(sub_id)
-            && self.subscriptions.len() >= limits.max_subscriptions
+            && self.subscriptions.len() + self.reconciliations.open_count() >= limits.max_subscriptions
         {
             return Some(format!("rate-limited: too many open subscriptions (max {})", limits.max_subscriptions));
         }

@@ -4,6 +4,7 @@ pub mod admission;
 pub mod auth;
 pub mod connection;
 pub mod moderation;
+pub mod negentropy;
 pub mod rate;
 pub mod subscriptions;
 
