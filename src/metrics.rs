@@ -53,7 +53,10 @@ fn describe() {
     metrics::describe_gauge!(SUBSCRIPTIONS, "Open subscriptions");
     metrics::describe_gauge!(REGISTRATIONS, "Registered push devices");
     metrics::describe_gauge!(PUBKEYS, "Registered pubkeys, by presence");
-    metrics::describe_counter!(PUSH_JOBS, "Push jobs by service and outcome (queued, sent, merged, retried, dropped)");
+    metrics::describe_counter!(
+        PUSH_JOBS,
+        "Push jobs by service, outcome (queued, sent, merged, retried, dropped) and reason (for dropped)"
+    );
     metrics::describe_counter!(DEAD_TOKENS, "Devices removed because their service called the token dead");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Watched relays, by connection state");
 }

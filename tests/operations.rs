@@ -20,6 +20,7 @@ async fn some_traffic(relay: &TestRelay) {
     client.req("traffic", &[json!({"authors": [keys.public_key().to_hex()]})]).await;
     let user = Keys::generate();
     register(&mut client, relay, &user, registration(&apns_token(3), &user)).await;
+    client.publish_ok(&dm(&keys, &user)).await;
 }
 
 #[tokio::test]
@@ -38,6 +39,7 @@ async fn metrics_count_what_happened() {
         "pushrelay_connections",
         "pushrelay_push_registrations",
         "pushrelay_push_pubkeys{presence=\"offline\"}",
+        "pushrelay_push_jobs_total{service=\"apns\",outcome=\"queued\"}",
     ] {
         assert!(text.contains(expected), "{expected} missing from:\n{text}");
     }

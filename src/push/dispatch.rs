@@ -57,20 +57,23 @@ enum Outcome {
     Sent,
     Merged,
     Retried,
-    Dropped,
+    /// With why: `unusable_device`, `too_old` (retried past `max_job_age_secs`) or `refused` (by the service, or no
+    /// sender configured).
+    Dropped(&'static str),
 }
 
 impl PushStats {
     /// `n` jobs for `service` ended so (Prometheus: `pushrelay_push_jobs_total`).
     fn count(&self, service: &'static str, outcome: Outcome, n: usize) {
-        let (counter, name) = match outcome {
-            Outcome::Sent => (&self.sent, "sent"),
-            Outcome::Merged => (&self.merged, "merged"),
-            Outcome::Retried => (&self.retried, "retried"),
-            Outcome::Dropped => (&self.dropped, "dropped"),
+        let (counter, name, reason) = match outcome {
+            Outcome::Sent => (&self.sent, "sent", ""),
+            Outcome::Merged => (&self.merged, "merged", ""),
+            Outcome::Retried => (&self.retried, "retried", ""),
+            Outcome::Dropped(reason) => (&self.dropped, "dropped", reason),
         };
         counter.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => name).increment(n as u64);
+        metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => name, "reason" => reason)
+            .increment(n as u64);
     }
 
     fn delivered(&self, service: &'static str) {
@@ -180,7 +183,7 @@ impl PushService {
             Ok(device) => device,
             Err(e) => {
                 tracing::warn!("push job for an unusable device: {e}");
-                self.stats.count("unknown", Outcome::Dropped, ids.len());
+                self.stats.count("unknown", Outcome::Dropped("unusable_device"), ids.len());
                 return self.finish(&ids, now_ms).await;
             }
         };
@@ -233,7 +236,7 @@ impl PushService {
                         device = super::device::shorten(device_id),
                         "push given up after {attempts} attempts: {reason}"
                     );
-                    self.stats.count(service, Outcome::Dropped, ids.len());
+                    self.stats.count(service, Outcome::Dropped("too_old"), ids.len());
                     return self.finish(&ids, now_ms).await;
                 }
                 let delay = self.backoff(attempts).max(after.unwrap_or_default());
@@ -258,7 +261,7 @@ impl PushService {
             SendOutcome::Failed(reason) => {
                 tracing::warn!(device = super::device::shorten(device_id), "push dropped: {reason}");
                 self.stats.failed(service, &reason);
-                self.stats.count(service, Outcome::Dropped, ids.len());
+                self.stats.count(service, Outcome::Dropped("refused"), ids.len());
                 self.finish(&ids, now_ms).await;
             }
         }
