@@ -1,0 +1,96 @@
+//! `pushrelay-bench`: a load tool speaking plain NIP-01, so that it can drive any relay URL (ours, nostr-rs-relay,
+//! rnostr, strfry) in the same way. Events are generated and signed before the clock starts.
+//!
+//! ```sh
+//! cargo run --release --bin pushrelay-bench -- ingest --url ws://127.0.0.1:7777 --events 50000 --pid $(pgrep pushrelay)
+//! cargo run --release --bin pushrelay-bench -- req --url ws://127.0.0.1:7777 --populate 100000
+//! cargo run --release --bin pushrelay-bench -- fanout --url ws://127.0.0.1:7777 --subscribers 500
+//! cargo run --release --bin pushrelay-bench -- idle --url ws://127.0.0.1:7777 --connections 10000 --pid ...
+//! ```
+//! `--json` prints one JSON object instead of the table. With `--pid`, the relay's CPU time (and, for `idle`, its
+//! memory) is read from /proc, so that rates can be given per relay CPU-second.
+
+mod client;
+mod events;
+mod report;
+mod scenarios;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Load scenarios for Nostr relays")]
+struct Cli {
+    /// The relay to drive.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:7777")]
+    url: String,
+    /// The relay's process id, to read its CPU time and memory from /proc.
+    #[arg(long, global = true)]
+    pid: Option<u32>,
+    /// One JSON object instead of a table.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    scenario: Scenario,
+}
+
+#[derive(Subcommand)]
+enum Scenario {
+    /// Connections publishing pre-signed events as fast as OKs come back.
+    Ingest {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+        /// EVENTs each connection keeps in flight.
+        #[arg(long, default_value_t = 64)]
+        window: usize,
+    },
+    /// A populated database, then mixed REQs (author+kind with limit, by tag, by ids), each timed to EOSE.
+    Req {
+        /// Events published first (skip with 0 when the database is already populated by an earlier run).
+        #[arg(long, default_value_t = 20_000)]
+        populate: usize,
+        #[arg(long, default_value_t = 2_000)]
+        requests: usize,
+        #[arg(long, default_value_t = 8)]
+        connections: usize,
+    },
+    /// Many connections with live subscriptions; a publisher at a steady rate; delivery latency.
+    Fanout {
+        #[arg(long, default_value_t = 200)]
+        subscribers: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: usize,
+        #[arg(long, default_value_t = 10)]
+        seconds: usize,
+    },
+    /// Idle connections, and what each costs the relay in memory (needs --pid).
+    Idle {
+        #[arg(long, default_value_t = 1_000)]
+        connections: usize,
+    },
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    let outcome = match cli.scenario {
+        Scenario::Ingest { events, connections, window } => {
+            scenarios::ingest(&cli.url, cli.pid, events, connections, window).await
+        }
+        Scenario::Req { populate, requests, connections } => {
+            scenarios::req(&cli.url, cli.pid, populate, requests, connections).await
+        }
+        Scenario::Fanout { subscribers, rate, seconds } => {
+            scenarios::fanout(&cli.url, cli.pid, subscribers, rate, seconds).await
+        }
+        Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
+    };
+    match outcome {
+        Ok(report) => report.print(cli.json),
+        Err(e) => {
+            eprintln!("pushrelay-bench: {e}");
+            std::process::exit(1);
+        }
+    }
+}
