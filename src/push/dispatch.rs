@@ -183,8 +183,8 @@ impl PushService {
             Ok(device) => device,
             Err(e) => {
                 tracing::warn!("push job for an unusable device: {e}");
-                self.stats.count("unknown", Outcome::Dropped("unusable_device"), ids.len());
-                return self.finish(&ids, now_ms).await;
+                self.finish(&ids, now_ms).await;
+                return self.stats.count("unknown", Outcome::Dropped("unusable_device"), ids.len());
             }
         };
         let body = if pushes.len() > 1 {
@@ -221,11 +221,12 @@ impl PushService {
             tracing::error!("cannot take back the badge count: {e}");
         }
         match outcome {
+            // Each outcome is counted once the queue has recorded it, so that the figures never run ahead of it.
             SendOutcome::Delivered => {
+                self.finish(&ids, now_ms).await;
                 self.stats.count(service, Outcome::Sent, 1);
                 self.stats.count(service, Outcome::Merged, ids.len() - 1);
                 self.stats.delivered(service);
-                self.finish(&ids, now_ms).await;
             }
             SendOutcome::Retry { after, reason } => {
                 self.stats.failed(service, &reason);
@@ -236,8 +237,8 @@ impl PushService {
                         device = super::device::shorten(device_id),
                         "push given up after {attempts} attempts: {reason}"
                     );
-                    self.stats.count(service, Outcome::Dropped("too_old"), ids.len());
-                    return self.finish(&ids, now_ms).await;
+                    self.finish(&ids, now_ms).await;
+                    return self.stats.count(service, Outcome::Dropped("too_old"), ids.len());
                 }
                 let delay = self.backoff(attempts).max(after.unwrap_or_default());
                 tracing::info!(
@@ -246,23 +247,23 @@ impl PushService {
                     ?delay,
                     "push will be retried: {reason}"
                 );
-                self.stats.count(service, Outcome::Retried, ids.len());
                 self.reschedule(&ids, now_ms + delay.as_millis() as i64, attempts).await;
+                self.stats.count(service, Outcome::Retried, ids.len());
             }
             SendOutcome::DeadToken(reason) => {
                 tracing::info!(device = super::device::shorten(device_id), "dead push token, device removed: {reason}");
-                self.stats.dead_token(service);
                 if let Err(e) = self.registry.remove_device(device_id).await {
                     tracing::error!("cannot remove a dead device: {e}");
                 }
                 self.plan_changed.notify_one();
                 self.finish(&ids, now_ms).await;
+                self.stats.dead_token(service);
             }
             SendOutcome::Failed(reason) => {
                 tracing::warn!(device = super::device::shorten(device_id), "push dropped: {reason}");
                 self.stats.failed(service, &reason);
-                self.stats.count(service, Outcome::Dropped("refused"), ids.len());
                 self.finish(&ids, now_ms).await;
+                self.stats.count(service, Outcome::Dropped("refused"), ids.len());
             }
         }
     }
