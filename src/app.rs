@@ -81,16 +81,23 @@ impl RelayHandle {
         state.set_nip11_extra(nip11_extra);
         state.refresh_moderation().await?;
         let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
-        let peers = postgres.map(|postgres| {
-            let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
-            tokio::spawn(cluster::listen(
-                postgres,
-                node.clone(),
-                peers_listeners,
-                registrations,
-                state.shutdown.clone(),
-            ))
-        });
+        let peers = match postgres {
+            Some(postgres) => {
+                // Read before this node serves anyone: whatever the others commit from now on reaches it.
+                let since = cluster::starting_seq(&postgres).await?;
+                let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
+                let shutdown = state.shutdown.clone();
+                Some(tokio::spawn(cluster::listen(
+                    postgres,
+                    node.clone(),
+                    since,
+                    peers_listeners,
+                    registrations,
+                    shutdown,
+                )))
+            }
+            None => None,
+        };
         let upstream = push.clone().filter(|_| config.upstream.enabled).map(|push| {
             let leases: Arc<dyn Leases> = store.clone();
             let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url, leases, node.clone());

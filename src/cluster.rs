@@ -33,6 +33,11 @@ pub trait SharedRegistrations: Send + Sync {
     fn resync(&self);
 }
 
+/// Where a starting node begins to follow the others: the newest `seq` now.
+pub async fn starting_seq(store: &PgStore) -> Result<i64, crate::store::StoreError> {
+    store.last_seq().await
+}
+
 /// Announces this node's ephemeral events (stored ones are announced by the store at commit).
 pub struct EphemeralAnnouncer {
     pub pool: PgPool,
@@ -57,21 +62,16 @@ impl AcceptListener for EphemeralAnnouncer {
     fn accepted_elsewhere(&self, _events: &[SharedEvent]) {}
 }
 
-/// Listens until shutdown; reconnects (and catches up) when the connection is lost.
+/// Listens until shutdown; reconnects (and catches up) when the connection is lost. `last_seq` must be read before
+/// the node serves anyone (see `starting_seq`), so that whatever is committed from then on reaches it.
 pub async fn listen(
     store: Arc<PgStore>,
     node: String,
+    mut last_seq: i64,
     listeners: Vec<Arc<dyn AcceptListener>>,
     registrations: Option<Arc<dyn SharedRegistrations>>,
     shutdown: CancellationToken,
 ) {
-    let mut last_seq = match store.last_seq().await {
-        Ok(seq) => seq,
-        Err(e) => {
-            tracing::error!("cannot read the newest event: {e}");
-            0
-        }
-    };
     while !shutdown.is_cancelled() {
         let mut listener = match connect(store.pool()).await {
             Ok(listener) => listener,

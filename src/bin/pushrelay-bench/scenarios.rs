@@ -162,8 +162,10 @@ pub async fn req(
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::with_capacity(part.len());
             let mut returned = 0usize;
-            for (i, filter) in part.into_iter().enumerate() {
-                let sub = format!("q{i}");
+            // One subscription id throughout: each REQ replaces the last (NIP-01). A CLOSE between REQs made every
+            // relay tried answer 40 ms later, which measures the TCP exchange, not the relay.
+            let sub = "q";
+            for filter in part {
                 let asked = Instant::now();
                 tx.send(json!(["REQ", sub, filter]).to_string()).await?;
                 loop {
@@ -175,9 +177,9 @@ pub async fn req(
                     }
                 }
                 latencies.push(asked.elapsed());
-                tx.send(json!(["CLOSE", sub]).to_string()).await?;
                 bar.inc(1);
             }
+            tx.send(json!(["CLOSE", sub]).to_string()).await?;
             Ok::<_, String>((latencies, returned))
         }));
     }
@@ -216,7 +218,10 @@ pub async fn fanout(
     for i in 0..subscribers {
         let (mut tx, mut rx) = client::connect(url).await?;
         tx.send(json!(["REQ", "live", {"kinds": [1], "since": since, "limit": 0}]).to_string()).await?;
-        while rx.next().await.is_some_and(|m| m[0] != "EOSE") {}
+        let eose = async { while rx.next().await.is_some_and(|m| m[0] != "EOSE") {} };
+        tokio::time::timeout(Duration::from_secs(10), eose)
+            .await
+            .map_err(|_| format!("subscriber {i} got no EOSE within 10 s"))?;
         let arrived = arrived.clone();
         readers.push(tokio::spawn(async move {
             let _keep_open: Sender = tx;

@@ -82,9 +82,40 @@ impl EventStore for SqliteStore {
         if filter.limit == Some(0) || filter.is_empty_range() {
             return Ok(Vec::new());
         }
-        let mut query = QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE ");
-        push_conditions(&mut query, filter, visibility, unix_now());
-        query.push(" ORDER BY e.created_at DESC, e.id ASC");
+        // A filter with tags is driven from the tag index, which holds each tag's events newest first: the query
+        // reads them in order and stops at the limit. (Filtering events by a tag subquery instead gathers every
+        // event with the tag before it can sort; measured on a hashtag one event in ten carries, 11.6 ms against
+        // 0.08 ms for the newest 50 of 40,000 events.)
+        let driving_tag = filter.tags.iter().next();
+        let mut query = match driving_tag {
+            Some((letter, values)) => {
+                let mut query = QueryBuilder::new(
+                    "SELECT e.id, e.created_at, e.json FROM tags d JOIN events e ON e.seq = d.event_seq WHERE d.name = ",
+                );
+                query.push_bind(letter.to_string());
+                // One value is a single range of the index, already in time order; a list (even of one, SQLite
+                // cannot tell) makes it gather and sort.
+                match values.as_slice() {
+                    [value] => query.push(" AND d.value = ").push_bind(value.clone()).push(" AND "),
+                    _ => query
+                        .push(" AND d.value IN (SELECT value FROM json_each(")
+                        .push_bind(serde_json::to_string(values).expect("strings serialize"))
+                        .push(")) AND "),
+                };
+                query
+            }
+            None => QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE "),
+        };
+        push_conditions(&mut query, filter, visibility, unix_now(), driving_tag.map(|(letter, _)| *letter));
+        // Each (name, value) is stored once per event, so one driving value yields each event once; an event that
+        // carries several of the values asked for would come once per value, and GROUP BY folds those.
+        if driving_tag.is_some_and(|(_, values)| values.len() > 1) {
+            query.push(" GROUP BY e.seq");
+        }
+        query.push(match driving_tag {
+            Some(_) => " ORDER BY d.created_at DESC, e.id ASC",
+            None => " ORDER BY e.created_at DESC, e.id ASC",
+        });
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(db_time(limit));
         }
@@ -106,7 +137,7 @@ impl EventStore for SqliteStore {
             }
             first = false;
             query.push("SELECT e.id FROM events e WHERE ");
-            push_conditions(&mut query, filter, visibility, now);
+            push_conditions(&mut query, filter, visibility, now, None);
         }
         if first {
             return Ok(0);
@@ -271,7 +302,13 @@ async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result
     .await?;
     let Some(inserted) = inserted else { return Ok(WriteOutcome::Duplicate) };
     let seq: i64 = inserted.try_get(0)?;
-    let tags: Vec<(String, &str)> = event.indexed_tags().map(|(letter, value)| (letter.to_string(), value)).collect();
+    // Each (name, value) once per event: the tag-driven queries rely on it.
+    let tags: Vec<(String, &str)> = event
+        .indexed_tags()
+        .map(|(letter, value)| (letter.to_string(), value))
+        .collect::<std::collections::BTreeSet<_>>()
+        .into_iter()
+        .collect();
     if !tags.is_empty() {
         // One statement for all tags: the pairs travel as a JSON array and SQLite unpacks them.
         let tags = serde_json::to_string(&tags).map_err(|e| StoreError(e.to_string()))?;
@@ -399,7 +436,14 @@ async fn delete_where(
 /// Appends a filter's conditions to a query over `events e`. Every value is a bound parameter; lists travel as
 /// one JSON array parameter each, so that a filter with thousands of ids is still one short statement with a
 /// stable text (and a cached plan).
-fn push_conditions(query: &mut QueryBuilder<Sqlite>, filter: &Filter, visibility: Visibility<'_>, now: u64) {
+/// `skip_tag`: a tag letter the query already joins on (its condition is not repeated).
+fn push_conditions(
+    query: &mut QueryBuilder<Sqlite>,
+    filter: &Filter,
+    visibility: Visibility<'_>,
+    now: u64,
+    skip_tag: Option<char>,
+) {
     query.push("(e.expires_at IS NULL OR e.expires_at > ").push_bind(db_time(now)).push(")");
     if let Some(ids) = &filter.ids {
         query.push(" AND e.id IN (SELECT unhex(value) FROM json_each(").push_bind(hex_list(ids)).push("))");
@@ -417,7 +461,7 @@ fn push_conditions(query: &mut QueryBuilder<Sqlite>, filter: &Filter, visibility
     if let Some(until) = filter.until {
         query.push(" AND e.created_at <= ").push_bind(db_time(until));
     }
-    for (letter, values) in &filter.tags {
+    for (letter, values) in filter.tags.iter().filter(|(letter, _)| Some(**letter) != skip_tag) {
         query
             .push(" AND e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = ")
             .push_bind(letter.to_string())
