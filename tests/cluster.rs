@@ -154,7 +154,8 @@ async fn a_watched_relay_is_taken_over_when_its_node_is_killed() {
     // Node a runs as its own process, so that it can really be killed.
     let config = keys.path().join("config.toml");
     std::fs::write(&config, "[server]\n").unwrap();
-    let mut node_a = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
+    command
         .arg("--config")
         .arg(&config)
         .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
@@ -165,23 +166,8 @@ async fn a_watched_relay_is_taken_over_when_its_node_is_killed() {
         .env("PUSHRELAY_UPSTREAM__ALLOW_INSECURE", "true")
         .env("PUSHRELAY_UPSTREAM__ALLOW_PRIVATE_ADDRESSES", "true")
         .env("PUSHRELAY_UPSTREAM__DEBOUNCE_MS", "50")
-        .env("PUSHRELAY_UPSTREAM__LEASE_SECS", "3")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = std::io::BufReader::new(node_a.stdout.take().unwrap());
-    let address = tokio::task::spawn_blocking(move || {
-        use std::io::BufRead;
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.split("local_addr=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_owned()))
-    })
-    .await
-    .unwrap()
-    .expect("node a logs its address");
+        .env("PUSHRELAY_UPSTREAM__LEASE_SECS", "3");
+    let (mut node_a, address) = spawn_relay_binary(&mut command).await;
 
     let (user, friend) = (Keys::generate(), Keys::generate());
     let push_key = pushrelay::push::keys::load_or_create(&keys.path().join("push.key")).unwrap().public_key();

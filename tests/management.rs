@@ -3,8 +3,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use base64::Engine;
 use common::*;
@@ -17,7 +16,13 @@ const RELAY_HTTP_URL: &str = "http://127.0.0.1:7777/";
 /// POSTs a NIP-86 request signed (NIP-98) by `signer`; returns the HTTP status and the JSON answer.
 async fn manage(relay: &TestRelay, signer: &Keys, method: &str, params: Value) -> (u16, Value) {
     let body = json!({"method": method, "params": params}).to_string();
-    let payload = hex::encode(Sha256::digest(body.as_bytes()));
+    let signed_for = body.clone();
+    post(relay, signer, body, signed_for.as_bytes()).await
+}
+
+/// POSTs `body` with a NIP-98 authorization whose payload tag is the hash of `signed_for`.
+async fn post(relay: &TestRelay, signer: &Keys, body: String, signed_for: &[u8]) -> (u16, Value) {
+    let payload = hex::encode(Sha256::digest(signed_for));
     let auth = sign(signer, 27235, "", &[&["u", RELAY_HTTP_URL], &["method", "POST"], &["payload", &payload]], now());
     let response = reqwest::Client::new()
         .post(relay.http_url())
@@ -88,18 +93,7 @@ async fn management_api_refuses_strangers_and_forged_requests() {
 
     // A signed request whose body was changed on the way.
     let body = json!({"method": "banpubkey", "params": ["ab".repeat(32)]}).to_string();
-    let signed_for = hex::encode(Sha256::digest(b"something else"));
-    let auth =
-        sign(&admin, 27235, "", &[&["u", RELAY_HTTP_URL], &["method", "POST"], &["payload", &signed_for]], now());
-    let response = reqwest::Client::new()
-        .post(relay.http_url())
-        .header("Content-Type", "application/nostr+json+rpc")
-        .header("Authorization", format!("Nostr {}", base64::engine::general_purpose::STANDARD.encode(auth.as_json())))
-        .body(body)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status().as_u16(), 401);
+    assert_eq!(post(&relay, &admin, body, b"something else").await.0, 401);
 
     // Without configured administrators the API is off.
     let closed = TestRelay::start().await;
@@ -117,37 +111,15 @@ async fn sighup_reloads_limits_and_lists() {
             .unwrap();
     };
     write("", 500);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pushrelay"))
+    let mut command = Command::new(env!("CARGO_BIN_EXE_pushrelay"));
+    command
         .arg("--config")
         .arg(&config)
         .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
         .env("PUSHRELAY_DATABASE__URL", format!("sqlite://{}/relay.db", dir.path().display()))
         .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", dir.path().join("push.key"))
-        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", dir.path().join("vapid.key"))
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
-    let address = tokio::task::spawn_blocking(move || {
-        let mut line = String::new();
-        loop {
-            line.clear();
-            if stdout.read_line(&mut line).unwrap() == 0 {
-                return None;
-            }
-            if let Some(address) = line.split("local_addr=").nth(1) {
-                let address = address.split_whitespace().next().unwrap().to_owned();
-                // Keep draining the log so that the relay never blocks on a full pipe.
-                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-                return Some(address);
-            }
-        }
-    })
-    .await
-    .unwrap()
-    .expect("the relay logs its address");
+        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", dir.path().join("vapid.key"));
+    let (mut child, address) = spawn_relay_binary(&mut command).await;
     let url = format!("ws://{address}");
     let keys = Keys::generate();
     Client::connect(&url).await.publish_ok(&sign(&keys, 30023, "an article", &[&["d", "a"]], now())).await;

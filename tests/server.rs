@@ -2,8 +2,7 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -119,28 +118,14 @@ async fn the_binary_takes_environment_overrides_and_exits_cleanly_on_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("config.toml");
     std::fs::write(&config, "[server]\nbind = \"127.0.0.1:1\"\n").unwrap();
-    let mut child = binary()
+    let mut command = binary();
+    command
         .arg("--config")
         .arg(&config)
         .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
         .env("PUSHRELAY_DATABASE__URL", format!("sqlite://{}/db/relay.db", dir.path().display()))
-        .env("PUSHRELAY_RELAY__NAME", "from the environment")
-        .env("RUST_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = BufReader::new(child.stdout.take().unwrap());
-    let address = tokio::task::spawn_blocking(move || {
-        stdout
-            .lines()
-            .map_while(Result::ok)
-            .find_map(|line| line.split("local_addr=").nth(1).map(|a| a.split_whitespace().next().unwrap().to_owned()))
-    })
-    .await
-    .unwrap()
-    .expect("the relay logs its address");
+        .env("PUSHRELAY_RELAY__NAME", "from the environment");
+    let (mut child, address) = spawn_relay_binary(&mut command).await;
 
     let document = nip11(&format!("http://{address}/")).await;
     assert_eq!(document["name"], "from the environment");

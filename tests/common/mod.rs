@@ -258,3 +258,28 @@ pub fn note(keys: &Keys, content: &str) -> Event {
 pub fn id_of(event: &Event) -> String {
     event.id.to_hex()
 }
+
+/// Starts the built binary (its stdout piped here) and waits for the address it logs; the rest of its log is read
+/// in the background, so that it never blocks on a full pipe.
+pub async fn spawn_relay_binary(command: &mut std::process::Command) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let mut child =
+        command.env("RUST_LOG", "info").env("NO_COLOR", "1").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let address = tokio::task::spawn_blocking(move || {
+        let mut line = String::new();
+        while stdout.read_line(&mut line).ok()? > 0 {
+            if let Some(address) = line.split("local_addr=").nth(1) {
+                let address = address.split_whitespace().next()?.to_owned();
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                return Some(address);
+            }
+            line.clear();
+        }
+        None
+    })
+    .await
+    .unwrap()
+    .expect("the relay logs its address");
+    (child, address)
+}
