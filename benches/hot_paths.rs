@@ -26,6 +26,10 @@ fn hot_paths(c: &mut Criterion) {
     c.bench_function("admit: parse, limits, id and signature", |b| {
         b.iter(|| pushrelay::relay::admission::admit(&raw, &limits).unwrap())
     });
+    c.bench_function("admit's parts: parse", |b| b.iter(|| Event::from_json(raw.get()).unwrap()));
+    c.bench_function("admit's parts: id (serialize and hash)", |b| b.iter(|| event.verify_id()));
+    c.bench_function("admit's parts: signature", |b| b.iter(|| event.verify_signature()));
+    c.bench_function("admit's parts: canonical json", |b| b.iter(|| event.as_json()));
 
     let filter =
         Filter::from_json(&json!({"kinds": [1], "#t": ["nostr"], "authors": [keys.public_key().to_hex()]})).unwrap();

@@ -62,8 +62,10 @@ fn describe() {
 }
 
 /// The verb of a protocol message as sent (`["EVENT",...` gives `EVENT`), for the message counters.
-pub fn verb_of(message: &str) -> &str {
-    message.get(2..).and_then(|rest| rest.split('"').next()).filter(|v| v.len() <= 8).unwrap_or("other")
+pub fn verb_of(message: &str) -> &'static str {
+    const VERBS: [&str; 9] = ["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "AUTH", "COUNT", "NEG-MSG", "NEG-ERR"];
+    let verb = message.get(2..).and_then(|rest| rest.split('"').next()).unwrap_or("");
+    VERBS.into_iter().find(|known| *known == verb).unwrap_or("other")
 }
 
 #[cfg(test)]

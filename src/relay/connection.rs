@@ -18,13 +18,13 @@ use governor::DefaultDirectRateLimiter;
 use serde_json::value::RawValue;
 
 use super::RelayState;
-use super::admission::{Refusal, admit};
+use super::admission::Refusal;
 use super::auth::{self, Reader};
 use super::negentropy::Reconciliations;
 use super::rate::ConnectionSlot;
 use super::subscriptions::{Outbox, SubscriptionKey};
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
-use crate::protocol::{Filter, KindClass, VerifiedEvent};
+use crate::protocol::{Filter, KindClass};
 use crate::store::{WriteOutcome, unix_now};
 
 /// How long a closing connection waits for its in-flight events to be acknowledged.
@@ -72,10 +72,13 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
                 break "too slow reading";
             }
             Some(reply) = pending.next(), if !pending.is_empty() => {
-                if send(&mut sink, reply).await.is_err() { break "send failed"; }
+                // Answers that are ready together leave in one write.
+                let ready = std::iter::from_fn(|| pending.next().now_or_never().flatten());
+                if send_all(&mut sink, std::iter::once(reply).chain(ready)).await.is_err() { break "send failed"; }
             }
             Some(live) = outgoing.recv() => {
-                if send(&mut sink, live).await.is_err() { break "send failed"; }
+                let ready = std::iter::from_fn(|| outgoing.try_recv().ok());
+                if send_all(&mut sink, std::iter::once(live).chain(ready)).await.is_err() { break "send failed"; }
             }
             incoming = stream.next(), if pending.len() < limits.max_pending_events => match incoming {
                 Some(Ok(Message::Text(text))) => {
@@ -114,8 +117,16 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
 }
 
 async fn send(sink: &mut Sink, text: String) -> Result<(), ()> {
-    metrics::counter!(crate::metrics::MESSAGES_OUT, "verb" => crate::metrics::verb_of(&text).to_owned()).increment(1);
-    sink.send(Message::Text(text.into())).await.map_err(|_| ())
+    send_all(sink, std::iter::once(text)).await
+}
+
+/// Sends messages with one flush at the end, so that many small ones (OKs, stored events) share a write.
+async fn send_all(sink: &mut Sink, texts: impl Iterator<Item = String>) -> Result<(), ()> {
+    for text in texts {
+        metrics::counter!(crate::metrics::MESSAGES_OUT, "verb" => crate::metrics::verb_of(&text)).increment(1);
+        sink.feed(Message::Text(text.into())).await.map_err(|_| ())?;
+    }
+    sink.flush().await.map_err(|_| ())
 }
 
 struct Session {
@@ -242,10 +253,8 @@ impl Session {
         let started = std::time::Instant::now();
         match self.state.store.query(&filters, self.peer.reader.visibility(&viewers)).await {
             Ok(events) => {
-                for stored in events {
-                    send(sink, message::event(&sub_id, &stored.json)).await?;
-                }
-                send(sink, message::eose(&sub_id)).await?;
+                let stored = events.iter().map(|stored| message::event(&sub_id, &stored.json));
+                send_all(sink, stored.chain(std::iter::once(message::eose(&sub_id)))).await?;
                 metrics::histogram!(crate::metrics::REQ_SECONDS).record(started.elapsed().as_secs_f64());
                 Ok(())
             }
@@ -281,7 +290,7 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         };
         return message::ok(&id, false, "rate-limited: too many events from your address, slow down");
     }
-    let event = match verify_off_thread(&state, raw).await {
+    let event = match state.verifier.admit(raw, state.config()).await {
         Ok(event) => Arc::new(event),
         Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
@@ -315,7 +324,7 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
 
 /// Checks a NIP-42 AUTH event; on success the connection may read what is addressed to that pubkey.
 async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
-    let event = match verify_off_thread(&state, raw).await {
+    let event = match state.verifier.admit(raw, state.config()).await {
         Ok(event) => event,
         Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
@@ -336,13 +345,4 @@ async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue
         }
         Err(reason) => message::ok(&id, false, &reason),
     }
-}
-
-async fn verify_off_thread(state: &Arc<RelayState>, raw: Box<RawValue>) -> Result<VerifiedEvent, Refusal> {
-    let _slot = state.verify_slots.acquire().await.expect("the semaphore is never closed");
-    let config = state.config();
-    tokio::task::spawn_blocking(move || admit(&raw, &config.limits)).await.unwrap_or_else(|e| {
-        tracing::error!("event check panicked: {e}");
-        Err(Refusal { event_id: None, reason: "error: could not check the event".into() })
-    })
 }

@@ -7,12 +7,12 @@ pub mod moderation;
 pub mod negentropy;
 pub mod rate;
 pub mod subscriptions;
+pub mod verifier;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
 use async_trait::async_trait;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -25,6 +25,7 @@ use admission::Policy;
 use moderation::Moderation;
 use rate::{ConnectionCounter, RateLimits};
 use subscriptions::SubscriptionIndex;
+use verifier::Verifier;
 
 /// The configuration file's settings and the moderation lists, and what follows from them.
 struct Settings {
@@ -72,9 +73,8 @@ pub struct RelayState {
     /// Where the operator's moderation lists are kept (NIP-86).
     pub moderation_store: Arc<dyn ModerationStore>,
     pub connections_per_ip: Arc<ConnectionCounter>,
-    /// Bounds concurrent signature checks to the number of cores, so that a flood of events queues here instead of
-    /// spawning hundreds of blocking threads.
-    pub verify_slots: Semaphore,
+    /// The id and signature checks, one thread per core, so that a flood of events queues there.
+    pub verifier: Verifier,
     /// Cancelled to close every connection at shutdown.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks, so that shutdown can wait for their last acknowledgements.
@@ -106,7 +106,7 @@ impl RelayState {
             nip11_extra: OnceLock::new(),
             moderation_store,
             connections_per_ip,
-            verify_slots: Semaphore::new(cores),
+            verifier: Verifier::start(cores),
             shutdown: CancellationToken::new(),
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),

@@ -71,7 +71,7 @@ pub trait EventStore: Send + Sync {
     async fn write_batch(
         &self,
         batch: &[SharedEvent],
-        job_source: Option<&dyn JobSource>,
+        job_source: Option<&Arc<dyn JobSource>>,
     ) -> Result<Vec<WriteOutcome>, StoreError>;
 
     /// Events matching one filter and visible to the reader, newest first (ties: lowest id first), at most

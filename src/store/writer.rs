@@ -63,19 +63,19 @@ async fn run(
     listeners: Vec<Arc<dyn AcceptListener>>,
     job_source: Option<Arc<dyn JobSource>>,
 ) {
-    let job_source = job_source.as_deref();
     let mut requests = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut requests, max_batch).await > 0 {
         let events: Vec<SharedEvent> = requests.iter().map(|r| r.event.clone()).collect();
         let events_len = events.len();
-        let outcomes = match store.write_batch(&events, job_source).await {
+        let outcomes = match store.write_batch(&events, job_source.as_ref()).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
             Err(e) => {
                 // One bad event must not fail its neighbours: retry each alone, so only the culprit gets the error.
                 tracing::warn!(batch = events.len(), "batch commit failed, retrying one by one: {e}");
                 let mut outcomes = Vec::with_capacity(events.len());
                 for event in &events {
-                    outcomes.push(store.write_batch(std::slice::from_ref(event), job_source).await.map(|o| o[0]));
+                    outcomes
+                        .push(store.write_batch(std::slice::from_ref(event), job_source.as_ref()).await.map(|o| o[0]));
                 }
                 outcomes
             }

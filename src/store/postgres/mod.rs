@@ -7,6 +7,7 @@
 
 mod jobs;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -74,7 +75,7 @@ impl EventStore for PgStore {
     async fn write_batch(
         &self,
         batch: &[SharedEvent],
-        job_source: Option<&dyn JobSource>,
+        job_source: Option<&Arc<dyn JobSource>>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;

@@ -1,28 +1,22 @@
 //! The job queue in SQLite. Every change goes through the write connection, like events.
 
 use async_trait::async_trait;
-use sqlx::{Connection, Row, SqliteConnection};
+use rusqlite::{Transaction, params};
 
-use super::{IMMEDIATE, SqliteStore, Synchronous, set_synchronous};
+use super::SqliteStore;
+use super::write::Synchronous;
 use crate::store::StoreError;
 use crate::store::jobs::{Job, JobQueue, NewJob};
 
 /// Inserts jobs on an open transaction (the event writer's, or `enqueue`'s own).
-pub(super) async fn insert_jobs(conn: &mut SqliteConnection, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
+pub(super) fn insert_jobs(tx: &Transaction, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
+    let mut insert = tx.prepare_cached(
+        "INSERT INTO jobs (dedup_key, group_key, payload, created_at, due_at) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (dedup_key) DO NOTHING",
+    )?;
     let mut added = 0;
     for job in jobs {
-        added += sqlx::query(
-            "INSERT INTO jobs (dedup_key, group_key, payload, created_at, due_at) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (dedup_key) DO NOTHING",
-        )
-        .bind(&job.dedup_key)
-        .bind(&job.group_key)
-        .bind(&job.payload)
-        .bind(now_ms)
-        .bind(now_ms)
-        .execute(&mut *conn)
-        .await?
-        .rows_affected();
+        added += insert.execute(params![job.dedup_key, job.group_key, job.payload, now_ms, now_ms])? as u64;
     }
     Ok(added)
 }
@@ -34,63 +28,49 @@ fn id_list(ids: &[i64]) -> String {
 #[async_trait]
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        let mut tx = conn.begin_with(IMMEDIATE).await?;
-        let added = insert_jobs(&mut tx, jobs, now_ms).await?;
-        tx.commit().await?;
-        Ok(added)
+        let jobs = jobs.to_vec();
+        self.write(move |conn| conn.transaction(Synchronous::Normal, |tx| insert_jobs(tx, &jobs, now_ms))).await
     }
 
     async fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        let rows = sqlx::query(
-            "UPDATE jobs SET leased = 1, due_at = ?1 + ?2
-             WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?1 AND leased = 0 ORDER BY due_at LIMIT ?3)
-             RETURNING id, group_key, payload, attempts, created_at",
-        )
-        .bind(now_ms)
-        .bind(lease_ms)
-        .bind(limit as i64)
-        .fetch_all(&mut *conn)
-        .await?;
-        rows.iter()
-            .map(|row| {
-                Ok(Job {
-                    id: row.try_get(0)?,
-                    group_key: row.try_get(1)?,
-                    payload: row.try_get(2)?,
-                    attempts: row.try_get::<i64, _>(3)? as u32,
-                    created_at: row.try_get(4)?,
-                })
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| {
+                let mut claim = tx.prepare_cached(
+                    "UPDATE jobs SET leased = 1, due_at = ?1 + ?2
+                     WHERE id IN (SELECT id FROM jobs WHERE due_at <= ?1 AND leased = 0 ORDER BY due_at LIMIT ?3)
+                     RETURNING id, group_key, payload, attempts, created_at",
+                )?;
+                let jobs = claim.query_map(params![now_ms, lease_ms, limit as i64], |row| {
+                    Ok(Job {
+                        id: row.get(0)?,
+                        group_key: row.get(1)?,
+                        payload: row.get(2)?,
+                        attempts: row.get(3)?,
+                        created_at: row.get(4)?,
+                    })
+                })?;
+                Ok(jobs.collect::<Result<Vec<_>, _>>()?)
             })
-            .collect()
+        })
+        .await
     }
 
     async fn finish(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        sqlx::query(
+        self.execute(
+            Synchronous::Normal,
             "UPDATE jobs SET due_at = NULL, leased = 0, finished_at = ? WHERE id IN (SELECT value FROM json_each(?))",
+            vec![now_ms.into(), id_list(ids).into()],
         )
-        .bind(now_ms)
-        .bind(id_list(ids))
-        .execute(&mut *conn)
         .await?;
         Ok(())
     }
 
     async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        sqlx::query(
+        self.execute(
+            Synchronous::Normal,
             "UPDATE jobs SET due_at = ?, leased = 0, attempts = ? WHERE id IN (SELECT value FROM json_each(?))",
+            vec![due_ms.into(), attempts.into(), id_list(ids).into()],
         )
-        .bind(due_ms)
-        .bind(attempts as i64)
-        .bind(id_list(ids))
-        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -104,25 +84,21 @@ impl JobQueue for SqliteStore {
     }
 
     async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        let released = sqlx::query("UPDATE jobs SET leased = 0, due_at = ? WHERE leased = 1")
-            .bind(now_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        Ok(released)
+        self.execute(
+            Synchronous::Normal,
+            "UPDATE jobs SET leased = 0, due_at = ? WHERE leased = 1",
+            vec![now_ms.into()],
+        )
+        .await
     }
 
     async fn purge_finished(&self, before_ms: i64) -> Result<u64, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        let purged = sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
-            .bind(before_ms)
-            .execute(&mut *conn)
-            .await?
-            .rows_affected();
-        Ok(purged)
+        self.execute(
+            Synchronous::Normal,
+            "DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?",
+            vec![before_ms.into()],
+        )
+        .await
     }
 
     async fn pending(&self) -> Result<u64, StoreError> {

@@ -1,26 +1,30 @@
-//! The SQLite store: one write connection (used only by the writer task) and a pool of read-only connections.
-//! WAL mode lets readers run while the writer commits; `synchronous = FULL` makes every commit durable before the
-//! writer acknowledges it, and batching spreads that fsync over many events.
+//! The SQLite store: one write connection (rusqlite, on a blocking thread: `write.rs` says why) and a pool of
+//! read-only sqlx connections. WAL mode lets readers run while the writer commits; `synchronous = FULL` makes every
+//! event commit durable before the writer acknowledges it, and batching spreads that fsync over many events.
 
 mod jobs;
+mod write;
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::types::Value;
+use rusqlite::{OptionalExtension, params, params_from_iter};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
-use tokio::sync::Mutex;
 
-use crate::protocol::filter::{Hash32, parse_hash};
-use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, SharedEvent};
 use crate::store::jobs::JobSource;
 use crate::store::{
-    ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
-    ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
-    db_time, parse_address, unix_now, unix_now_ms,
+    ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
+    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now,
+    unix_now_ms,
 };
+use write::{Synchronous, WriteConnection, delete_where, write_event};
 
 /// Write transactions take the write lock up front. A deferred transaction that reads first and writes later fails
 /// at once (SQLITE_BUSY_SNAPSHOT, busy timeout or not) when another connection committed in between; the push
@@ -28,7 +32,7 @@ use crate::store::{
 pub const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 pub struct SqliteStore {
-    writer: Mutex<SqliteConnection>,
+    writer: Arc<Mutex<WriteConnection>>,
     readers: SqlitePool,
 }
 
@@ -45,13 +49,41 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000");
-        let mut writer = SqliteConnection::connect_with(&options.clone().create_if_missing(true)).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut writer).await?;
+        let mut migrator = SqliteConnection::connect_with(&options.clone().create_if_missing(true)).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&mut migrator).await?;
+        migrator.close().await?;
+        let path = path.to_owned();
+        let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&path))
+            .await
+            .map_err(|e| StoreError(format!("opening the write connection failed: {e}")))??;
         let readers = SqlitePoolOptions::new()
             .max_connections(read_connections.max(1))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer: Mutex::new(writer), readers })
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers })
+    }
+
+    /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch.
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut WriteConnection) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let writer = self.writer.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside `work` rolled its transaction back as it unwound; the connection is still sound.
+            let mut conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
+            work(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError(format!("a write on the database failed: {e}")))?
+    }
+
+    /// One statement in its own transaction on the write connection; returns the rows it changed.
+    async fn execute(&self, level: Synchronous, sql: &'static str, values: Vec<Value>) -> Result<u64, StoreError> {
+        self.write(move |conn| {
+            conn.transaction(level, |tx| Ok(tx.prepare_cached(sql)?.execute(params_from_iter(&values))? as u64))
+        })
+        .await
     }
 }
 
@@ -60,22 +92,25 @@ impl EventStore for SqliteStore {
     async fn write_batch(
         &self,
         batch: &[SharedEvent],
-        job_source: Option<&dyn JobSource>,
+        job_source: Option<&Arc<dyn JobSource>>,
     ) -> Result<Vec<WriteOutcome>, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Full).await?;
-        let mut tx = conn.begin_with(IMMEDIATE).await?;
-        let mut outcomes = Vec::with_capacity(batch.len());
-        let now_ms = unix_now_ms();
-        for event in batch {
-            let outcome = write_event(&mut tx, event).await?;
-            if let (WriteOutcome::Stored, Some(source)) = (outcome, job_source) {
-                jobs::insert_jobs(&mut tx, &source.jobs_for(event), now_ms).await?;
-            }
-            outcomes.push(outcome);
-        }
-        tx.commit().await?;
-        Ok(outcomes)
+        let batch = batch.to_vec();
+        let job_source = job_source.cloned();
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Full, |tx| {
+                let now_ms = unix_now_ms();
+                let mut outcomes = Vec::with_capacity(batch.len());
+                for event in &batch {
+                    let outcome = write_event(tx, event)?;
+                    if let (WriteOutcome::Stored, Some(source)) = (outcome, &job_source) {
+                        jobs::insert_jobs(tx, &source.jobs_for(event), now_ms)?;
+                    }
+                    outcomes.push(outcome);
+                }
+                Ok(outcomes)
+            })
+        })
+        .await
     }
 
     async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
@@ -148,35 +183,28 @@ impl EventStore for SqliteStore {
     }
 
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        let mut tx = conn.begin_with(IMMEDIATE).await?;
-        let purged = delete_where(&mut tx, "expires_at <= ?", |q| q.bind(db_time(now))).await?;
-        tx.commit().await?;
-        Ok(purged)
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| delete_where(tx, "expires_at <= ?", params![db_time(now)]))
+        })
+        .await
     }
 
     async fn remove_event(&self, id: &Hash32) -> Result<bool, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Full).await?;
-        let mut tx = conn.begin_with(IMMEDIATE).await?;
-        let removed = delete_where(&mut tx, "id = ?", |q| q.bind(id.to_vec())).await?;
-        tx.commit().await?;
+        let id = *id;
+        let removed = self
+            .write(move |conn| conn.transaction(Synchronous::Full, |tx| delete_where(tx, "id = ?", params![&id[..]])))
+            .await?;
         Ok(removed > 0)
     }
 
     async fn vacuum(&self) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        sqlx::query("VACUUM").execute(&mut *conn).await?;
-        sqlx::query("ANALYZE").execute(&mut *conn).await?;
-        Ok(())
+        self.write(|conn| conn.execute_batch("VACUUM; ANALYZE;")).await
     }
 
     async fn close(&self) {
         self.readers.close().await;
-        let mut writer = self.writer.lock().await;
         // A checkpoint folds the WAL back into the main file so that a stopped relay leaves one tidy file.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut *writer).await {
+        if let Err(e) = self.write(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")).await {
             tracing::warn!("checkpoint at shutdown failed: {e}");
         }
     }
@@ -185,17 +213,21 @@ impl EventStore for SqliteStore {
 #[async_trait]
 impl Leases for SqliteStore {
     async fn hold(&self, name: &str, node: &str, until: i64, now: i64) -> Result<bool, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        let held =
-            sqlx::query(HOLD_LEASE).bind(name).bind(node).bind(until).bind(now).fetch_optional(&mut *conn).await?;
-        Ok(held.is_some())
+        let (name, node) = (name.to_owned(), node.to_owned());
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| {
+                let held: Option<String> = tx
+                    .prepare_cached(HOLD_LEASE)?
+                    .query_row(params![name, node, until, now], |row| row.get(0))
+                    .optional()?;
+                Ok(held.is_some())
+            })
+        })
+        .await
     }
 
     async fn release(&self, name: &str, node: &str) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Normal).await?;
-        sqlx::query(RELEASE_LEASE).bind(name).bind(node).execute(&mut *conn).await?;
+        self.execute(Synchronous::Normal, RELEASE_LEASE, vec![name.to_owned().into(), node.to_owned().into()]).await?;
         Ok(())
     }
 }
@@ -203,234 +235,26 @@ impl Leases for SqliteStore {
 #[async_trait]
 impl ModerationStore for SqliteStore {
     async fn moderation(&self) -> Result<Vec<(String, String, String)>, StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Full).await?;
-        let rows = sqlx::query(LIST_MODERATION).fetch_all(&mut *conn).await?;
+        let rows = sqlx::query(LIST_MODERATION).fetch_all(&self.readers).await?;
         rows.iter().map(|row| Ok((row.try_get(0)?, row.try_get(1)?, row.try_get(2)?))).collect()
     }
 
     async fn moderate(&self, list: &str, value: &str, reason: &str) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Full).await?;
-        sqlx::query(ADD_MODERATION).bind(list).bind(value).bind(reason).execute(&mut *conn).await?;
+        let values = vec![list.to_owned().into(), value.to_owned().into(), reason.to_owned().into()];
+        self.execute(Synchronous::Full, ADD_MODERATION, values).await?;
         Ok(())
     }
 
     async fn clear_list(&self, list: &str) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Full).await?;
-        sqlx::query(CLEAR_MODERATION_LIST).bind(list).execute(&mut *conn).await?;
+        self.execute(Synchronous::Full, CLEAR_MODERATION_LIST, vec![list.to_owned().into()]).await?;
         Ok(())
     }
 
     async fn unmoderate(&self, list: &str, value: &str) -> Result<(), StoreError> {
-        let mut conn = self.writer.lock().await;
-        set_synchronous(&mut conn, Synchronous::Full).await?;
-        sqlx::query(REMOVE_MODERATION).bind(list).bind(value).execute(&mut *conn).await?;
+        self.execute(Synchronous::Full, REMOVE_MODERATION, vec![list.to_owned().into(), value.to_owned().into()])
+            .await?;
         Ok(())
     }
-}
-
-/// How hard a commit on the write connection waits for the disk.
-#[derive(Clone, Copy)]
-pub(super) enum Synchronous {
-    /// Events: `OK true` promises the event survives a power cut, so each commit is fsynced.
-    Full,
-    /// Job bookkeeping (claim, finish, retry): losing the last of these on a power cut can only repeat a push
-    /// (delivery is at-least-once), and an fsync for each would throttle delivery. Still safe against a crash of
-    /// the relay itself (WAL).
-    Normal,
-}
-
-/// Sets the write connection's `synchronous` level. Every user of the connection sets the level it needs before
-/// writing, so no path can leave the event writer with a weaker one. (One connection rather than two: two writing
-/// connections would wait on each other through SQLite's busy handler, which sleeps.)
-pub(super) async fn set_synchronous(conn: &mut SqliteConnection, level: Synchronous) -> Result<(), StoreError> {
-    let pragma = match level {
-        Synchronous::Full => "PRAGMA synchronous = FULL",
-        Synchronous::Normal => "PRAGMA synchronous = NORMAL",
-    };
-    sqlx::query(pragma).execute(&mut *conn).await?;
-    Ok(())
-}
-
-async fn write_event(conn: &mut SqliteConnection, event: &SharedEvent) -> Result<WriteOutcome, StoreError> {
-    let replacement_key = match event.class() {
-        KindClass::Replaceable => Some(""),
-        KindClass::Addressable => Some(event.d_tag()),
-        KindClass::Regular | KindClass::Ephemeral => None,
-    };
-    let created_at = db_time(event.created_at());
-    if is_deleted(conn, event, replacement_key).await? {
-        return Ok(WriteOutcome::Deleted);
-    }
-    if let Some(d_tag) = replacement_key {
-        let current = sqlx::query("SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND d_tag = ?")
-            .bind(&event.pubkey()[..])
-            .bind(event.kind())
-            .bind(d_tag)
-            .fetch_optional(&mut *conn)
-            .await?;
-        if let Some(current) = current {
-            let (seq, stored_at, id): (i64, i64, Vec<u8>) =
-                (current.try_get(0)?, current.try_get(1)?, current.try_get(2)?);
-            if id == event.id() {
-                return Ok(WriteOutcome::Duplicate);
-            }
-            // Newest wins; on equal created_at the lowest id wins (NIP-01).
-            if stored_at > created_at || (stored_at == created_at && id[..] < event.id()[..]) {
-                return Ok(WriteOutcome::Superseded);
-            }
-            delete_where(conn, "seq = ?", |q| q.bind(seq)).await?;
-        }
-    }
-    if event.kind() == VANISH_KIND {
-        vanish(conn, event).await?;
-    }
-    let inserted = sqlx::query(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (id) DO NOTHING RETURNING seq",
-    )
-    .bind(&event.id()[..])
-    .bind(&event.pubkey()[..])
-    .bind(created_at)
-    .bind(event.kind())
-    .bind(replacement_key)
-    .bind(&*event.json)
-    .bind(event.expiration().map(db_time))
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(inserted) = inserted else { return Ok(WriteOutcome::Duplicate) };
-    let seq: i64 = inserted.try_get(0)?;
-    // Each (name, value) once per event: the tag-driven queries rely on it.
-    let tags: Vec<(String, &str)> = event
-        .indexed_tags()
-        .map(|(letter, value)| (letter.to_string(), value))
-        .collect::<std::collections::BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    if !tags.is_empty() {
-        // One statement for all tags: the pairs travel as a JSON array and SQLite unpacks them.
-        let tags = serde_json::to_string(&tags).map_err(|e| StoreError(e.to_string()))?;
-        sqlx::query(
-            "INSERT INTO tags (event_seq, name, value, created_at)
-             SELECT ?, value ->> 0, value ->> 1, ? FROM json_each(?)",
-        )
-        .bind(seq)
-        .bind(created_at)
-        .bind(tags)
-        .execute(&mut *conn)
-        .await?;
-    }
-    if event.kind() == DELETION_KIND {
-        apply_deletion(conn, event).await?;
-    }
-    Ok(WriteOutcome::Stored)
-}
-
-/// True when a deletion (NIP-09) or a request to vanish (NIP-62) already covers the event. Deletions themselves
-/// cannot be deleted.
-async fn is_deleted(
-    conn: &mut SqliteConnection,
-    event: &SharedEvent,
-    replacement_key: Option<&str>,
-) -> Result<bool, StoreError> {
-    let deleted: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = ?1 AND pubkey = ?2 AND ?4 != 5)
-             OR EXISTS (SELECT 1 FROM vanished WHERE pubkey = ?2 AND until >= ?3)
-             OR EXISTS (SELECT 1 FROM deleted_addresses WHERE pubkey = ?2 AND kind = ?4 AND d_tag = ?5 AND until >= ?3)",
-    )
-    .bind(&event.id()[..])
-    .bind(&event.pubkey()[..])
-    .bind(db_time(event.created_at()))
-    .bind(event.kind())
-    .bind(replacement_key)
-    .fetch_one(&mut *conn)
-    .await?;
-    Ok(deleted)
-}
-
-/// NIP-09: deletes the author's own events named by `e` tags (remembering the ids, so that they are refused if they
-/// arrive later) and the versions of the author's addresses named by `a` tags up to the deletion's `created_at`.
-async fn apply_deletion(conn: &mut SqliteConnection, deletion: &SharedEvent) -> Result<(), StoreError> {
-    let author = deletion.pubkey();
-    let until = db_time(deletion.created_at());
-    for (letter, value) in deletion.indexed_tags() {
-        match letter {
-            'e' => {
-                let Some(id) = parse_hash(value) else { continue };
-                sqlx::query("INSERT INTO deleted_events (id, pubkey) VALUES (?, ?) ON CONFLICT DO NOTHING")
-                    .bind(&id[..])
-                    .bind(&author[..])
-                    .execute(&mut *conn)
-                    .await?;
-                delete_where(conn, "id = ? AND pubkey = ? AND kind != 5", |q| {
-                    q.bind(id.to_vec()).bind(author.to_vec())
-                })
-                .await?;
-            }
-            'a' => {
-                let Some((kind, pubkey, d_tag)) = parse_address(value) else { continue };
-                if pubkey != *author || kind == DELETION_KIND {
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = max(until, excluded.until)",
-                )
-                .bind(&author[..])
-                .bind(kind)
-                .bind(d_tag)
-                .bind(until)
-                .execute(&mut *conn)
-                .await?;
-                delete_where(conn, "pubkey = ? AND kind = ? AND d_tag = ? AND created_at <= ?", |q| {
-                    q.bind(author.to_vec()).bind(kind).bind(d_tag.to_owned()).bind(until)
-                })
-                .await?;
-            }
-            _ => {}
-        }
-    }
-    Ok(())
-}
-
-/// NIP-62: deletes everything of the pubkey up to the request's `created_at`, and the gift wraps addressed to it,
-/// and refuses such events from now on.
-async fn vanish(conn: &mut SqliteConnection, request: &SharedEvent) -> Result<(), StoreError> {
-    let pubkey = request.pubkey();
-    let until = db_time(request.created_at());
-    sqlx::query(
-        "INSERT INTO vanished (pubkey, until) VALUES (?, ?)
-         ON CONFLICT (pubkey) DO UPDATE SET until = max(until, excluded.until)",
-    )
-    .bind(&pubkey[..])
-    .bind(until)
-    .execute(&mut *conn)
-    .await?;
-    delete_where(conn, "pubkey = ? AND created_at <= ?", |q| q.bind(pubkey.to_vec()).bind(until)).await?;
-    delete_where(
-        conn,
-        "kind = 1059 AND created_at <= ? AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = ?)",
-        |q| q.bind(until).bind(hex::encode(pubkey)),
-    )
-    .await?;
-    Ok(())
-}
-
-type Query<'q> = sqlx::query::Query<'q, Sqlite, sqlx::sqlite::SqliteArguments>;
-
-/// Deletes the events matching `condition` (a fixed SQL fragment over `events`, with the parameters `bind` adds)
-/// together with their tags; returns how many events.
-async fn delete_where(
-    conn: &mut SqliteConnection,
-    condition: &'static str,
-    bind: impl for<'q> Fn(Query<'q>) -> Query<'q>,
-) -> Result<u64, StoreError> {
-    let tags_sql = format!("DELETE FROM tags WHERE event_seq IN (SELECT seq FROM events WHERE {condition})");
-    bind(sqlx::query(sqlx::AssertSqlSafe(tags_sql))).execute(&mut *conn).await?;
-    let events_sql = format!("DELETE FROM events WHERE {condition}");
-    Ok(bind(sqlx::query(sqlx::AssertSqlSafe(events_sql))).execute(&mut *conn).await?.rows_affected())
 }
 
 /// Appends a filter's conditions to a query over `events e`. Every value is a bound parameter; lists travel as

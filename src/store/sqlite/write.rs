@@ -1,0 +1,239 @@
+//! The write connection and the statements of the write path, on rusqlite.
+//!
+//! Why not sqlx here, as for reads: sqlx runs each SQLite statement on a worker thread and waits for it over a
+//! channel, two context switches per statement. An event costs four or five statements (deletion check,
+//! replacement look-up, insert, tags, jobs), so a batch of 500 cost thousands of switches, which was most of the
+//! relay's CPU under ingest. Here a whole batch runs on one blocking thread with cached prepared statements.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
+
+use crate::protocol::filter::parse_hash;
+use crate::protocol::{KindClass, VerifiedEvent};
+use crate::store::{DELETION_KIND, StoreError, VANISH_KIND, WriteOutcome, db_time, parse_address};
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        Self(e.to_string())
+    }
+}
+
+/// How hard a commit on the write connection waits for the disk.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Synchronous {
+    /// Events: `OK true` promises the event survives a power cut, so each commit is fsynced.
+    Full,
+    /// Job bookkeeping (claim, finish, retry): losing the last of these on a power cut can only repeat a push
+    /// (delivery is at-least-once), and an fsync for each would throttle delivery. Still safe against a crash of
+    /// the relay itself (WAL).
+    Normal,
+}
+
+/// The one connection that writes events, jobs, leases and moderation. (One rather than several: two writing
+/// connections wait on each other through SQLite's busy handler, which sleeps.)
+pub(super) struct WriteConnection {
+    conn: Connection,
+    synchronous: Synchronous,
+}
+
+impl WriteConnection {
+    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        conn.pragma_update(None, "synchronous", "full")?;
+        conn.pragma_update(None, "temp_store", "memory")?;
+        conn.pragma_update(None, "cache_size", -32000)?;
+        // The commit that fills the WAL to this many pages copies them into the database. SQLite's 1,000 (4 MB)
+        // made that nearly every batch; at 16,384 (64 MB) a page changed by many batches is copied once, which
+        // measured 6 % less relay CPU under ingest (BENCHMARKS.md).
+        conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
+        // ...and the WAL file is cut back to this size after a checkpoint that emptied it.
+        conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
+        conn.set_prepared_statement_cache_capacity(64);
+        Ok(Self { conn, synchronous: Synchronous::Full })
+    }
+
+    /// Runs `work` in one immediate transaction (the write lock taken up front: a deferred transaction that reads
+    /// first fails at once with SQLITE_BUSY_SNAPSHOT when the push registry's connection committed in between) and
+    /// commits it at the given durability. Each caller names the level it needs, so no path can leave the event
+    /// writer with a weaker one.
+    pub(super) fn transaction<T>(
+        &mut self,
+        level: Synchronous,
+        work: impl FnOnce(&Transaction) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        if self.synchronous != level {
+            let pragma = match level {
+                Synchronous::Full => "full",
+                Synchronous::Normal => "normal",
+            };
+            self.conn.pragma_update(None, "synchronous", pragma)?;
+            self.synchronous = level;
+        }
+        let tx = self.conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let result = work(&tx)?;
+        tx.commit()?;
+        Ok(result)
+    }
+
+    /// A statement outside any transaction (VACUUM cannot run in one).
+    pub(super) fn execute_batch(&self, sql: &str) -> Result<(), StoreError> {
+        Ok(self.conn.execute_batch(sql)?)
+    }
+}
+
+/// Writes one event on the batch's transaction: deletion and replacement rules, the row, its tags, and what a
+/// deletion or a request to vanish removes.
+pub(super) fn write_event(tx: &Transaction, event: &VerifiedEvent) -> Result<WriteOutcome, StoreError> {
+    let replacement_key = match event.class() {
+        KindClass::Replaceable => Some(""),
+        KindClass::Addressable => Some(event.d_tag()),
+        KindClass::Regular | KindClass::Ephemeral => None,
+    };
+    let created_at = db_time(event.created_at());
+    if is_deleted(tx, event, replacement_key)? {
+        return Ok(WriteOutcome::Deleted);
+    }
+    if let Some(d_tag) = replacement_key {
+        let current: Option<(i64, i64, Vec<u8>)> = tx
+            .prepare_cached("SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND d_tag = ?")?
+            .query_row(params![&event.pubkey()[..], event.kind(), d_tag], |row| {
+                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+            })
+            .optional()?;
+        if let Some((seq, stored_at, id)) = current {
+            if id == event.id() {
+                return Ok(WriteOutcome::Duplicate);
+            }
+            // Newest wins; on equal created_at the lowest id wins (NIP-01).
+            if stored_at > created_at || (stored_at == created_at && id[..] < event.id()[..]) {
+                return Ok(WriteOutcome::Superseded);
+            }
+            delete_where(tx, "seq = ?", params![seq])?;
+        }
+    }
+    if event.kind() == VANISH_KIND {
+        vanish(tx, event)?;
+    }
+    let seq: Option<i64> = tx
+        .prepare_cached(
+            "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (id) DO NOTHING RETURNING seq",
+        )?
+        .query_row(
+            params![
+                &event.id()[..],
+                &event.pubkey()[..],
+                created_at,
+                event.kind(),
+                replacement_key,
+                &*event.json,
+                event.expiration().map(db_time)
+            ],
+            |row| row.get(0),
+        )
+        .optional()?;
+    let Some(seq) = seq else { return Ok(WriteOutcome::Duplicate) };
+    // Each (name, value) once per event: the tag-driven queries rely on it.
+    let tags: BTreeSet<(char, &str)> = event.indexed_tags().collect();
+    if !tags.is_empty() {
+        let mut insert =
+            tx.prepare_cached("INSERT INTO tags (event_seq, name, value, created_at) VALUES (?, ?, ?, ?)")?;
+        let mut letter = [0u8; 4];
+        for (name, value) in tags {
+            insert.execute(params![seq, &*name.encode_utf8(&mut letter), value, created_at])?;
+        }
+    }
+    if event.kind() == DELETION_KIND {
+        apply_deletion(tx, event)?;
+    }
+    Ok(WriteOutcome::Stored)
+}
+
+/// True when a deletion (NIP-09) or a request to vanish (NIP-62) already covers the event. Deletions themselves
+/// cannot be deleted.
+fn is_deleted(tx: &Transaction, event: &VerifiedEvent, replacement_key: Option<&str>) -> Result<bool, StoreError> {
+    let deleted = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = ?1 AND pubkey = ?2 AND ?4 != 5)
+                 OR EXISTS (SELECT 1 FROM vanished WHERE pubkey = ?2 AND until >= ?3)
+                 OR EXISTS (SELECT 1 FROM deleted_addresses
+                            WHERE pubkey = ?2 AND kind = ?4 AND d_tag = ?5 AND until >= ?3)",
+        )?
+        .query_row(
+            params![&event.id()[..], &event.pubkey()[..], db_time(event.created_at()), event.kind(), replacement_key],
+            |row| row.get(0),
+        )?;
+    Ok(deleted)
+}
+
+/// NIP-09: deletes the author's own events named by `e` tags (remembering the ids, so that they are refused if they
+/// arrive later) and the versions of the author's addresses named by `a` tags up to the deletion's `created_at`.
+fn apply_deletion(tx: &Transaction, deletion: &VerifiedEvent) -> Result<(), StoreError> {
+    let author = &deletion.pubkey()[..];
+    let until = db_time(deletion.created_at());
+    for (letter, value) in deletion.indexed_tags() {
+        match letter {
+            'e' => {
+                let Some(id) = parse_hash(value) else { continue };
+                tx.prepare_cached("INSERT INTO deleted_events (id, pubkey) VALUES (?, ?) ON CONFLICT DO NOTHING")?
+                    .execute(params![&id[..], author])?;
+                delete_where(tx, "id = ? AND pubkey = ? AND kind != 5", params![&id[..], author])?;
+            }
+            'a' => {
+                let Some((kind, pubkey, d_tag)) = parse_address(value) else { continue };
+                if pubkey[..] != *author || kind == DELETION_KIND {
+                    continue;
+                }
+                tx.prepare_cached(
+                    "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES (?, ?, ?, ?)
+                     ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = max(until, excluded.until)",
+                )?
+                .execute(params![author, kind, d_tag, until])?;
+                delete_where(
+                    tx,
+                    "pubkey = ? AND kind = ? AND d_tag = ? AND created_at <= ?",
+                    params![author, kind, d_tag, until],
+                )?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// NIP-62: deletes everything of the pubkey up to the request's `created_at`, and the gift wraps addressed to it,
+/// and refuses such events from now on.
+fn vanish(tx: &Transaction, request: &VerifiedEvent) -> Result<(), StoreError> {
+    let pubkey = &request.pubkey()[..];
+    let until = db_time(request.created_at());
+    tx.prepare_cached(
+        "INSERT INTO vanished (pubkey, until) VALUES (?, ?)
+         ON CONFLICT (pubkey) DO UPDATE SET until = max(until, excluded.until)",
+    )?
+    .execute(params![pubkey, until])?;
+    delete_where(tx, "pubkey = ? AND created_at <= ?", params![pubkey, until])?;
+    delete_where(
+        tx,
+        "kind = 1059 AND created_at <= ? AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = ?)",
+        params![until, hex::encode(pubkey)],
+    )?;
+    Ok(())
+}
+
+/// Deletes the events matching `condition` (a fixed SQL fragment over `events`, with `params` for its
+/// placeholders) together with their tags; returns how many events.
+pub(super) fn delete_where(
+    conn: &Connection,
+    condition: &'static str,
+    params: &[&dyn ToSql],
+) -> Result<u64, StoreError> {
+    conn.prepare_cached(&format!("DELETE FROM tags WHERE event_seq IN (SELECT seq FROM events WHERE {condition})"))?
+        .execute(params)?;
+    let deleted = conn.prepare_cached(&format!("DELETE FROM events WHERE {condition}"))?.execute(params)?;
+    Ok(deleted as u64)
+}
