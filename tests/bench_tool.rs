@@ -3,6 +3,7 @@
 
 mod common;
 
+use common::push::push_config;
 use common::*;
 use serde_json::Value;
 
@@ -35,4 +36,23 @@ async fn every_scenario_runs_on_a_tiny_scale() {
     let idle = bench(&relay, &["idle", "--connections", "50"]).await;
     assert_eq!(idle["connections"], 50);
     assert!(idle["per_connection"].as_f64().is_some(), "{idle}");
+
+    let verify = bench(&relay, &["verify", "--events", "200"]).await;
+    assert!(verify["events_per_core-second"].as_f64().unwrap() > 0.0, "{verify}");
+}
+
+#[tokio::test]
+async fn the_push_scenario_times_pushes_through_its_apns_stand_in() {
+    // The stand-in's address must be in the relay's configuration before either starts.
+    let apns_listen = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let relay = TestRelay::start_with(|config| {
+        let dir = config.push.secret_key_file.parent().unwrap().to_owned();
+        push_config(config, &format!("http://{apns_listen}"), &dir);
+        config.push.device_burst = 1000;
+    })
+    .await;
+    let args = ["push", "--apns-listen", &apns_listen, "--devices", "5", "--events", "20", "--rate", "50"];
+    let push = bench(&relay, &args).await;
+    assert_eq!(push["pushes_arrived"], 20, "{push}");
+    assert!(push["publish_to_APNs_p99"].as_f64().unwrap() > 0.0, "{push}");
 }

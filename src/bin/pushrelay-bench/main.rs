@@ -6,12 +6,15 @@
 //! cargo run --release --bin pushrelay-bench -- req --url ws://127.0.0.1:7777 --populate 100000
 //! cargo run --release --bin pushrelay-bench -- fanout --url ws://127.0.0.1:7777 --subscribers 500
 //! cargo run --release --bin pushrelay-bench -- idle --url ws://127.0.0.1:7777 --connections 10000 --pid ...
+//! cargo run --release --bin pushrelay-bench -- push --url ws://127.0.0.1:7777 --apns-listen 127.0.0.1:7800
+//! cargo run --release --bin pushrelay-bench -- verify --events 20000
 //! ```
 //! `--json` prints one JSON object instead of the table. With `--pid`, the relay's CPU time (and, for `idle`, its
 //! memory) is read from /proc, so that rates can be given per relay CPU-second.
 
 mod client;
 mod events;
+mod push;
 mod report;
 mod scenarios;
 
@@ -64,6 +67,24 @@ enum Scenario {
         #[arg(long, default_value_t = 10)]
         seconds: usize,
     },
+    /// Offline devices registered, then direct messages to them at a steady rate; publish-to-APNs latency, through
+    /// an APNs stand-in the relay must be pointed at (ours only: `[push.apns] endpoint`).
+    Push {
+        /// Where the APNs stand-in listens (HTTP/2 without TLS).
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        apns_listen: String,
+        #[arg(long, default_value_t = 1_000)]
+        devices: usize,
+        #[arg(long, default_value_t = 5_000)]
+        events: usize,
+        #[arg(long, default_value_t = 1_000)]
+        rate: usize,
+    },
+    /// The ceiling of ingest: events (id and signature) this machine's cores verify per second, no relay involved.
+    Verify {
+        #[arg(long, default_value_t = 20_000)]
+        events: usize,
+    },
     /// Idle connections, and what each costs the relay in memory (needs --pid).
     Idle {
         #[arg(long, default_value_t = 1_000)]
@@ -84,6 +105,10 @@ async fn main() {
         Scenario::Fanout { subscribers, rate, seconds } => {
             scenarios::fanout(&cli.url, cli.pid, subscribers, rate, seconds).await
         }
+        Scenario::Push { apns_listen, devices, events, rate } => {
+            push::push(&cli.url, cli.pid, &apns_listen, devices, events, rate).await
+        }
+        Scenario::Verify { events } => scenarios::verify(events),
         Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
     };
     match outcome {

@@ -16,7 +16,7 @@ use crate::report::Report;
 /// Events per author: enough authors that per-author rate limits (600 a minute on ours) are not what is measured.
 const EVENTS_PER_AUTHOR: usize = 20;
 
-fn progress(total: usize, what: &str) -> ProgressBar {
+pub fn progress(total: usize, what: &str) -> ProgressBar {
     ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))
             .expect("a valid template"),
@@ -24,7 +24,7 @@ fn progress(total: usize, what: &str) -> ProgressBar {
 }
 
 /// The relay's CPU time so far (user + system), from /proc/<pid>/stat, in seconds (clock ticks of 1/100 s).
-fn cpu_seconds(pid: u32) -> Option<f64> {
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -38,15 +38,15 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-struct Published {
-    accepted: usize,
+pub struct Published {
+    pub accepted: usize,
     refused: usize,
     latencies: Vec<Duration>,
-    refusal: Option<String>,
+    pub refusal: Option<String>,
 }
 
 /// Publishes `events` over `connections` connections with `window` EVENTs in flight on each, timing each OK.
-async fn publish(url: &str, events: Vec<Event>, connections: usize, window: usize) -> Result<Published, String> {
+pub async fn publish(url: &str, events: Vec<Event>, connections: usize, window: usize) -> Result<Published, String> {
     let bar = progress(events.len(), "events");
     let share = events.len().div_ceil(connections.max(1)).max(1);
     let mut tasks = Vec::new();
@@ -239,29 +239,9 @@ pub async fn fanout(
         }
     }
     drop(arrived);
-    let (mut publisher, mut acks) = client::connect(url).await?;
-    tokio::spawn(async move { while acks.next().await.is_some() {} });
     let cpu_before = pid.and_then(cpu_seconds);
-    let mut sent: HashMap<String, Instant> = HashMap::with_capacity(count);
-    let interval = Duration::from_secs_f64(1.0 / rate.max(1) as f64);
-    let mut ticks = tokio::time::interval(interval);
-    let bar = progress(count, "published");
-    for event in events {
-        ticks.tick().await;
-        sent.insert(event.id.to_hex(), Instant::now());
-        publisher.send(json!(["EVENT", event]).to_string()).await?;
-        bar.inc(1);
-    }
-    bar.finish_and_clear();
-    let expected = count * subscribers;
-    let mut latencies = Vec::with_capacity(expected);
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while latencies.len() < expected {
-        match tokio::time::timeout_at(deadline, arrivals.recv()).await {
-            Ok(Some((id, at))) => latencies.extend(sent.get(&id).map(|s| at.saturating_duration_since(*s))),
-            _ => break,
-        }
-    }
+    let sent = publish_at_rate(url, events, rate).await?;
+    let latencies = arrival_latencies(&sent, &mut arrivals, count * subscribers).await;
     let cpu = cpu_before.zip(pid.and_then(cpu_seconds)).map(|(b, a)| a - b);
     for reader in readers {
         reader.abort();
@@ -269,12 +249,69 @@ pub async fn fanout(
     let mut report = Report::new("fanout");
     report.add("subscribers", subscribers, "");
     report.add("events published", count, "");
-    report.add("deliveries", latencies.len(), &format!("of {expected}"));
+    report.add("deliveries", latencies.len(), &format!("of {}", count * subscribers));
     report.add("deliveries per second", (latencies.len() as f64 / seconds.max(1) as f64).round(), "/s");
     if let Some(cpu) = cpu {
         report.add("relay cpu", (cpu * 100.0).round() / 100.0, "s");
     }
     report.latencies("delivery", latencies);
+    Ok(report)
+}
+
+/// Publishes `events` on one connection at a steady `rate` (OKs are read and ignored); when each was sent.
+pub async fn publish_at_rate(url: &str, events: Vec<Event>, rate: usize) -> Result<HashMap<String, Instant>, String> {
+    let (mut publisher, mut acks) = client::connect(url).await?;
+    tokio::spawn(async move { while acks.next().await.is_some() {} });
+    let mut sent = HashMap::with_capacity(events.len());
+    let mut ticks = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+    let bar = progress(events.len(), "published");
+    for event in events {
+        ticks.tick().await;
+        sent.insert(event.id.to_hex(), Instant::now());
+        publisher.send(json!(["EVENT", event]).to_string()).await?;
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    Ok(sent)
+}
+
+/// How long after its sending each arrival (event id, when) came, until `expected` arrived or none came for 5 s.
+pub async fn arrival_latencies(
+    sent: &HashMap<String, Instant>,
+    arrivals: &mut mpsc::UnboundedReceiver<(String, Instant)>,
+    expected: usize,
+) -> Vec<Duration> {
+    let mut latencies = Vec::with_capacity(expected);
+    while latencies.len() < expected {
+        match tokio::time::timeout(Duration::from_secs(5), arrivals.recv()).await {
+            Ok(Some((id, at))) => latencies.extend(sent.get(&id).map(|s| at.saturating_duration_since(*s))),
+            _ => break,
+        }
+    }
+    latencies
+}
+
+/// The ceiling of ingest: how many events (id and signature, as the relay checks them) all cores verify a second.
+pub fn verify(count: usize) -> Result<Report, String> {
+    let events = events::notes(count, &events::keys(count.div_ceil(EVENTS_PER_AUTHOR).max(1)));
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let started = Instant::now();
+    let verified: usize = std::thread::scope(|scope| {
+        let shares: Vec<_> = events
+            .chunks(count.div_ceil(threads).max(1))
+            .map(|share| scope.spawn(move || share.iter().filter(|e| e.verify().is_ok()).count()))
+            .collect();
+        shares.into_iter().map(|share| share.join().expect("verifying does not panic")).sum()
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    if verified != count {
+        return Err(format!("only {verified} of {count} events verified"));
+    }
+    let mut report = Report::new("verify");
+    report.add("events", count, "");
+    report.add("threads", threads, "");
+    report.add("events per second", (count as f64 / elapsed).round(), "/s");
+    report.add("events per core-second", (count as f64 / elapsed / threads as f64).round(), "/s");
     Ok(report)
 }
 
