@@ -148,6 +148,9 @@ pub struct DatabaseConfig {
     pub max_batch: usize,
     /// How often expired events (NIP-40) are purged, in seconds.
     pub purge_interval_secs: u64,
+    /// SQLite: how long a write waits for a lock another process holds (a backup, `pushrelay import`) before the
+    /// events waiting on it are refused with `OK false error:`.
+    pub busy_timeout_ms: u64,
 }
 
 impl Default for DatabaseConfig {
@@ -158,6 +161,7 @@ impl Default for DatabaseConfig {
             read_connections: 4,
             max_batch: 512,
             purge_interval_secs: 60,
+            busy_timeout_ms: 10_000,
         }
     }
 }
@@ -271,6 +275,9 @@ pub struct PushConfig {
     pub retry_max_ms: u64,
     /// A push not delivered within this many seconds of its event is dropped (and counted).
     pub max_job_age_secs: u64,
+    /// Pushes waiting in the queue (a service down for long, a flood): beyond this many, the oldest are dropped
+    /// (counted as `reason="queue_full"` and logged). 0: no limit.
+    pub max_queued_jobs: u64,
     /// An event whose `created_at` is older than this many seconds is not pushed. Keep it above two days: gift
     /// wraps (1059) are dated up to two days back on purpose.
     pub max_event_age_secs: u64,
@@ -302,6 +309,7 @@ impl Default for PushConfig {
             retry_initial_ms: 1000,
             retry_max_ms: 15 * 60 * 1000,
             max_job_age_secs: 24 * 3600,
+            max_queued_jobs: 1_000_000,
             max_event_age_secs: 7 * 24 * 3600,
             device_burst: 5,
             device_refill_secs: 12,

@@ -30,6 +30,8 @@ const CLAIM_BATCH: usize = 256;
 const LEASE: Duration = Duration::from_secs(120);
 /// Longest sleep between looks at the queue when nothing wakes the loop.
 const IDLE_POLL: Duration = Duration::from_secs(1);
+/// How often the queue's size is checked against `max_queued_jobs`.
+const SHED_INTERVAL: Duration = Duration::from_secs(5);
 /// Finished jobs are kept this long, so that an event seen again later does not push twice.
 const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -57,8 +59,8 @@ enum Outcome {
     Sent,
     Merged,
     Retried,
-    /// With why: `unusable_device`, `too_old` (retried past `max_job_age_secs`) or `refused` (by the service, or no
-    /// sender configured).
+    /// With why: `unusable_device`, `too_old` (retried past `max_job_age_secs`), `refused` (by the service, or no
+    /// sender configured) or `queue_full` (shed beyond `max_queued_jobs`).
     Dropped(&'static str),
 }
 
@@ -108,7 +110,12 @@ pub async fn run(service: Arc<PushService>, shutdown: CancellationToken) {
     let workers = Arc::new(Semaphore::new(service.config.workers));
     let mut deliveries = JoinSet::new();
     let mut last_purge = tokio::time::Instant::now();
+    let mut last_shed = tokio::time::Instant::now();
     'rounds: while !shutdown.is_cancelled() {
+        if service.config.max_queued_jobs > 0 && last_shed.elapsed() > SHED_INTERVAL {
+            last_shed = tokio::time::Instant::now();
+            service.shed_oldest().await;
+        }
         let jobs = match service.queue.claim_due(unix_now_ms(), CLAIM_BATCH, LEASE.as_millis() as i64).await {
             Ok(jobs) => jobs,
             Err(e) => {
@@ -285,6 +292,19 @@ impl PushService {
         };
         let profile = self.events.query_filter(&filter, Visibility::default()).await.ok()?.pop()?;
         text::profile_name(&profile.json)
+    }
+
+    /// Keeps the queue within `max_queued_jobs`: the oldest waiting pushes go, counted and logged.
+    async fn shed_oldest(&self) {
+        let keep = self.config.max_queued_jobs;
+        match self.queue.shed(keep, unix_now_ms()).await {
+            Ok(0) => {}
+            Ok(shed) => {
+                tracing::warn!(shed, "push queue over max_queued_jobs ({keep}): the oldest waiting pushes dropped");
+                self.stats.count("any", Outcome::Dropped("queue_full"), shed as usize);
+            }
+            Err(e) => tracing::error!("cannot shed push jobs: {e}"),
+        }
     }
 
     async fn finish(&self, ids: &[i64], now_ms: i64) {

@@ -59,14 +59,16 @@ impl Registry {
     pub async fn open(database: &DatabaseConfig, config: PushConfig, node: String) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let shared = database.is_postgres();
+        let pragmas = format!("PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL", database.busy_timeout_ms);
         let pool = AnyPoolOptions::new()
             .max_connections(2)
             .after_connect(move |conn, _| {
+                let pragmas = pragmas.clone();
                 Box::pin(async move {
                     if !shared {
                         // Registrations and heartbeats are re-sent by the app, so `synchronous = NORMAL` (safe
                         // against a crash of the relay, not of the machine) spares an fsync per heartbeat.
-                        conn.execute("PRAGMA busy_timeout = 10000; PRAGMA synchronous = NORMAL").await?;
+                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
                     }
                     Ok(())
                 })

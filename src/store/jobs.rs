@@ -57,4 +57,8 @@ pub trait JobQueue: Send + Sync {
 
     /// Jobs not yet finished.
     async fn pending(&self) -> Result<u64, StoreError>;
+
+    /// Finishes the oldest jobs not yet taken beyond the newest `keep` unfinished ones (a queue past its size);
+    /// returns how many.
+    async fn shed(&self, keep: u64, now_ms: i64) -> Result<u64, StoreError>;
 }

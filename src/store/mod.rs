@@ -40,18 +40,50 @@ pub struct Visibility<'a> {
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
-#[error("{0}")]
-pub struct StoreError(pub String);
+#[error("{message}")]
+pub struct StoreError {
+    pub message: String,
+    /// The database could not be written or reached at all (locked past the busy timeout, disk full, I/O error,
+    /// connection lost): the same for every event of a batch, so the writer refuses the batch whole instead of
+    /// retrying it event by event.
+    pub unavailable: bool,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        Self { message: message.into(), unavailable: false }
+    }
+}
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        Self(e.to_string())
+        let unavailable = match &e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::Protocol(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+            _ => false,
+        };
+        Self { message: e.to_string(), unavailable }
+    }
+}
+
+/// Database error codes that say the database, not the statement, is the trouble. PostgreSQL: connection
+/// exceptions (08), insufficient resources such as a full disk (53), an operator intervention such as a restart (57).
+/// SQLite (primary result codes): busy (5), locked (6), I/O error (10), full (13), cannot open (14).
+fn unavailable_code(code: &str) -> bool {
+    match code.parse::<i64>() {
+        Ok(sqlite) if code.len() < 5 => matches!(sqlite & 0xff, 5 | 6 | 10 | 13 | 14),
+        _ => ["08", "53", "57"].iter().any(|class| code.starts_with(class)),
     }
 }
 
 impl From<sqlx::migrate::MigrateError> for StoreError {
     fn from(e: sqlx::migrate::MigrateError) -> Self {
-        Self(e.to_string())
+        Self::new(e.to_string())
     }
 }
 
@@ -157,8 +189,8 @@ pub async fn open(config: &DatabaseConfig, node: &str) -> Result<(Arc<dyn Store>
         let store = Arc::new(PgStore::open(&config.url, config.read_connections, node.to_owned()).await?);
         return Ok((store.clone(), Some(store)));
     }
-    let path = config.sqlite_path().map_err(StoreError)?;
-    Ok((Arc::new(SqliteStore::open(&path, config.read_connections).await?), None))
+    let path = config.sqlite_path().map_err(StoreError::new)?;
+    Ok((Arc::new(SqliteStore::open(&path, config).await?), None))
 }
 
 const DELETION_KIND: u16 = 5;

@@ -50,7 +50,7 @@ impl Writer {
     /// Queues an event and waits until it is committed (or refused).
     pub async fn write(&self, event: SharedEvent) -> Result<WriteOutcome, StoreError> {
         let (reply, outcome) = oneshot::channel();
-        let stopped = || StoreError("the writer has stopped".into());
+        let stopped = || StoreError::new("the writer has stopped");
         self.requests.send(WriteRequest { event, reply }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
@@ -69,6 +69,10 @@ async fn run(
         let events_len = events.len();
         let outcomes = match store.write_batch(&events, job_source.as_ref()).await {
             Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+            Err(e) if e.unavailable => {
+                tracing::error!(batch = events.len(), "batch not committed, the database is unavailable: {e}");
+                vec![Err(e); events.len()]
+            }
             Err(e) => {
                 // One bad event must not fail its neighbours: retry each alone, so only the culprit gets the error.
                 tracing::warn!(batch = events.len(), "batch commit failed, retrying one by one: {e}");

@@ -19,6 +19,9 @@ const SUBSCRIPTION: &str = "pushrelay";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+/// A connection that lasted this long was a good one: the back-off starts again from `FIRST_BACKOFF`. A relay
+/// that drops connections sooner (flapping) is retried ever more slowly; `since` still covers the gaps.
+const STABLE_SESSION: Duration = Duration::from_secs(30);
 /// After a reconnect, `since` reaches this far before the connection was lost: clocks and commit order are not exact.
 const SINCE_MARGIN: u64 = 60;
 /// Gift wraps carry a `created_at` up to two days in the past (NIP-59), so their filters reach back that much more.
@@ -38,10 +41,14 @@ pub(super) async fn watch(
     // for new events only.
     let mut live_until: Option<u64> = None;
     loop {
+        let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
             outcome = session(&url, &config, &mut plan, &*sink, &status, &mut live_until) => outcome,
         };
+        if started.elapsed() >= STABLE_SESSION {
+            backoff = FIRST_BACKOFF;
+        }
         let error = match outcome {
             Ok(()) => return, // nothing left to watch here
             Err(e) => e,
@@ -58,9 +65,6 @@ pub(super) async fn watch(
             _ = tokio::time::sleep(jittered) => {}
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
-        if status.lock().expect("status lock").get(&url).is_some_and(|s| s.events > 0) {
-            backoff = FIRST_BACKOFF;
-        }
     }
 }
 

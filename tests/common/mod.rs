@@ -3,6 +3,7 @@
 #![allow(dead_code)] // each test binary uses its own subset of the helpers
 
 pub mod postgres;
+pub mod proxy;
 pub mod push;
 pub mod standins;
 

@@ -21,6 +21,8 @@ pub struct Recorded {
     pub version: Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The status the stand-in answered with.
+    pub answered: u16,
 }
 
 impl Recorded {
@@ -37,6 +39,8 @@ impl Recorded {
 struct Shared {
     requests: Mutex<Vec<Recorded>>,
     answers: Mutex<VecDeque<(u16, String)>>,
+    /// While set, every push request is answered with this status (an outage).
+    outage: Mutex<Option<u16>>,
     arrived: Notify,
 }
 
@@ -67,6 +71,20 @@ impl StandIn {
     /// Queues the answer to the next request (after the ones already queued).
     pub fn answer_next(&self, status: u16, body: &str) {
         self.shared.answers.lock().unwrap().push_back((status, body.to_owned()));
+    }
+
+    /// Answers every push request with `status` until `recover` (token requests still succeed).
+    pub fn go_down(&self, status: u16) {
+        *self.shared.outage.lock().unwrap() = Some(status);
+    }
+
+    pub fn recover(&self) {
+        *self.shared.outage.lock().unwrap() = None;
+    }
+
+    /// Every request so far, other than token requests.
+    pub fn pushes(&self) -> Vec<Recorded> {
+        self.shared.requests.lock().unwrap().iter().filter(|r| r.path != TOKEN_PATH).cloned().collect()
     }
 
     /// The next request not yet returned, other than token requests, waiting up to `wait`.
@@ -114,13 +132,18 @@ async fn record(
     body: Bytes,
 ) -> Response {
     let path = uri.path().to_owned();
-    let is_token = path == TOKEN_PATH;
-    shared.requests.lock().unwrap().push(Recorded { method, path, version, headers, body });
-    shared.arrived.notify_waiters();
-    if is_token {
+    if path == TOKEN_PATH {
+        shared.requests.lock().unwrap().push(Recorded { method, path, version, headers, body, answered: 200 });
+        shared.arrived.notify_waiters();
         let token = serde_json::json!({"access_token": ACCESS_TOKEN, "expires_in": 3600, "token_type": "Bearer"});
         return axum::Json(token).into_response();
     }
-    let (status, body) = shared.answers.lock().unwrap().pop_front().unwrap_or((200, "{}".to_owned()));
-    (StatusCode::from_u16(status).unwrap(), body).into_response()
+    let outage = *shared.outage.lock().unwrap();
+    let (status, answer) = match outage {
+        Some(status) => (status, "{\"reason\":\"ServiceUnavailable\"}".to_owned()),
+        None => shared.answers.lock().unwrap().pop_front().unwrap_or((200, "{}".to_owned())),
+    };
+    shared.requests.lock().unwrap().push(Recorded { method, path, version, headers, body, answered: status });
+    shared.arrived.notify_waiters();
+    (StatusCode::from_u16(status).unwrap(), answer).into_response()
 }

@@ -111,4 +111,19 @@ impl JobQueue for PgStore {
             sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL").fetch_one(&self.pool).await?;
         Ok(pending as u64)
     }
+
+    async fn shed(&self, keep: u64, now_ms: i64) -> Result<u64, StoreError> {
+        let shed = sqlx::query(
+            "UPDATE jobs SET due_at = NULL, finished_at = $1 WHERE id IN (
+                 SELECT id FROM jobs WHERE due_at IS NOT NULL AND leased_by IS NULL ORDER BY id
+                 LIMIT GREATEST((SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL) - $2, 0)
+                 FOR UPDATE SKIP LOCKED)",
+        )
+        .bind(now_ms)
+        .bind(keep as i64)
+        .execute(&self.pool)
+        .await?
+        .rows_affected();
+        Ok(shed)
+    }
 }

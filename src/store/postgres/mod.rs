@@ -43,7 +43,7 @@ impl PgStore {
             .acquire_timeout(Duration::from_secs(10))
             .connect(url)
             .await
-            .map_err(|e| StoreError(format!("cannot connect to PostgreSQL: {e}")))?;
+            .map_err(|e| StoreError::new(format!("cannot connect to PostgreSQL: {e}")))?;
         // sqlx takes an advisory lock while migrating, so nodes starting together do not race.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         Ok(Self { pool, node })
@@ -407,5 +407,5 @@ fn bytes_list(values: &[Hash32]) -> Vec<Vec<u8>> {
 }
 
 fn hash(bytes: Vec<u8>) -> Result<Hash32, StoreError> {
-    bytes.try_into().map_err(|_| StoreError("stored id is not 32 bytes".into()))
+    bytes.try_into().map_err(|_| StoreError::new("stored id is not 32 bytes"))
 }

@@ -101,6 +101,17 @@ impl JobQueue for SqliteStore {
         .await
     }
 
+    async fn shed(&self, keep: u64, now_ms: i64) -> Result<u64, StoreError> {
+        self.execute(
+            Synchronous::Normal,
+            "UPDATE jobs SET due_at = NULL, finished_at = ? WHERE id IN (
+                 SELECT id FROM jobs WHERE due_at IS NOT NULL AND leased = 0 ORDER BY id
+                 LIMIT max((SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL) - ?, 0))",
+            vec![now_ms.into(), (keep as i64).into()],
+        )
+        .await
+    }
+
     async fn pending(&self) -> Result<u64, StoreError> {
         let count: i64 =
             sqlx::query_scalar("SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL").fetch_one(&self.readers).await?;

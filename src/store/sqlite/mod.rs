@@ -17,6 +17,7 @@ use rusqlite::{OptionalExtension, params, params_from_iter};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
 use crate::store::jobs::JobSource;
@@ -38,27 +39,28 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    pub async fn open(path: &Path, read_connections: u32) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, config: &DatabaseConfig) -> Result<Self, StoreError> {
+        let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder)
-                .map_err(|e| StoreError(format!("cannot create folder {}: {e}", folder.display())))?;
+                .map_err(|e| StoreError::new(format!("cannot create folder {}: {e}", folder.display())))?;
         }
         let options = SqliteConnectOptions::from_str("sqlite://")?
             .filename(path)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
+            .busy_timeout(busy_timeout)
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000");
         let mut migrator = SqliteConnection::connect_with(&options.clone().create_if_missing(true)).await?;
         sqlx::migrate!("./migrations/sqlite").run(&mut migrator).await?;
         migrator.close().await?;
         let path = path.to_owned();
-        let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&path))
+        let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&path, busy_timeout))
             .await
-            .map_err(|e| StoreError(format!("opening the write connection failed: {e}")))??;
+            .map_err(|e| StoreError::new(format!("opening the write connection failed: {e}")))??;
         let readers = SqlitePoolOptions::new()
-            .max_connections(read_connections.max(1))
+            .max_connections(config.read_connections.max(1))
             .connect_with(options.read_only(true))
             .await?;
         Ok(Self { writer: Arc::new(Mutex::new(writer)), readers })
@@ -76,7 +78,7 @@ impl SqliteStore {
             work(&mut conn)
         })
         .await
-        .map_err(|e| StoreError(format!("a write on the database failed: {e}")))?
+        .map_err(|e| StoreError::new(format!("a write on the database failed: {e}")))?
     }
 
     /// One statement in its own transaction on the write connection; returns the rows it changed.
@@ -379,5 +381,5 @@ fn hex_list(values: &[[u8; 32]]) -> String {
 }
 
 fn hash(bytes: Vec<u8>) -> Result<Hash32, StoreError> {
-    bytes.try_into().map_err(|_| StoreError("stored id is not 32 bytes".into()))
+    bytes.try_into().map_err(|_| StoreError::new("stored id is not 32 bytes"))
 }

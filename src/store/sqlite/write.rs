@@ -17,7 +17,11 @@ use crate::store::{DELETION_KIND, StoreError, VANISH_KIND, WriteOutcome, db_time
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        Self(e.to_string())
+        use rusqlite::ErrorCode::*;
+        let unavailable = e.sqlite_error_code().is_some_and(|code| {
+            matches!(code, DatabaseBusy | DatabaseLocked | SystemIoFailure | DiskFull | CannotOpen | ReadOnly)
+        });
+        Self { message: e.to_string(), unavailable }
     }
 }
 
@@ -40,9 +44,9 @@ pub(super) struct WriteConnection {
 }
 
 impl WriteConnection {
-    pub(super) fn open(path: &Path) -> Result<Self, StoreError> {
+    pub(super) fn open(path: &Path, busy_timeout: Duration) -> Result<Self, StoreError> {
         let conn = Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.busy_timeout(busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "wal")?;
         conn.pragma_update(None, "synchronous", "full")?;
         conn.pragma_update(None, "temp_store", "memory")?;
