@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
-use axum::serve::ListenerExt;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
@@ -121,6 +121,7 @@ impl RelayHandle {
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, public_url = %config.server.public_url, "relay listening");
 
+        let handshake_timeout = Duration::from_secs(config.server.handshake_timeout_secs.max(1));
         let metrics_server = match config.server.metrics_bind {
             Some(address) => {
                 let listener = TcpListener::bind(address)
@@ -128,30 +129,17 @@ impl RelayHandle {
                     .map_err(|e| anyhow::anyhow!("cannot listen on {address} for metrics: {e}"))?;
                 tracing::info!(address = %listener.local_addr()?, "metrics listening");
                 let app = http::metrics_router(state.clone());
-                let stop = state.shutdown.clone();
-                Some(tokio::spawn(async move {
-                    let _ = axum::serve(listener, app).with_graceful_shutdown(stop.cancelled_owned()).await;
-                }))
+                Some(tokio::spawn(http::serve::serve(listener, app, handshake_timeout, state.shutdown.clone())))
             }
             None => None,
         };
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        let app = http::router(state.clone()).into_make_service_with_connect_info::<SocketAddr>();
+        let app = http::router(state.clone());
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
         let push_at_shutdown = push.clone();
         let done = tokio::spawn(async move {
-            // Nostr traffic is many small messages (EVENT, EOSE, OK): without TCP_NODELAY, Nagle's algorithm and
-            // delayed ACKs add tens of milliseconds to every answer that follows another.
-            let listener = listener.tap_io(|tcp| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::warn!("cannot set TCP_NODELAY: {e}");
-                }
-            });
-            let served = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await;
-            if let Err(e) = served {
-                tracing::error!("server stopped: {e}");
-            }
+            http::serve::serve(listener, app, handshake_timeout, shutdown).await;
             // Connections answer their in-flight events before they end; only then may the writer stop.
             connections.close();
             connections.wait().await;

@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub status_page: bool,
     /// Serve `/metrics` on this address alone (one the monitoring system reaches) instead of on `bind`.
     pub metrics_bind: Option<SocketAddr>,
+    /// A client must send a whole HTTP request head (the WebSocket handshake included) within this many seconds
+    /// of connecting or of its previous request, or it is disconnected (slow-loris clients).
+    pub handshake_timeout_secs: u64,
 }
 
 impl Default for ServerConfig {
@@ -43,6 +46,7 @@ impl Default for ServerConfig {
             public_url: "ws://127.0.0.1:7777".to_owned(),
             status_page: true,
             metrics_bind: None,
+            handshake_timeout_secs: 10,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 mod nip11;
 mod nip86;
+pub mod serve;
 mod status;
 
 use std::net::SocketAddr;

@@ -124,11 +124,24 @@ impl Client {
 
     pub async fn try_connect(url: &str) -> Option<Self> {
         let (socket, _) = connect_async_with_config(url, None, true).await.ok()?;
+        Some(Self::greeted(socket).await)
+    }
+
+    /// Connects from `source`, a loopback address of its own (per-address limits count it apart).
+    pub async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> Self {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((source, 0).into()).unwrap();
+        let stream = socket.connect(url.trim_start_matches("ws://").parse().unwrap()).await.unwrap();
+        let (socket, _) = tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await.unwrap();
+        Self::greeted(socket).await
+    }
+
+    async fn greeted(socket: WebSocketStream<MaybeTlsStream<TcpStream>>) -> Self {
         let mut client = Self { socket, challenge: String::new() };
         let greeting = client.recv().await;
         assert_eq!(greeting[0], "AUTH", "the relay opens with a challenge: {greeting}");
         client.challenge = greeting[1].as_str().unwrap().to_owned();
-        Some(client)
+        client
     }
 
     /// Authenticates (NIP-42) as `keys` for the relay at `relay_url`; returns the relay's OK answer.
