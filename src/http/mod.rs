@@ -56,7 +56,7 @@ async fn root(
             .max_message_size(hard_limit)
             .max_frame_size(hard_limit)
             // Small buffers keep idle connections cheap; they grow only while a large message passes.
-            .read_buffer_size(4096)
+            .read_buffer_size(2048)
             .write_buffer_size(0)
             .on_upgrade(move |socket| tracker.track_future(connection::serve(socket, state, peer, slot)));
     }
