@@ -142,6 +142,19 @@ async fn register_devices(url: &str, push_key: &PublicKey, users: &[Keys]) {
     }
 }
 
+/// A direct message to each of `users`, published through `url`; their ids.
+async fn message_each(url: &str, users: &[Keys]) -> Vec<String> {
+    let friend = Keys::generate();
+    let mut client = Client::connect(url).await;
+    let mut messages = Vec::new();
+    for user in users {
+        let message = dm(&friend, user);
+        client.publish_ok(&message).await;
+        messages.push(id_of(&message));
+    }
+    messages
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_queued_before_a_sigkill_are_delivered_once_after_the_restart() {
     let service = StandIn::start().await;
@@ -152,14 +165,7 @@ async fn pushes_queued_before_a_sigkill_are_delivered_once_after_the_restart() {
     let push_key = PublicKey::from_hex(nip11(&format!("http://{address}/")).await["self"].as_str().unwrap()).unwrap();
     let users: Vec<Keys> = (0..10).map(|_| Keys::generate()).collect();
     register_devices(&url, &push_key, &users).await;
-    let friend = Keys::generate();
-    let mut client = Client::connect(&url).await;
-    let mut messages = Vec::new();
-    for user in &users {
-        let message = dm(&friend, user);
-        client.publish_ok(&message).await;
-        messages.push(id_of(&message));
-    }
+    let messages = message_each(&url, &users).await;
     // Every push has been tried (and refused) at least once: they are all in the queue.
     assert!(eventually(|| service.pushes().len() >= 10).await, "{} attempts", service.pushes().len());
     kill_hard(&mut relay);
@@ -184,14 +190,7 @@ async fn a_long_outage_delivers_every_due_push_once_after_recovery() {
     service.go_down(503);
     let users: Vec<Keys> = (0..20).map(|_| Keys::generate()).collect();
     register_devices(&relay.url, &push_key, &users).await;
-    let friend = Keys::generate();
-    let mut client = relay.client().await;
-    let mut messages = Vec::new();
-    for user in &users {
-        let message = dm(&friend, user);
-        client.publish_ok(&message).await;
-        messages.push(id_of(&message));
-    }
+    let messages = message_each(&relay.url, &users).await;
     // Each push refused at least twice over the outage.
     assert!(eventually(|| service.pushes().len() >= 40).await, "{} attempts", service.pushes().len());
     service.recover();
@@ -222,14 +221,7 @@ async fn a_queue_past_its_size_sheds_the_oldest_and_says_so() {
     service.go_down(503);
     let users: Vec<Keys> = (0..12).map(|_| Keys::generate()).collect();
     register_devices(&relay.url, &push.public_key(), &users).await;
-    let friend = Keys::generate();
-    let mut client = relay.client().await;
-    let mut messages = Vec::new();
-    for user in &users {
-        let message = dm(&friend, user);
-        client.publish_ok(&message).await;
-        messages.push(id_of(&message));
-    }
+    let messages = message_each(&relay.url, &users).await;
     let shed = || push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed);
     let started = Instant::now();
     while shed() < 7 && started.elapsed() < Duration::from_secs(10) {
