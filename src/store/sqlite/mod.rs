@@ -8,7 +8,7 @@ mod write;
 use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -16,6 +16,7 @@ use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
 
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
@@ -66,19 +67,18 @@ impl SqliteStore {
         Ok(Self { writer: Arc::new(Mutex::new(writer)), readers })
     }
 
-    /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch.
+    /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch. The connection is
+    /// taken before the hand-off, so that writers waiting for it wait as tasks: waiting on a blocking thread, the
+    /// delivery workers' job bookkeeping piled up a hundred threads behind each event batch.
     async fn write<T: Send + 'static>(
         &self,
         work: impl FnOnce(&mut WriteConnection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let writer = self.writer.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic inside `work` rolled its transaction back as it unwound; the connection is still sound.
-            let mut conn = writer.lock().unwrap_or_else(PoisonError::into_inner);
-            work(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::new(format!("a write on the database failed: {e}")))?
+        let mut conn = self.writer.clone().lock_owned().await;
+        // A panic inside `work` rolls its transaction back as it unwinds; the connection stays sound.
+        tokio::task::spawn_blocking(move || work(&mut conn))
+            .await
+            .map_err(|e| StoreError::new(format!("a write on the database failed: {e}")))?
     }
 
     /// One statement in its own transaction on the write connection; returns the rows it changed.
