@@ -18,6 +18,7 @@ pub mod zap;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
@@ -65,6 +66,9 @@ pub struct PushService {
     vapid_public_key: Option<String>,
     /// Woken when jobs were added, so that delivery does not wait for the next poll.
     wake: Arc<Notify>,
+    /// Set when a stored event's commit carried jobs: only then does its commit wake the delivery loop (whose look
+    /// at the queue is a write, which would otherwise follow every batch of the writer).
+    jobs_committed: AtomicBool,
     device_limiter: DefaultKeyedRateLimiter<String>,
     stats: PushStats,
 }
@@ -96,6 +100,7 @@ impl PushService {
             senders: Senders::from_config(push, webpush)?,
             vapid_public_key,
             wake: Arc::new(Notify::new()),
+            jobs_committed: AtomicBool::new(false),
             device_limiter: dispatch::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
             stats: PushStats::default(),
         });
@@ -219,7 +224,11 @@ impl PushService {
 /// Inside the writer's transaction: the jobs a stored event causes, committed with it.
 impl JobSource for PushService {
     fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob> {
-        self.matcher().jobs_for(event, unix_now())
+        let jobs = self.matcher().jobs_for(event, unix_now());
+        if !jobs.is_empty() {
+            self.jobs_committed.store(true, Ordering::Relaxed);
+        }
+        jobs
     }
 }
 
@@ -287,10 +296,13 @@ impl WatchSource for PushService {
 }
 
 impl PushService {
-    /// Queues jobs without making the caller wait (publishing never waits on the queue), then wakes the loop.
+    /// Queues jobs without making the caller wait (publishing never waits on the queue), then wakes the loop; with
+    /// none, wakes it only if a commit since the last wake carried jobs.
     fn enqueue_later(&self, jobs: Vec<NewJob>) {
         if jobs.is_empty() {
-            self.wake.notify_one();
+            if self.jobs_committed.swap(false, Ordering::Relaxed) {
+                self.wake.notify_one();
+            }
             return;
         }
         let (queue, wake) = (self.queue.clone(), self.wake.clone());
