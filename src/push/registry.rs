@@ -62,6 +62,8 @@ impl Registry {
         let pragmas = format!("PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL", database.busy_timeout_ms);
         let pool = AnyPoolOptions::new()
             .max_connections(2)
+            // SQLite connections do not drop; the check before each use cost a round trip to the worker thread.
+            .test_before_acquire(shared)
             .after_connect(move |conn, _| {
                 let pragmas = pragmas.clone();
                 Box::pin(async move {

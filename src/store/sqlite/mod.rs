@@ -62,6 +62,9 @@ impl SqliteStore {
             .map_err(|e| StoreError::new(format!("opening the write connection failed: {e}")))??;
         let readers = SqlitePoolOptions::new()
             .max_connections(config.read_connections.max(1))
+            // A SQLite connection does not drop like a network one; the check before each use was a round trip to
+            // the connection's worker thread, two context switches, on every query.
+            .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
         Ok(Self { writer: Arc::new(Mutex::new(writer)), readers })
