@@ -62,7 +62,7 @@ pub async fn devices(config: &Config, pubkey: Option<&str>) -> Result<String, St
 }
 
 async fn open_registry(config: &Config) -> Result<Registry, String> {
-    Registry::open(&config.database, config.push.clone(), config.database.node())
+    Registry::open(&config.database, config.push.clone(), config.database.node(), None)
         .await
         .map_err(|e| format!("cannot read the registrations: {e}"))
 }

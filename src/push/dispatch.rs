@@ -21,7 +21,7 @@ use super::text;
 use crate::activity::Timeline;
 use crate::protocol::Filter;
 use crate::protocol::filter::parse_hash;
-use crate::store::jobs::Job;
+use crate::store::jobs::{Job, JobUpdate};
 use crate::store::{Visibility, unix_now, unix_now_ms};
 
 /// Jobs taken per round.
@@ -308,13 +308,15 @@ impl PushService {
     }
 
     async fn finish(&self, ids: &[i64], now_ms: i64) {
-        if let Err(e) = self.queue.finish(ids, now_ms).await {
+        let update = JobUpdate::Finished { ids: ids.to_vec(), at_ms: now_ms };
+        if let Err(e) = self.bookkeeper.record(update).await {
             tracing::error!("cannot record finished push jobs: {e}");
         }
     }
 
     async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
-        if let Err(e) = self.queue.reschedule(ids, due_ms, attempts).await {
+        let update = JobUpdate::Rescheduled { ids: ids.to_vec(), due_ms, attempts };
+        if let Err(e) = self.bookkeeper.record(update).await {
             tracing::error!("cannot reschedule push jobs: {e}");
         }
     }

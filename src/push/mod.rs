@@ -4,6 +4,7 @@
 //! `relay::EventConsumer`, and into the write path through `store::jobs::JobSource` and
 //! `store::writer::AcceptListener`.
 
+mod bookkeeping;
 pub mod device;
 pub mod dispatch;
 pub mod index;
@@ -35,6 +36,7 @@ use crate::store::jobs::{JobQueue, JobSource, NewJob};
 use crate::store::writer::AcceptListener;
 use crate::store::{EventStore, Store, Visibility, unix_now_ms};
 use crate::upstream::{RemoteEvents, WatchSource};
+use bookkeeping::Bookkeeper;
 use dispatch::PushStats;
 use jobs::Matcher;
 use mutes::{MUTE_LIST_KIND, MuteLists};
@@ -59,6 +61,8 @@ pub struct PushService {
     /// Notification titles name the relay.
     relay_name: String,
     queue: Arc<dyn JobQueue>,
+    /// Records delivery outcomes in the queue, several to a transaction.
+    bookkeeper: Bookkeeper,
     /// For the authors' profile names.
     events: Arc<dyn EventStore>,
     senders: Senders,
@@ -78,7 +82,7 @@ impl PushService {
     pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, String> {
         let push = &config.push;
         let keys = keys::load_or_create(&push.secret_key_file)?;
-        let registry = Registry::open(&config.database, push.clone(), config.database.node())
+        let registry = Registry::open(&config.database, push.clone(), config.database.node(), Some(store.clone()))
             .await
             .map_err(|e| format!("cannot open push registrations: {e}"))?;
         let pubkey_hex = keys.public_key().to_hex();
@@ -96,6 +100,7 @@ impl PushService {
             plan_changed: Arc::new(Notify::new()),
             relay_name: config.relay.name.clone(),
             queue: store.clone(),
+            bookkeeper: Bookkeeper::start(store.clone()),
             events: store,
             senders: Senders::from_config(push, webpush)?,
             vapid_public_key,

@@ -19,7 +19,7 @@ use super::registration::RegistrationUpdate;
 use crate::config::{DatabaseConfig, PushConfig};
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
-use crate::store::IMMEDIATE;
+use crate::store::{IMMEDIATE, WriteTurn, WriteTurns};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -52,11 +52,19 @@ pub struct Registry {
     index: RwLock<RegistrationIndex>,
     changes: Mutex<()>,
     config: PushConfig,
+    turns: Option<Arc<dyn WriteTurns>>,
 }
 
 impl Registry {
     /// Opens the registrations in the relay's database (already migrated by the store) and loads the index.
-    pub async fn open(database: &DatabaseConfig, config: PushConfig, node: String) -> Result<Self, sqlx::Error> {
+    /// `turns`: the store's turns at writing, when the relay runs (see `store::WriteTurns`); a command beside a running
+    /// relay has none and waits for SQLite's lock as any other process.
+    pub async fn open(
+        database: &DatabaseConfig,
+        config: PushConfig,
+        node: String,
+        turns: Option<Arc<dyn WriteTurns>>,
+    ) -> Result<Self, sqlx::Error> {
         sqlx::any::install_default_drivers();
         let shared = database.is_postgres();
         let pragmas = format!("PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL", database.busy_timeout_ms);
@@ -77,7 +85,7 @@ impl Registry {
             })
             .connect(&database.url)
             .await?;
-        let registry = Self { pool, shared, node, index: RwLock::default(), changes: Mutex::new(()), config };
+        let registry = Self { pool, shared, node, index: RwLock::default(), changes: Mutex::new(()), config, turns };
         registry.load().await?;
         Ok(registry)
     }
@@ -175,6 +183,7 @@ impl Registry {
         now: i64,
     ) -> Result<Applied, ApplyError> {
         let _serialised = self.changes.lock().await;
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin_with(if self.shared { "BEGIN" } else { IMMEDIATE }).await?;
         let last_applied: Option<i64> =
             sqlx::query_scalar("SELECT last_applied_at FROM push_presence WHERE pubkey = $1")
@@ -327,6 +336,7 @@ impl Registry {
     /// Forgets a device whose push service called its token dead, for every pubkey that registered it.
     pub async fn remove_device(&self, device_id: &str) -> Result<(), sqlx::Error> {
         let _serialised = self.changes.lock().await;
+        let _turn = self.write_turn().await;
         let mut tx = self.pool.begin_with(if self.shared { "BEGIN" } else { IMMEDIATE }).await?;
         let pubkeys: Vec<Vec<u8>> =
             sqlx::query_scalar("DELETE FROM push_registrations WHERE device_id = $1 RETURNING pubkey")
@@ -344,6 +354,7 @@ impl Registry {
     /// Adds `count` notifications (negative: takes them back) to the badge of `pubkey`'s registration of the
     /// device; returns the new badge number, or None when the registration is gone.
     pub async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<u32>, sqlx::Error> {
+        let _turn = self.write_turn().await;
         let badge: Option<i64> = sqlx::query_scalar(
             "UPDATE push_registrations SET badge = CASE WHEN badge + $1 < 0 THEN 0 ELSE badge + $1 END
              WHERE pubkey = $2 AND device_id = $3 RETURNING badge",
@@ -375,6 +386,14 @@ impl Registry {
     pub fn matching(&self, event: &VerifiedEvent, now: i64) -> Vec<Arc<Registration>> {
         let timeout = self.config.heartbeat_timeout_secs as i64;
         self.index.read().expect("registration index lock").matching(event, now, timeout)
+    }
+
+    /// The store's turn at writing, if the relay gave this registry its turns.
+    async fn write_turn(&self) -> Option<WriteTurn> {
+        match &self.turns {
+            Some(turns) => Some(turns.write_turn().await),
+            None => None,
+        }
     }
 
     pub async fn close(&self) {

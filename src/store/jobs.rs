@@ -26,6 +26,16 @@ pub struct Job {
     pub created_at: i64,
 }
 
+/// What became of jobs a worker took; outcomes recorded together are written in one transaction
+/// (`JobQueue::record`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobUpdate {
+    /// Done or given up at `at_ms`; kept, for de-duplication, until purged.
+    Finished { ids: Vec<i64>, at_ms: i64 },
+    /// Put back, due at `due_ms`, having been tried `attempts` times.
+    Rescheduled { ids: Vec<i64>, due_ms: i64, attempts: u32 },
+}
+
 /// Derives the jobs a newly stored event causes; called inside the transaction that stores the event.
 pub trait JobSource: Send + Sync {
     fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob>;
@@ -40,11 +50,8 @@ pub trait JobQueue: Send + Sync {
     /// Takes up to `limit` due jobs, oldest due first, and leases them for `lease_ms`.
     async fn claim_due(&self, now_ms: i64, limit: usize, lease_ms: i64) -> Result<Vec<Job>, StoreError>;
 
-    /// Marks jobs done (or given up); they are kept, for de-duplication, until purged.
-    async fn finish(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError>;
-
-    /// Puts jobs back, due at `due_ms`, with their attempt count.
-    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) -> Result<(), StoreError>;
+    /// Applies outcomes, all in one transaction.
+    async fn record(&self, updates: &[JobUpdate]) -> Result<(), StoreError>;
 
     /// When the next unleased job falls due, if any.
     async fn next_due(&self) -> Result<Option<i64>, StoreError>;

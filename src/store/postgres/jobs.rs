@@ -7,7 +7,7 @@ use sqlx::postgres::PgConnection;
 
 use super::PgStore;
 use crate::store::StoreError;
-use crate::store::jobs::{Job, JobQueue, NewJob};
+use crate::store::jobs::{Job, JobQueue, JobUpdate, NewJob};
 
 /// Inserts jobs on an open transaction (the event writer's, or `enqueue`'s own).
 pub(super) async fn insert_jobs(conn: &mut PgConnection, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
@@ -62,22 +62,25 @@ impl JobQueue for PgStore {
             .collect()
     }
 
-    async fn finish(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET due_at = NULL, leased_by = NULL, finished_at = $1 WHERE id = ANY($2)")
-            .bind(now_ms)
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
-    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) -> Result<(), StoreError> {
-        sqlx::query("UPDATE jobs SET due_at = $1, leased_by = NULL, attempts = $2 WHERE id = ANY($3)")
-            .bind(due_ms)
-            .bind(i64::from(attempts))
-            .bind(ids)
-            .execute(&self.pool)
-            .await?;
+    async fn record(&self, updates: &[JobUpdate]) -> Result<(), StoreError> {
+        let mut tx = self.pool.begin().await?;
+        for update in updates {
+            let statement = match update {
+                JobUpdate::Finished { ids, at_ms } => {
+                    sqlx::query("UPDATE jobs SET due_at = NULL, leased_by = NULL, finished_at = $1 WHERE id = ANY($2)")
+                        .bind(*at_ms)
+                        .bind(ids)
+                }
+                JobUpdate::Rescheduled { ids, due_ms, attempts } => {
+                    sqlx::query("UPDATE jobs SET due_at = $1, leased_by = NULL, attempts = $2 WHERE id = ANY($3)")
+                        .bind(*due_ms)
+                        .bind(i64::from(*attempts))
+                        .bind(ids)
+                }
+            };
+            statement.execute(&mut *tx).await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 

@@ -20,7 +20,7 @@ use crate::store::jobs::JobSource;
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
     ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
-    db_time, parse_address, unix_now, unix_now_ms,
+    WriteTurn, WriteTurns, db_time, parse_address, unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -157,6 +157,13 @@ impl EventStore for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl WriteTurns for PgStore {
+    async fn write_turn(&self) -> WriteTurn {
+        WriteTurn { _held: None }
     }
 }
 

@@ -6,7 +6,7 @@ use rusqlite::{Transaction, params};
 use super::SqliteStore;
 use super::write::Synchronous;
 use crate::store::StoreError;
-use crate::store::jobs::{Job, JobQueue, NewJob};
+use crate::store::jobs::{Job, JobQueue, JobUpdate, NewJob};
 
 /// Inserts jobs on an open transaction (the event writer's, or `enqueue`'s own).
 pub(super) fn insert_jobs(tx: &Transaction, jobs: &[NewJob], now_ms: i64) -> Result<u64, StoreError> {
@@ -55,24 +55,30 @@ impl JobQueue for SqliteStore {
         .await
     }
 
-    async fn finish(&self, ids: &[i64], now_ms: i64) -> Result<(), StoreError> {
-        self.execute(
-            Synchronous::Normal,
-            "UPDATE jobs SET due_at = NULL, leased = 0, finished_at = ? WHERE id IN (SELECT value FROM json_each(?))",
-            vec![now_ms.into(), id_list(ids).into()],
-        )
-        .await?;
-        Ok(())
-    }
-
-    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) -> Result<(), StoreError> {
-        self.execute(
-            Synchronous::Normal,
-            "UPDATE jobs SET due_at = ?, leased = 0, attempts = ? WHERE id IN (SELECT value FROM json_each(?))",
-            vec![due_ms.into(), attempts.into(), id_list(ids).into()],
-        )
-        .await?;
-        Ok(())
+    async fn record(&self, updates: &[JobUpdate]) -> Result<(), StoreError> {
+        let updates = updates.to_vec();
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| {
+                for update in &updates {
+                    match update {
+                        JobUpdate::Finished { ids, at_ms } => tx
+                            .prepare_cached(
+                                "UPDATE jobs SET due_at = NULL, leased = 0, finished_at = ?
+                                 WHERE id IN (SELECT value FROM json_each(?))",
+                            )?
+                            .execute(params![at_ms, id_list(ids)])?,
+                        JobUpdate::Rescheduled { ids, due_ms, attempts } => tx
+                            .prepare_cached(
+                                "UPDATE jobs SET due_at = ?, leased = 0, attempts = ?
+                                 WHERE id IN (SELECT value FROM json_each(?))",
+                            )?
+                            .execute(params![due_ms, attempts, id_list(ids)])?,
+                    };
+                }
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn next_due(&self) -> Result<Option<i64>, StoreError> {

@@ -24,8 +24,8 @@ use crate::protocol::{Filter, SharedEvent};
 use crate::store::jobs::JobSource;
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
-    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, db_time, unix_now,
-    unix_now_ms,
+    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, WriteTurn, WriteTurns,
+    db_time, unix_now, unix_now_ms,
 };
 use write::{Synchronous, WriteConnection, delete_where, write_event};
 
@@ -192,6 +192,13 @@ impl EventStore for SqliteStore {
         if let Err(e) = self.write(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")).await {
             tracing::warn!("checkpoint at shutdown failed: {e}");
         }
+    }
+}
+
+#[async_trait]
+impl WriteTurns for SqliteStore {
+    async fn write_turn(&self) -> WriteTurn {
+        WriteTurn { _held: Some(Box::new(self.writer.clone().lock_owned().await)) }
     }
 }
 
