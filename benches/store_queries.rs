@@ -64,10 +64,10 @@ fn store_queries(c: &mut Criterion) {
     ];
     for (name, filter) in cases {
         let filter = Filter::from_json(&filter).unwrap();
-        let found = runtime.block_on(store.query_filter(&filter, Visibility::default())).unwrap();
+        let found = runtime.block_on(store.query_filter(&filter, Visibility::default(), usize::MAX)).unwrap();
         assert!(!found.is_empty(), "{name} finds nothing");
         c.bench_function(name, |b| {
-            b.iter(|| runtime.block_on(store.query_filter(&filter, Visibility::default())).unwrap())
+            b.iter(|| runtime.block_on(store.query_filter(&filter, Visibility::default(), usize::MAX)).unwrap())
         });
     }
 }

@@ -102,7 +102,11 @@ impl RelayHandle {
             let leases: Arc<dyn Leases> = store.clone();
             let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url, leases, node.clone());
             let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
-                Arc::new(StoreFirst { writer: state.writer.clone(), then: push.clone() })
+                Arc::new(StoreFirst {
+                    writer: state.writer.clone(),
+                    then: push.clone(),
+                    writes: Arc::new(tokio::sync::Semaphore::new(config.upstream.max_pending_writes)),
+                })
             } else {
                 push.clone()
             };

@@ -17,7 +17,7 @@ use crate::protocol::filter::parse_hash;
 use crate::protocol::{KindClass, SharedEvent, VerifiedEvent};
 use crate::store::PgStore;
 use crate::store::postgres::EVENTS_CHANNEL;
-use crate::store::writer::AcceptListener;
+use crate::store::writer::{AcceptListener, tell_elsewhere};
 
 /// The channel the push registry announces changed pubkeys on (`<node> <pubkey hex>`).
 pub use crate::push::registry::REGISTRATIONS_CHANNEL;
@@ -153,7 +153,7 @@ async fn handle(
         (None, None) => None,
     };
     if let Some(event) = json.as_deref().and_then(VerifiedEvent::from_stored) {
-        tell(listeners, &[Arc::new(event)]);
+        tell_elsewhere(listeners, &[Arc::new(event)]);
     }
 }
 
@@ -171,12 +171,6 @@ async fn catch_up(store: &PgStore, last_seq: &mut i64, listeners: &[Arc<dyn Acce
         *last_seq = *newest;
         let events: Vec<SharedEvent> =
             rows.iter().filter_map(|(_, json)| VerifiedEvent::from_stored(json)).map(Arc::new).collect();
-        tell(listeners, &events);
-    }
-}
-
-fn tell(listeners: &[Arc<dyn AcceptListener>], events: &[SharedEvent]) {
-    for listener in listeners {
-        listener.accepted_elsewhere(events);
+        tell_elsewhere(listeners, &events);
     }
 }

@@ -37,6 +37,9 @@ pub struct ServerConfig {
     /// A client must send a whole HTTP request head (the WebSocket handshake included) within this many seconds
     /// of connecting or of its previous request, or it is disconnected (slow-loris clients).
     pub handshake_timeout_secs: u64,
+    /// Largest HTTP request body (NIP-86 management requests), read only once the request carries an
+    /// Authorization header, and within `handshake_timeout_secs`.
+    pub max_body_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -47,6 +50,7 @@ impl Default for ServerConfig {
             status_page: true,
             metrics_bind: None,
             handshake_timeout_secs: 10,
+            max_body_bytes: 64 * 1024,
         }
     }
 }
@@ -102,6 +106,16 @@ pub struct LimitsConfig {
     pub created_at_upper_limit: u64,
     /// Messages waiting to be sent to a client before it is disconnected as too slow.
     pub max_outgoing_queue: usize,
+    /// Bytes of live events waiting to be sent to a client before it is disconnected as too slow.
+    pub max_outgoing_bytes: usize,
+    /// Bytes of stored events one REQ may return (its filters share them; the newest of each filter always).
+    pub max_req_bytes: usize,
+    /// Seconds a send to a client may make no progress before the connection is closed.
+    pub send_timeout_secs: u64,
+    /// Largest exact COUNT answer; past it, COUNT answers this number with `approximate: true`.
+    pub max_count: u64,
+    /// NIP-77 reconciliations open at once on one connection (each also counts as a subscription).
+    pub max_negentropy_sessions: usize,
     /// Events of one connection being verified or written at once; reading waits beyond it.
     pub max_pending_events: usize,
     /// Open connections from one IP address (0 = no limit).
@@ -129,6 +143,11 @@ impl Default for LimitsConfig {
             created_at_lower_limit: 0,
             created_at_upper_limit: 15 * 60,
             max_outgoing_queue: 1000,
+            max_outgoing_bytes: 4 * 1024 * 1024,
+            max_req_bytes: 8 * 1024 * 1024,
+            send_timeout_secs: 20,
+            max_count: 100_000,
+            max_negentropy_sessions: 2,
             max_pending_events: 64,
             max_connections_per_ip: 200,
             ip_events_per_minute: 6000,
@@ -227,6 +246,12 @@ pub struct UpstreamConfig {
     pub max_values_per_filter: usize,
     /// Events accepted per second from one remote relay before it is cut off as flooding.
     pub max_events_per_sec: u32,
+    /// Largest message accepted from a watched relay, in bytes; a larger one ends that connection.
+    pub max_message_bytes: usize,
+    /// With `store_events`: watched events waiting to be written; beyond it, new ones are not stored (logged).
+    pub max_pending_writes: usize,
+    /// Watched relays one pubkey's registrations may name (all its devices together); the rest are not watched.
+    pub max_relays_per_pubkey: usize,
     /// Also store the events that arrive from watched relays (and serve them to local subscribers).
     pub store_events: bool,
     /// With several nodes on one database, one node watches each remote relay, holding a lease renewed every
@@ -244,6 +269,9 @@ impl Default for UpstreamConfig {
             debounce_ms: 2000,
             max_values_per_filter: 250,
             max_events_per_sec: 200,
+            max_message_bytes: 1024 * 1024,
+            max_pending_writes: 1000,
+            max_relays_per_pubkey: 10,
             store_events: false,
             lease_secs: 30,
         }
@@ -282,6 +310,9 @@ pub struct PushConfig {
     /// Pushes waiting in the queue (a service down for long, a flood): beyond this many, the oldest are dropped
     /// (counted as `reason="queue_full"` and logged). 0: no limit.
     pub max_queued_jobs: u64,
+    /// Batches of pushes from ephemeral and watched events waiting to be queued; beyond it, new ones are dropped
+    /// (counted as `reason="intake_full"` and logged), so that a flood of such events holds bounded memory.
+    pub max_pending_intake: usize,
     /// An event whose `created_at` is older than this many seconds is not pushed. Keep it above two days: gift
     /// wraps (1059) are dated up to two days back on purpose.
     pub max_event_age_secs: u64,
@@ -314,6 +345,7 @@ impl Default for PushConfig {
             retry_max_ms: 15 * 60 * 1000,
             max_job_age_secs: 24 * 3600,
             max_queued_jobs: 1_000_000,
+            max_pending_intake: 10_000,
             max_event_age_secs: 7 * 24 * 3600,
             device_burst: 5,
             device_refill_secs: 12,
@@ -433,10 +465,17 @@ impl Config {
             ("limits.max_subscriptions", limits.max_subscriptions),
             ("limits.max_filters", limits.max_filters),
             ("limits.max_outgoing_queue", limits.max_outgoing_queue),
+            ("limits.max_outgoing_bytes", limits.max_outgoing_bytes),
+            ("limits.max_req_bytes", limits.max_req_bytes),
+            ("limits.send_timeout_secs", limits.send_timeout_secs as usize),
+            ("limits.max_negentropy_sessions", limits.max_negentropy_sessions),
             ("limits.max_pending_events", limits.max_pending_events),
             ("database.max_batch", self.database.max_batch),
             ("push.heartbeat_timeout_secs", self.push.heartbeat_timeout_secs as usize),
             ("push.workers", self.push.workers),
+            ("push.max_pending_intake", self.push.max_pending_intake),
+            ("upstream.max_pending_writes", self.upstream.max_pending_writes),
+            ("upstream.max_message_bytes", self.upstream.max_message_bytes),
             ("push.device_burst", self.push.device_burst as usize),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
         ] {

@@ -18,31 +18,6 @@ use nostr::prelude::*;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-/// The relay binary on a database in `dir`, configured through the environment (`extra` adds keys).
-fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::process::Command {
-    let config = dir.join("config.toml");
-    std::fs::write(&config, "").unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
-        .env("PUSHRELAY_DATABASE__URL", format!("sqlite://{}/relay.db", dir.display()))
-        .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", dir.join("push.key"))
-        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", dir.join("vapid.key"))
-        .env("PUSHRELAY_LIMITS__IP_EVENTS_PER_MINUTE", "0")
-        .env("PUSHRELAY_LIMITS__PUBKEY_EVENTS_PER_MINUTE", "0");
-    for (key, value) in extra {
-        command.env(key, value);
-    }
-    command
-}
-
-fn kill_hard(child: &mut std::process::Child) {
-    std::process::Command::new("kill").arg("-KILL").arg(child.id().to_string()).status().unwrap();
-    child.wait().unwrap();
-}
-
 /// The ids among `ids` that the relay at `url` serves.
 async fn stored_among(url: &str, ids: &[String]) -> Vec<String> {
     let mut client = Client::connect(url).await;
@@ -394,9 +369,9 @@ async fn nodes_go_on_after_their_postgresql_connections_drop() {
     assert!(on_b.req_ids("check", &[json!({"ids": [id_of(&first), id_of(&after)]})]).await.len() == 2);
 }
 
-#[tokio::test]
-async fn a_flapping_watched_relay_misses_nothing_and_pushes_once() {
-    let mut apns = StandIn::start().await;
+/// A remote relay (ours, serving DMs without AUTH), a proxy in front of it and its URL through the proxy, and a push
+/// relay sending to `apns` that may watch relays on loopback.
+async fn watching_through_a_proxy(apns: &StandIn) -> (TestRelay, Proxy, String, TestRelay) {
     let remote = TestRelay::start_with(|c| c.auth.read_restricted_kinds = vec![]).await;
     let proxy = Proxy::start(remote.url.trim_start_matches("ws://").parse().unwrap()).await;
     let watched = format!("ws://{}", proxy.addr);
@@ -406,6 +381,13 @@ async fn a_flapping_watched_relay_misses_nothing_and_pushes_once() {
         c.upstream.debounce_ms = 50;
     })
     .await;
+    (remote, proxy, watched, relay)
+}
+
+#[tokio::test]
+async fn a_flapping_watched_relay_misses_nothing_and_pushes_once() {
+    let mut apns = StandIn::start().await;
+    let (remote, proxy, watched, relay) = watching_through_a_proxy(&apns).await;
     // One device per message, so that no two pushes fall due together for a device (they would be merged).
     let push_key = relay.handle.as_ref().unwrap().push().unwrap().public_key();
     let users: Vec<Keys> = (0..20).map(|_| Keys::generate()).collect();
@@ -460,16 +442,8 @@ async fn a_flapping_watched_relay_misses_nothing_and_pushes_once() {
 #[tokio::test]
 async fn a_watched_relay_that_refuses_connections_is_retried_with_growing_back_off() {
     let apns = StandIn::start().await;
-    let remote = TestRelay::start_with(|c| c.auth.read_restricted_kinds = vec![]).await;
-    let proxy = Proxy::start(remote.url.trim_start_matches("ws://").parse().unwrap()).await;
+    let (_remote, proxy, watched, relay) = watching_through_a_proxy(&apns).await;
     proxy.cut();
-    let watched = format!("ws://{}", proxy.addr);
-    let relay = common::push::start_with(&apns.url, |c| {
-        c.upstream.allow_insecure = true;
-        c.upstream.allow_private_addresses = true;
-        c.upstream.debounce_ms = 50;
-    })
-    .await;
     let mut client = relay.client().await;
     let user = Keys::generate();
     let mut content = registration(&"cd".repeat(32), &user);

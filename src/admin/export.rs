@@ -18,7 +18,7 @@ pub async fn export(store: &dyn EventStore, out: &mut impl Write) -> Result<u64,
     let mut page_size = PAGE;
     loop {
         let filter = Filter { until, limit: Some(page_size), ..Filter::default() };
-        let page = store.query_filter(&filter, Visibility::default()).await.map_err(|e| e.to_string())?;
+        let page = store.query_filter(&filter, Visibility::default(), usize::MAX).await.map_err(|e| e.to_string())?;
         let fresh: Vec<_> = page.iter().filter(|e| !at_boundary.contains(&e.id)).collect();
         if fresh.is_empty() {
             if page.len() as u64 == page_size {

@@ -12,7 +12,7 @@ use crate::push::unix_now;
 use crate::store::{Store, Visibility};
 
 pub async fn stats(config: &Config, store: &dyn Store) -> Result<String, String> {
-    let events = store.count(&[Filter::default()], Visibility::default()).await.map_err(|e| e.to_string())?;
+    let events = store.count(&[Filter::default()], Visibility::default(), u64::MAX).await.map_err(|e| e.to_string())?;
     let pending = store.pending().await.map_err(|e| e.to_string())?;
     let registry = open_registry(config).await?;
     let (devices, online, offline) = registry.census(unix_now());

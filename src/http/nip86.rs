@@ -4,9 +4,10 @@
 //! `[auth] admin_pubkeys`. Decisions are kept in the database and applied at once (other nodes within a minute).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -36,7 +37,11 @@ const METHODS: &[&str] = &[
     "changerelaydescription",
 ];
 
-pub async fn handle(State(state): State<Arc<RelayState>>, headers: HeaderMap, body: Bytes) -> Response {
+pub async fn handle(State(state): State<Arc<RelayState>>, headers: HeaderMap, body: Body) -> Response {
+    let body = match read_body(&state, &headers, body).await {
+        Ok(body) => body,
+        Err(refusal) => return refusal,
+    };
     if let Err(reason) = authorize(&state, &headers, &body) {
         return (StatusCode::UNAUTHORIZED, Json(json!({"error": reason}))).into_response();
     }
@@ -47,6 +52,22 @@ pub async fn handle(State(state): State<Arc<RelayState>>, headers: HeaderMap, bo
     let method = request["method"].as_str().unwrap_or("");
     let params: Vec<Value> = request["params"].as_array().cloned().unwrap_or_default();
     answer(call(&state, method, &params).await)
+}
+
+/// Reads a request body, once the request could be an administrator's: at most `[server] max_body_bytes`, within
+/// the request-head deadline. A stranger's body is never read, and a slow one is not waited for.
+async fn read_body(state: &RelayState, headers: &HeaderMap, body: Body) -> Result<Bytes, Response> {
+    let config = state.config();
+    let refuse = |status: StatusCode, reason: &str| (status, Json(json!({"error": reason}))).into_response();
+    if config.auth.admin_pubkeys.is_empty() || !headers.contains_key(header::AUTHORIZATION) {
+        return Err(refuse(StatusCode::UNAUTHORIZED, "expected Authorization: Nostr <base64 of a kind 27235 event>"));
+    }
+    let deadline = Duration::from_secs(config.server.handshake_timeout_secs.max(1));
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, config.server.max_body_bytes)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large or was cut off")),
+        Err(_) => Err(refuse(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
+    }
 }
 
 fn answer(outcome: Result<Value, String>) -> Response {

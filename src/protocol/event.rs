@@ -86,6 +86,17 @@ impl VerifiedEvent {
         self.event.tags.expiration().map(|t| t.as_secs())
     }
 
+    /// Whether `pubkey` is one of the event's parties: its author or a pubkey it `p`-tags. Events of read-restricted
+    /// kinds (DMs, gift wraps) are served, and pushed, only to their parties; the store's SQL visibility condition
+    /// is the same rule for queries.
+    pub fn is_party(&self, pubkey: &Hash32) -> bool {
+        if self.pubkey() == pubkey {
+            return true;
+        }
+        let hex = hex::encode(pubkey);
+        self.indexed_tags().any(|(letter, value)| letter == 'p' && value == hex)
+    }
+
     /// The (letter, first value) pairs of single-letter tags: what tag filters can query.
     pub fn indexed_tags(&self) -> impl Iterator<Item = (char, &str)> {
         self.event.tags.iter().filter_map(|tag| {

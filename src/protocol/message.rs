@@ -169,8 +169,13 @@ pub fn neg_err(sub_id: &str, reason: &str) -> String {
     format!(r#"["NEG-ERR",{},{}]"#, quote(sub_id), quote(reason))
 }
 
-pub fn count(sub_id: &str, count: u64) -> String {
-    format!(r#"["COUNT",{},{{"count":{count}}}]"#, quote(sub_id))
+/// NIP-45: `approximate` when counting stopped at the relay's limit.
+pub fn count(sub_id: &str, count: u64, approximate: bool) -> String {
+    if approximate {
+        format!(r#"["COUNT",{},{{"count":{count},"approximate":true}}]"#, quote(sub_id))
+    } else {
+        format!(r#"["COUNT",{},{{"count":{count}}}]"#, quote(sub_id))
+    }
 }
 
 pub fn auth(challenge: &str) -> String {

@@ -290,7 +290,7 @@ impl PushService {
             limit: Some(1),
             ..Filter::default()
         };
-        let profile = self.events.query_filter(&filter, Visibility::default()).await.ok()?.pop()?;
+        let profile = self.events.query_filter(&filter, Visibility::default(), usize::MAX).await.ok()?.pop()?;
         text::profile_name(&profile.json)
     }
 

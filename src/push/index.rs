@@ -45,6 +45,17 @@ impl Presence {
 
 type Key = (Hash32, String);
 
+/// How much the watch plan may ask for (`[upstream]`).
+#[derive(Debug, Clone, Copy)]
+pub struct PlanLimits {
+    /// Values per filter (`max_values_per_filter`).
+    pub max_values: usize,
+    /// Relays watched for one pubkey (`max_relays_per_pubkey`).
+    pub per_pubkey: usize,
+    /// Relays in all (`max_connections`).
+    pub relays: usize,
+}
+
 #[derive(Default)]
 pub struct RegistrationIndex {
     registrations: HashMap<Key, Arc<Registration>>,
@@ -161,8 +172,11 @@ impl RegistrationIndex {
 
     /// Per relay named in the registrations of offline pubkeys, the filters that find their events there: the
     /// union of their kinds with their `#p` values, and with their `#e` values as `e` and as `h` tags, and their
-    /// mute lists (kind 10000 by those pubkeys), in chunks of at most `max_values` values.
-    pub fn watch_plan(&self, now: i64, timeout_secs: i64, max_values: usize) -> BTreeMap<String, Vec<Filter>> {
+    /// mute lists (kind 10000 by those pubkeys), in chunks of at most `limits.max_values` values. A pubkey is
+    /// watched on its first `limits.per_pubkey` relays (across its devices), and of all relays the
+    /// `limits.relays` most pubkeys want are kept: one registration naming many dead relays cannot take the slots
+    /// everyone else's watching needs.
+    pub fn watch_plan(&self, now: i64, timeout_secs: i64, limits: PlanLimits) -> BTreeMap<String, Vec<Filter>> {
         #[derive(Default)]
         struct Wanted {
             kinds: BTreeSet<u16>,
@@ -171,19 +185,40 @@ impl RegistrationIndex {
             pubkeys: BTreeSet<Hash32>,
         }
         let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
-        for r in self.registrations.values() {
-            if r.relays.is_empty() || r.kinds.is_empty() || self.presence(&r.pubkey).is_online(now, timeout_secs) {
+        for (pubkey, devices) in &self.by_pubkey {
+            if self.presence(pubkey).is_online(now, timeout_secs) {
                 continue;
             }
-            for relay in &r.relays {
-                let w = wanted.entry(relay.as_str()).or_default();
-                w.kinds.extend(&r.kinds);
-                w.p.extend(r.p_tags.iter().cloned());
-                w.e.extend(r.e_tags.iter().cloned());
-                w.pubkeys.insert(r.pubkey);
+            let mut devices: Vec<&String> = devices.iter().collect();
+            devices.sort();
+            let mut relays_of_pubkey: Vec<&str> = Vec::new();
+            for device_id in devices {
+                let r = &self.registrations[&(*pubkey, device_id.clone())];
+                if r.kinds.is_empty() {
+                    continue;
+                }
+                for relay in &r.relays {
+                    if !relays_of_pubkey.contains(&relay.as_str()) {
+                        if relays_of_pubkey.len() >= limits.per_pubkey {
+                            continue;
+                        }
+                        relays_of_pubkey.push(relay);
+                    }
+                    let w = wanted.entry(relay.as_str()).or_default();
+                    w.kinds.extend(&r.kinds);
+                    w.p.extend(r.p_tags.iter().cloned());
+                    w.e.extend(r.e_tags.iter().cloned());
+                    w.pubkeys.insert(r.pubkey);
+                }
             }
         }
-        let max_values = max_values.max(1);
+        if wanted.len() > limits.relays {
+            let mut by_demand: Vec<(&str, usize)> = wanted.iter().map(|(url, w)| (*url, w.pubkeys.len())).collect();
+            by_demand.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+            let kept: HashSet<&str> = by_demand.into_iter().take(limits.relays).map(|(url, _)| url).collect();
+            wanted.retain(|url, _| kept.contains(url));
+        }
+        let max_values = limits.max_values.max(1);
         wanted
             .into_iter()
             .map(|(relay, w)| {
@@ -239,5 +274,48 @@ impl RegistrationIndex {
             .collect();
         found.sort_by(|a, b| (a.pubkey, &a.device_id).cmp(&(b.pubkey, &b.device_id)));
         found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn registration(pubkey: u8, device: u8, relays: &[String]) -> Registration {
+        let device_id = format!("{device:02x}").repeat(32);
+        Registration {
+            pubkey: [pubkey; 32],
+            device: Device::parse(&device_id, &[], false).unwrap(),
+            device_id,
+            kinds: vec![1],
+            p_tags: vec![hex::encode([pubkey; 32])],
+            e_tags: vec![],
+            authors: vec![],
+            exclude_authors: vec![],
+            relays: relays.to_vec(),
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn one_pubkey_naming_many_relays_cannot_take_everyones_slots() {
+        let mut index = RegistrationIndex::default();
+        let dead: Vec<String> = (0..40).map(|n| format!("wss://dead{n:02}.example")).collect();
+        // Mallory's two devices name 40 relays between them.
+        index.insert(registration(1, 1, &dead[..20]));
+        index.insert(registration(1, 2, &dead[20..]));
+        for (pubkey, relay) in [(2, "wss://a.example"), (3, "wss://a.example"), (4, "wss://b.example")] {
+            index.insert(registration(pubkey, pubkey, &[relay.to_owned()]));
+        }
+        let plan = |per_pubkey, relays| {
+            index.watch_plan(0, 180, PlanLimits { max_values: 100, per_pubkey, relays }).into_keys().collect::<Vec<_>>()
+        };
+        let all = plan(10, 100);
+        assert_eq!(all.len(), 12, "{all:?}");
+        assert!(all.iter().filter(|url| url.contains("dead")).all(|url| dead[..10].contains(url)), "{all:?}");
+        let few = plan(10, 4);
+        assert!(few.contains(&"wss://a.example".to_owned()) && few.contains(&"wss://b.example".to_owned()), "{few:?}");
+        assert_eq!(few.len(), 4);
     }
 }

@@ -28,6 +28,9 @@ pub struct Matcher<'a> {
     pub mutes: &'a MuteLists,
     /// Events older than this many seconds are not pushed.
     pub max_event_age_secs: u64,
+    /// Kinds served only to their parties (`[auth] read_restricted_kinds`): a push is a read, so these notify only
+    /// registrations whose pubkey is a party.
+    pub read_restricted_kinds: &'a [u16],
 }
 
 impl Matcher<'_> {
@@ -40,8 +43,10 @@ impl Matcher<'_> {
         }
         let mut jobs: Vec<NewJob> = Vec::new();
         let mut summary = None;
+        let restricted = self.read_restricted_kinds.contains(&event.kind());
         for registration in self.registry.matching(event, now) {
             if jobs.iter().any(|job| job.group_key == registration.device_id)
+                || (restricted && !event.is_party(&registration.pubkey))
                 || self.mutes.silences(&registration.pubkey, event)
             {
                 continue;

@@ -26,7 +26,7 @@ use async_trait::async_trait;
 use governor::DefaultKeyedRateLimiter;
 use nostr::key::{Keys, PublicKey};
 use nostr::nips::nip19::ToBech32;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, PushConfig};
 use crate::protocol::filter::Hash32;
@@ -54,6 +54,8 @@ pub struct PushService {
     /// Registered pubkeys' mute lists, consulted by the matcher.
     mutes: MuteLists,
     config: PushConfig,
+    /// `[auth] read_restricted_kinds`, as at start: who may be pushed an event is who may read it.
+    read_restricted_kinds: Vec<u16>,
     /// Judges the relays registrations name, which the upstream watchers will dial.
     upstream: crate::config::UpstreamConfig,
     /// Notified when what the upstream watchers should watch may have changed.
@@ -70,6 +72,9 @@ pub struct PushService {
     vapid_public_key: Option<String>,
     /// Woken when jobs were added, so that delivery does not wait for the next poll.
     wake: Arc<Notify>,
+    /// Jobs of ephemeral and watched events, on their way to the queue through one task (`intake`): bounded, so
+    /// that a flood of such events holds no more than `[push] max_pending_intake` batches.
+    intake: mpsc::Sender<Vec<NewJob>>,
     /// Set when a stored event's commit carried jobs: only then does its commit wake the delivery loop (whose look
     /// at the queue is a write, which would otherwise follow every batch of the writer).
     jobs_committed: AtomicBool,
@@ -90,12 +95,16 @@ impl PushService {
             Some((sender, public_key)) => (Some(sender), Some(public_key)),
             None => (None, None),
         };
+        let wake = Arc::new(Notify::new());
+        let (intake, waiting) = mpsc::channel(push.max_pending_intake.max(1));
+        tokio::spawn(take_in(store.clone(), wake.clone(), waiting));
         let service = Arc::new(Self {
             keys,
             pubkey_hex,
             registry,
             mutes: MuteLists::default(),
             config: push.clone(),
+            read_restricted_kinds: config.auth.read_restricted_kinds.clone(),
             upstream: config.upstream.clone(),
             plan_changed: Arc::new(Notify::new()),
             relay_name: config.relay.name.clone(),
@@ -104,7 +113,8 @@ impl PushService {
             events: store,
             senders: Senders::from_config(push, webpush)?,
             vapid_public_key,
-            wake: Arc::new(Notify::new()),
+            wake,
+            intake,
             jobs_committed: AtomicBool::new(false),
             device_limiter: dispatch::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
             stats: PushStats::default(),
@@ -114,7 +124,12 @@ impl PushService {
     }
 
     fn matcher(&self) -> Matcher<'_> {
-        Matcher { registry: &self.registry, mutes: &self.mutes, max_event_age_secs: self.config.max_event_age_secs }
+        Matcher {
+            registry: &self.registry,
+            mutes: &self.mutes,
+            max_event_age_secs: self.config.max_event_age_secs,
+            read_restricted_kinds: &self.read_restricted_kinds,
+        }
     }
 
     /// Reads the newest stored mute list of each pubkey (those published here; watched relays send theirs later).
@@ -127,7 +142,7 @@ impl PushService {
                 limit: Some(chunk.len() as u64),
                 ..Filter::default()
             };
-            match self.events.query_filter(&filter, Visibility::default()).await {
+            match self.events.query_filter(&filter, Visibility::default(), usize::MAX).await {
                 Ok(found) => {
                     for stored in found {
                         if let Some(event) = VerifiedEvent::from_stored(&stored.json) {
@@ -292,7 +307,12 @@ impl RemoteEvents for PushService {
 
 impl WatchSource for PushService {
     fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>> {
-        self.registry.watch_plan(unix_now(), self.upstream.max_values_per_filter)
+        let limits = index::PlanLimits {
+            max_values: self.upstream.max_values_per_filter,
+            per_pubkey: self.upstream.max_relays_per_pubkey,
+            relays: self.upstream.max_connections,
+        };
+        self.registry.watch_plan(unix_now(), limits)
     }
 
     fn plan_changed(&self) -> Arc<Notify> {
@@ -310,13 +330,26 @@ impl PushService {
             }
             return;
         }
-        let (queue, wake) = (self.queue.clone(), self.wake.clone());
-        tokio::spawn(async move {
-            if let Err(e) = queue.enqueue(&jobs, unix_now_ms()).await {
-                tracing::error!("cannot queue pushes: {e}");
-            }
-            wake.notify_one();
-        });
+        if let Err(mpsc::error::TrySendError::Full(jobs)) = self.intake.try_send(jobs) {
+            tracing::warn!(jobs = jobs.len(), "pushes dropped: [push] max_pending_intake batches are waiting");
+            let dropped = jobs.len() as u64;
+            let reason = "intake_full";
+            metrics::counter!(crate::metrics::PUSH_JOBS, "service" => "any", "outcome" => "dropped", "reason" => reason)
+                .increment(dropped);
+        }
+    }
+}
+
+/// Queues the jobs of ephemeral and watched events, as many batches to a transaction as are waiting, and wakes the
+/// delivery loop. Ends when the push service is dropped.
+async fn take_in(queue: Arc<dyn Store>, wake: Arc<Notify>, mut waiting: mpsc::Receiver<Vec<NewJob>>) {
+    let mut batches = Vec::new();
+    while waiting.recv_many(&mut batches, 64).await > 0 {
+        let jobs: Vec<NewJob> = batches.drain(..).flatten().collect();
+        if let Err(e) = queue.enqueue(&jobs, unix_now_ms()).await {
+            tracing::error!(jobs = jobs.len(), "cannot queue pushes: {e}");
+        }
+        wake.notify_one();
     }
 }
 

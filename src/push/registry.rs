@@ -371,10 +371,10 @@ impl Registry {
     pub fn watch_plan(
         &self,
         now: i64,
-        max_values: usize,
+        limits: super::index::PlanLimits,
     ) -> std::collections::BTreeMap<String, Vec<crate::protocol::Filter>> {
         let timeout = self.config.heartbeat_timeout_secs as i64;
-        self.index.read().expect("registration index lock").watch_plan(now, timeout, max_values)
+        self.index.read().expect("registration index lock").watch_plan(now, timeout, limits)
     }
 
     pub fn is_online(&self, pubkey: &Hash32, now: i64) -> bool {

@@ -34,7 +34,9 @@ fn invoice_msats(invoice: &str) -> Option<u64> {
     let amount = hrp.trim_start_matches(|c: char| c.is_ascii_alphabetic());
     let (digits, multiplier) = match amount.chars().last()? {
         c if c.is_ascii_digit() => (amount, None),
-        c => (&amount[..amount.len() - 1], Some(c)),
+        // By the character's own width: the invoice is a stranger's text, and a multi-byte last character would
+        // otherwise be cut inside.
+        c => (&amount[..amount.len() - c.len_utf8()], Some(c)),
     };
     let value: u64 = digits.parse().ok()?;
     const MSATS_PER_BTC: u64 = 100_000_000_000;
@@ -69,5 +71,9 @@ mod tests {
         assert_eq!(invoice_msats("lnbc1pvjluezpp5qqqsyqcyq5rqwzqfqqqsyqcyq5rqwzqfq"), None);
         assert_eq!(invoice_msats("not an invoice"), None);
         assert_eq!(invoice_msats("lnbc99999999999999999999m1x"), None);
+        // Multi-byte characters where the amount's multiplier would be: no amount, and no panic.
+        for hostile in ["lné1", "ln10é1pvjluez", "lnbc2500€1x", "ln🤙1", "lnbcé"] {
+            assert_eq!(invoice_msats(hostile), None, "{hostile}");
+        }
     }
 }

@@ -81,13 +81,7 @@ impl Reader {
 
     /// The live-delivery twin of the store's visibility rule.
     pub fn may_see(&self, event: &VerifiedEvent) -> bool {
-        if !self.is_restricted(event.kind()) {
-            return true;
-        }
-        let pubkeys = self.pubkeys.read().expect("reader lock");
-        pubkeys.contains(event.pubkey())
-            || event
-                .indexed_tags()
-                .any(|(letter, value)| letter == 'p' && pubkeys.iter().any(|p| hex::encode(p) == value))
+        !self.is_restricted(event.kind())
+            || self.pubkeys.read().expect("reader lock").iter().any(|pubkey| event.is_party(pubkey))
     }
 }

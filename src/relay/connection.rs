@@ -30,7 +30,16 @@ use crate::store::{WriteOutcome, unix_now};
 /// How long a closing connection waits for its in-flight events to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
-type Sink = SplitSink<WebSocket, Message>;
+/// How long a closing connection waits for its close frame to go out.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The connection's sending half, with how long a send may make no progress (`[limits] send_timeout_secs`): a
+/// client that stops reading fills its socket, and then the send waits; past the timeout the connection closes,
+/// so that neither its memory nor shutdown waits on it.
+struct Sink {
+    inner: SplitSink<WebSocket, Message>,
+    timeout: Duration,
+}
 
 /// What the futures of one connection need to know about it.
 struct Peer {
@@ -47,9 +56,10 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
     metrics::gauge!(crate::metrics::CONNECTIONS).increment(1);
     let config = state.config();
     let limits = &config.limits;
-    let (mut sink, mut stream) = socket.split();
+    let (sink, mut stream) = socket.split();
+    let mut sink = Sink { inner: sink, timeout: Duration::from_secs(limits.send_timeout_secs.max(1)) };
     let reader = Arc::new(Reader::new(config.auth.read_restricted_kinds.clone()));
-    let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, reader.clone());
+    let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, limits.max_outgoing_bytes, reader.clone());
     let peer = Arc::new(Peer { ip: address.ip(), reader, challenge: auth::new_challenge() });
     let mut session = Session {
         state: state.clone(),
@@ -68,6 +78,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
         tokio::select! {
             _ = state.shutdown.cancelled() => break "relay shutting down",
             _ = session.outbox.overflowed.cancelled() => {
+                metrics::counter!(crate::metrics::SLOW_CLIENTS, "reason" => "outbox_full").increment(1);
                 let _ = send(&mut sink, message::notice("error: disconnected for reading too slowly")).await;
                 break "too slow reading";
             }
@@ -77,7 +88,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
                 if send_all(&mut sink, std::iter::once(reply).chain(ready)).await.is_err() { break "send failed"; }
             }
             Some(live) = outgoing.recv() => {
-                let ready = std::iter::from_fn(|| outgoing.try_recv().ok());
+                let ready = std::iter::from_fn(|| outgoing.try_recv());
                 if send_all(&mut sink, std::iter::once(live).chain(ready)).await.is_err() { break "send failed"; }
             }
             incoming = stream.next(), if pending.len() < limits.max_pending_events => match incoming {
@@ -102,16 +113,19 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
     };
 
     // Events already in flight are answered if the client is still there: their commit may already be under way.
-    let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
-        while let Some(reply) = pending.next().await {
-            let _ = send(&mut sink, reply).await;
-        }
-    })
-    .await;
+    // A client whose socket failed or stalled gets nothing more (its events are committed all the same).
+    if reason != "send failed" {
+        let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while let Some(reply) = pending.next().await {
+                let _ = send(&mut sink, reply).await;
+            }
+        })
+        .await;
+    }
     for key in session.subscriptions.into_values() {
         state.subscriptions.remove(key);
     }
-    let _ = sink.close().await;
+    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.inner.close()).await;
     metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1);
     tracing::info!(connection_id, peer = %address, reason, "connection closed");
 }
@@ -120,13 +134,42 @@ async fn send(sink: &mut Sink, text: String) -> Result<(), ()> {
     send_all(sink, std::iter::once(text)).await
 }
 
-/// Sends messages with one flush at the end, so that many small ones (OKs, stored events) share a write.
+/// Sends messages with one flush at the end, so that many small ones (OKs, stored events) share a write. Each
+/// step (a message into the write buffer, which writes out past 8 KiB, or the flush) must finish within the sink's
+/// timeout.
 async fn send_all(sink: &mut Sink, texts: impl Iterator<Item = String>) -> Result<(), ()> {
+    let timeout = sink.timeout;
     for text in texts {
         metrics::counter!(crate::metrics::MESSAGES_OUT, "verb" => crate::metrics::verb_of(&text)).increment(1);
-        sink.feed(Message::Text(text.into())).await.map_err(|_| ())?;
+        match tokio::time::timeout(timeout, sink.inner.feed(Message::Text(text.into()))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return Err(()),
+            Err(_) => {
+                stalled();
+                return Err(());
+            }
+        }
     }
-    sink.flush().await.map_err(|_| ())
+    match tokio::time::timeout(timeout, sink.inner.flush()).await {
+        Ok(result) => result.map_err(|_| ()),
+        Err(_) => {
+            stalled();
+            Err(())
+        }
+    }
+}
+
+fn stalled() {
+    metrics::counter!(crate::metrics::SLOW_CLIENTS, "reason" => "send_timeout").increment(1);
+    tracing::info!("a send made no progress within the send timeout: closing the connection");
+}
+
+/// What a REQ, COUNT or NEG-OPEN would open, for the limits that apply to it.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Opens {
+    Nothing,
+    Subscription,
+    Reconciliation,
 }
 
 struct Session {
@@ -183,13 +226,17 @@ impl Session {
                 Ok(())
             }
             Ok(ClientMessage::NegOpen { sub_id, filter, message: first }) => {
-                if let Some(reason) = self.refusal(&sub_id, std::slice::from_ref(&filter), true) {
+                if let Some(reason) = self.refusal(&sub_id, std::slice::from_ref(&filter), Opens::Reconciliation) {
                     return send(sink, message::neg_err(&sub_id, &reason)).await;
                 }
                 let answer = self.reconciliations.open(&self.state, &self.peer.reader, sub_id, filter, first).await;
                 send(sink, answer).await
             }
             Ok(ClientMessage::NegMsg { sub_id, message: query }) => {
+                if self.req_limiter.as_ref().is_some_and(|l| l.check().is_err()) {
+                    self.reconciliations.close(&sub_id);
+                    return send(sink, message::neg_err(&sub_id, "rate-limited: too many requests, slow down")).await;
+                }
                 let answer = self.reconciliations.message(sub_id, query).await;
                 send(sink, answer).await
             }
@@ -204,7 +251,8 @@ impl Session {
     }
 
     /// Why a REQ or COUNT cannot be served, if it cannot: the answer for a CLOSED.
-    fn refusal(&self, sub_id: &str, filters: &[Filter], opens_subscription: bool) -> Option<String> {
+    fn refusal(&self, sub_id: &str, filters: &[Filter], opens: Opens) -> Option<String> {
+        let (opens_subscription, is_negentropy) = (opens != Opens::Nothing, opens == Opens::Reconciliation);
         let config = self.state.config();
         let limits = &config.limits;
         if sub_id.chars().count() > limits.max_subid_length {
@@ -212,6 +260,13 @@ impl Session {
         }
         if filters.len() > limits.max_filters {
             return Some(format!("invalid: too many filters (max {})", limits.max_filters));
+        }
+        if is_negentropy
+            && !self.reconciliations.is_open(sub_id)
+            && self.reconciliations.open_count() >= limits.max_negentropy_sessions
+        {
+            let max = limits.max_negentropy_sessions;
+            return Some(format!("rate-limited: too many open reconciliations (max {max})"));
         }
         if opens_subscription
             && !self.subscriptions.contains_key(sub_id)
@@ -233,7 +288,7 @@ impl Session {
     }
 
     async fn subscribe(&mut self, sub_id: String, mut filters: Vec<Filter>, sink: &mut Sink) -> Result<(), ()> {
-        if let Some(reason) = self.refusal(&sub_id, &filters, true) {
+        if let Some(reason) = self.refusal(&sub_id, &filters, Opens::Subscription) {
             return send(sink, message::closed(&sub_id, &reason)).await;
         }
         let config = self.state.config();
@@ -251,7 +306,8 @@ impl Session {
         self.subscriptions.insert(sub_id.clone(), key);
         let viewers = self.peer.reader.pubkeys();
         let started = std::time::Instant::now();
-        match self.state.store.query(&filters, self.peer.reader.visibility(&viewers)).await {
+        let visibility = self.peer.reader.visibility(&viewers);
+        match self.state.store.query(&filters, visibility, limits.max_req_bytes).await {
             Ok(events) => {
                 let stored = events.iter().map(|stored| message::event(&sub_id, &stored.json));
                 send_all(sink, stored.chain(std::iter::once(message::eose(&sub_id)))).await?;
@@ -268,12 +324,13 @@ impl Session {
     }
 
     async fn count(&mut self, sub_id: String, filters: Vec<Filter>, sink: &mut Sink) -> Result<(), ()> {
-        if let Some(reason) = self.refusal(&sub_id, &filters, false) {
+        if let Some(reason) = self.refusal(&sub_id, &filters, Opens::Nothing) {
             return send(sink, message::closed(&sub_id, &reason)).await;
         }
         let viewers = self.peer.reader.pubkeys();
-        match self.state.store.count(&filters, self.peer.reader.visibility(&viewers)).await {
-            Ok(count) => send(sink, message::count(&sub_id, count)).await,
+        let max = self.state.config().limits.max_count;
+        match self.state.store.count(&filters, self.peer.reader.visibility(&viewers), max).await {
+            Ok(count) => send(sink, message::count(&sub_id, count.min(max), count > max)).await,
             Err(e) => {
                 tracing::error!(sub_id, "count failed: {e}");
                 send(sink, message::closed(&sub_id, "error: could not query the database")).await
@@ -308,9 +365,7 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         return message::ok(&id, accepted, &reason);
     }
     if event.class() == KindClass::Ephemeral {
-        for listener in &state.listeners {
-            listener.accepted(std::slice::from_ref(&event));
-        }
+        crate::store::writer::tell(&state.listeners, std::slice::from_ref(&event));
         return message::ok(&id, true, "");
     }
     match state.writer.write(event).await {

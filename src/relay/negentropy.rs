@@ -24,6 +24,10 @@ impl Reconciliations {
         self.sessions.len()
     }
 
+    pub fn is_open(&self, sub_id: &str) -> bool {
+        self.sessions.contains_key(sub_id)
+    }
+
     /// NEG-OPEN: the events matching `filter` that the reader may see, then the answer to the first message.
     pub async fn open(
         &mut self,
@@ -38,7 +42,7 @@ impl Reconciliations {
         let cap = config.limits.max_negentropy_records;
         filter.limit = Some(cap as u64 + 1);
         let viewers = reader.pubkeys();
-        let events = match state.store.query_filter(&filter, reader.visibility(&viewers)).await {
+        let events = match state.store.query_filter(&filter, reader.visibility(&viewers), usize::MAX).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!(sub_id, "negentropy query failed: {e}");

@@ -5,6 +5,7 @@
 //! with the full filter, so the index only has to avoid false negatives.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::mpsc;
@@ -15,9 +16,12 @@ use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent, message};
 use crate::store::writer::AcceptListener;
 
-/// The sending side of a connection's bounded outgoing queue.
+/// The sending side of a connection's outgoing queue, bounded in messages and in bytes.
 pub struct Outbox {
     queue: mpsc::Sender<String>,
+    /// Bytes queued and not yet taken by the connection, and the most it may hold.
+    bytes: Arc<AtomicUsize>,
+    max_bytes: usize,
     /// Who reads this connection: restricted kinds are delivered only where this reader may see them.
     pub reader: Arc<Reader>,
     /// Cancelled when the queue overflowed: the connection reads too slowly and is to be dropped.
@@ -25,16 +29,45 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize, reader: Arc<Reader>) -> (Arc<Self>, mpsc::Receiver<String>) {
+    pub fn new(capacity: usize, max_bytes: usize, reader: Arc<Reader>) -> (Arc<Self>, Outgoing) {
         let (queue, receiver) = mpsc::channel(capacity);
-        (Arc::new(Self { queue, reader, overflowed: CancellationToken::new() }), receiver)
+        let bytes = Arc::new(AtomicUsize::new(0));
+        let outbox = Self { queue, bytes: bytes.clone(), max_bytes, reader, overflowed: CancellationToken::new() };
+        (Arc::new(outbox), Outgoing { receiver, bytes })
     }
 
     /// Never waits: a client that does not keep up is cut off rather than allowed to slow the sender down.
     fn push(&self, message: String) {
+        let len = message.len();
+        if self.bytes.fetch_add(len, Ordering::Relaxed).saturating_add(len) > self.max_bytes {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.overflowed.cancel();
+            return;
+        }
         if let Err(mpsc::error::TrySendError::Full(_)) = self.queue.try_send(message) {
+            self.bytes.fetch_sub(len, Ordering::Relaxed);
             self.overflowed.cancel();
         }
+    }
+}
+
+/// The connection's side of its outbox: taking a message gives its bytes back.
+pub struct Outgoing {
+    receiver: mpsc::Receiver<String>,
+    bytes: Arc<AtomicUsize>,
+}
+
+impl Outgoing {
+    pub async fn recv(&mut self) -> Option<String> {
+        let message = self.receiver.recv().await?;
+        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
+        Some(message)
+    }
+
+    pub fn try_recv(&mut self) -> Option<String> {
+        let message = self.receiver.try_recv().ok()?;
+        self.bytes.fetch_sub(message.len(), Ordering::Relaxed);
+        Some(message)
     }
 }
 

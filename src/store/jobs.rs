@@ -2,6 +2,9 @@
 //! transaction as the event that caused it, and taken by workers with a lease. The store knows nothing of what the
 //! jobs mean; a `JobSource` derives them from events.
 
+use std::any::Any;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+
 use async_trait::async_trait;
 
 use super::StoreError;
@@ -36,9 +39,29 @@ pub enum JobUpdate {
     Rescheduled { ids: Vec<i64>, due_ms: i64, attempts: u32 },
 }
 
-/// Derives the jobs a newly stored event causes; called inside the transaction that stores the event.
+/// Derives the jobs a newly stored event causes; called inside the transaction that stores the event, through
+/// `jobs_of`.
 pub trait JobSource: Send + Sync {
     fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob>;
+}
+
+/// The boundary between the write path and what derives jobs (push reads strangers' tags and content): a panic
+/// there costs the event its jobs, never its write. Counted and logged with the event's id.
+pub fn jobs_of(source: &dyn JobSource, event: &SharedEvent) -> Vec<NewJob> {
+    match catch_unwind(AssertUnwindSafe(|| source.jobs_for(event))) {
+        Ok(jobs) => jobs,
+        Err(panic) => {
+            let why = panic_message(panic.as_ref());
+            tracing::error!(id = %event.event.id, "event stored without its jobs: deriving them panicked: {why}");
+            metrics::counter!(crate::metrics::JOB_SOURCE_FAILURES).increment(1);
+            Vec::new()
+        }
+    }
+}
+
+/// The text a panic carried, if it carried one.
+pub fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    panic.downcast_ref::<&str>().copied().or_else(|| panic.downcast_ref::<String>().map(String::as_str)).unwrap_or("")
 }
 
 /// All times are milliseconds since the epoch.

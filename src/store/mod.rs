@@ -10,6 +10,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use futures_util::future::try_join_all;
+use futures_util::{Stream, TryStreamExt};
 
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
@@ -107,11 +108,18 @@ pub trait EventStore: Send + Sync {
     ) -> Result<Vec<WriteOutcome>, StoreError>;
 
     /// Events matching one filter and visible to the reader, newest first (ties: lowest id first), at most
-    /// `filter.limit` of them. Expired events are never returned.
-    async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError>;
+    /// `filter.limit` of them, and no more than fit in `max_bytes` of JSON (the newest one always). Expired events
+    /// are never returned.
+    async fn query_filter(
+        &self,
+        filter: &Filter,
+        visibility: Visibility<'_>,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError>;
 
-    /// The number of distinct visible events matching any of the filters (NIP-45); `limit` is ignored.
-    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<u64, StoreError>;
+    /// The number of distinct visible events matching any of the filters (NIP-45); `limit` is ignored. Counting
+    /// stops past `at_most`: a larger answer is `at_most + 1`.
+    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>, at_most: u64) -> Result<u64, StoreError>;
 
     /// Deletes events whose expiration has passed; returns how many.
     async fn purge_expired(&self, now: u64) -> Result<u64, StoreError>;
@@ -127,14 +135,39 @@ pub trait EventStore: Send + Sync {
 }
 
 impl dyn EventStore {
-    /// Events matching any of the filters, de-duplicated, newest first; each filter contributes at most its limit.
-    pub async fn query(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
-        let per_filter = try_join_all(filters.iter().map(|f| self.query_filter(f, visibility))).await?;
+    /// Events matching any of the filters, de-duplicated, newest first; each filter contributes at most its limit
+    /// and its share of `max_bytes`.
+    pub async fn query(
+        &self,
+        filters: &[Filter],
+        visibility: Visibility<'_>,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
+        let share = max_bytes / filters.len().max(1);
+        let per_filter = try_join_all(filters.iter().map(|f| self.query_filter(f, visibility, share))).await?;
         let mut events: Vec<StoredEvent> = per_filter.into_iter().flatten().collect();
         events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         events.dedup_by(|a, b| a.id == b.id);
         Ok(events)
     }
+}
+
+/// Reads rows as they come until their JSON adds up to `max_bytes` (the first always), so that a read's memory is
+/// bounded in bytes, whatever its limit and however large its events.
+pub(crate) async fn collect_within(
+    mut events: impl Stream<Item = Result<StoredEvent, StoreError>> + Unpin,
+    max_bytes: usize,
+) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut found = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(event) = events.try_next().await? {
+        bytes = bytes.saturating_add(event.json.len());
+        if bytes > max_bytes && !found.is_empty() {
+            break;
+        }
+        found.push(event);
+    }
+    Ok(found)
 }
 
 /// Named leases held by one node at a time until they lapse: which node watches which remote relay.

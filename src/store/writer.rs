@@ -2,12 +2,15 @@
 //! transaction, tells the commit listener (live fan-out) about the stored ones, and only then answers each request,
 //! so that an `OK true` always means "committed".
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+
+use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::jobs::JobSource;
+use super::jobs::{JobSource, panic_message};
 use super::{EventStore, StoreError, WriteOutcome};
 use crate::protocol::SharedEvent;
 
@@ -66,31 +69,14 @@ async fn run(
     let mut requests = Vec::with_capacity(max_batch);
     while queue.recv_many(&mut requests, max_batch).await > 0 {
         let events: Vec<SharedEvent> = requests.iter().map(|r| r.event.clone()).collect();
-        let events_len = events.len();
-        let outcomes = match store.write_batch(&events, job_source.as_ref()).await {
-            Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
-            Err(e) if e.unavailable => {
-                tracing::error!(batch = events.len(), "batch not committed, the database is unavailable: {e}");
-                vec![Err(e); events.len()]
-            }
-            Err(e) => {
-                // One bad event must not fail its neighbours: retry each alone, so only the culprit gets the error.
-                tracing::warn!(batch = events.len(), "batch commit failed, retrying one by one: {e}");
-                let mut outcomes = Vec::with_capacity(events.len());
-                for event in &events {
-                    outcomes
-                        .push(store.write_batch(std::slice::from_ref(event), job_source.as_ref()).await.map(|o| o[0]));
-                }
-                outcomes
-            }
-        };
+        let outcomes = commit(&*store, &events, job_source.as_ref()).await;
         let stored: Vec<SharedEvent> = events
-            .into_iter()
+            .iter()
             .zip(&outcomes)
             .filter(|(_, outcome)| matches!(outcome, Ok(WriteOutcome::Stored)))
-            .map(|(event, _)| event)
+            .map(|(event, _)| event.clone())
             .collect();
-        metrics::histogram!(crate::metrics::WRITER_BATCH).record(events_len as f64);
+        metrics::histogram!(crate::metrics::WRITER_BATCH).record(events.len() as f64);
         for event in &stored {
             let class = match event.class() {
                 crate::protocol::KindClass::Regular => "regular",
@@ -101,9 +87,7 @@ async fn run(
             metrics::counter!(crate::metrics::EVENTS_STORED, "class" => class).increment(1);
         }
         if !stored.is_empty() {
-            for listener in &listeners {
-                listener.accepted(&stored);
-            }
+            tell(&listeners, &stored);
         }
         for (request, outcome) in requests.drain(..).zip(outcomes) {
             if let Err(e) = &outcome {
@@ -112,5 +96,128 @@ async fn run(
             // The publisher may have gone away; its event is committed all the same.
             let _ = request.reply.send(outcome);
         }
+    }
+}
+
+/// Commits a batch: whole when it can, else one by one so that only the culprit is refused. A panic in a commit
+/// (its transaction rolled back as it unwound) answers that commit's events `error:`; the writer goes on.
+async fn commit(
+    store: &dyn EventStore,
+    events: &[SharedEvent],
+    job_source: Option<&Arc<dyn JobSource>>,
+) -> Vec<Result<WriteOutcome, StoreError>> {
+    let attempt = |batch: &[SharedEvent]| {
+        let batch = batch.to_vec();
+        async move {
+            AssertUnwindSafe(store.write_batch(&batch, job_source)).catch_unwind().await.unwrap_or_else(|panic| {
+                metrics::counter!(crate::metrics::WRITER_PANICS).increment(1);
+                Err(StoreError::new(format!("the write panicked: {}", panic_message(panic.as_ref()))))
+            })
+        }
+    };
+    match attempt(events).await {
+        Ok(outcomes) => outcomes.into_iter().map(Ok).collect(),
+        Err(e) if e.unavailable => {
+            tracing::error!(batch = events.len(), "batch not committed, the database is unavailable: {e}");
+            vec![Err(e); events.len()]
+        }
+        Err(e) => {
+            // One bad event must not fail its neighbours: retry each alone, so only the culprit gets the error.
+            tracing::warn!(batch = events.len(), "batch commit failed, retrying one by one: {e}");
+            let mut outcomes = Vec::with_capacity(events.len());
+            for event in events {
+                outcomes.push(attempt(std::slice::from_ref(event)).await.map(|o| o[0]));
+            }
+            outcomes
+        }
+    }
+}
+
+/// Tells every listener of accepted events. A listener that panics misses these events; the others, the writer
+/// and the connection that called go on.
+pub fn tell(listeners: &[Arc<dyn AcceptListener>], events: &[SharedEvent]) {
+    guarded(listeners, events, |listener| listener.accepted(events));
+}
+
+/// Tells every listener of events another node accepted, as `tell` does.
+pub fn tell_elsewhere(listeners: &[Arc<dyn AcceptListener>], events: &[SharedEvent]) {
+    guarded(listeners, events, |listener| listener.accepted_elsewhere(events));
+}
+
+fn guarded(listeners: &[Arc<dyn AcceptListener>], events: &[SharedEvent], call: impl Fn(&dyn AcceptListener)) {
+    for listener in listeners {
+        if let Err(panic) = catch_unwind(AssertUnwindSafe(|| call(listener.as_ref()))) {
+            metrics::counter!(crate::metrics::WRITER_PANICS).increment(1);
+            let first = events.first().map(|e| e.event.id.to_hex()).unwrap_or_default();
+            tracing::error!(events = events.len(), first, "a listener panicked: {}", panic_message(panic.as_ref()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Filter, VerifiedEvent};
+    use crate::store::{StoredEvent, Visibility};
+    use nostr::prelude::*;
+
+    /// The real SQLite store, except that a batch holding an event whose content is "panic" panics.
+    struct Panicking(crate::store::sqlite::SqliteStore);
+
+    #[async_trait::async_trait]
+    impl EventStore for Panicking {
+        async fn write_batch(
+            &self,
+            batch: &[SharedEvent],
+            job_source: Option<&Arc<dyn JobSource>>,
+        ) -> Result<Vec<WriteOutcome>, StoreError> {
+            assert!(batch.iter().all(|e| e.event.content != "panic"), "a panic in the store");
+            self.0.write_batch(batch, job_source).await
+        }
+        async fn query_filter(&self, f: &Filter, v: Visibility<'_>, b: usize) -> Result<Vec<StoredEvent>, StoreError> {
+            self.0.query_filter(f, v, b).await
+        }
+        async fn count(&self, f: &[Filter], v: Visibility<'_>, at_most: u64) -> Result<u64, StoreError> {
+            self.0.count(f, v, at_most).await
+        }
+        async fn purge_expired(&self, now: u64) -> Result<u64, StoreError> {
+            self.0.purge_expired(now).await
+        }
+        async fn remove_event(&self, id: &crate::protocol::filter::Hash32) -> Result<bool, StoreError> {
+            self.0.remove_event(id).await
+        }
+        async fn vacuum(&self) -> Result<(), StoreError> {
+            self.0.vacuum().await
+        }
+        async fn close(&self) {
+            self.0.close().await
+        }
+    }
+
+    /// A listener that panics on every batch.
+    struct Fragile;
+    impl AcceptListener for Fragile {
+        fn accepted(&self, _: &[SharedEvent]) {
+            panic!("a panic in a listener");
+        }
+    }
+
+    fn event(content: &str) -> SharedEvent {
+        let keys = Keys::generate();
+        Arc::new(VerifiedEvent::new(EventBuilder::new(Kind::TextNote, content).finalize(&keys).unwrap()))
+    }
+
+    #[tokio::test]
+    async fn the_writer_survives_a_panic_in_a_batch_or_a_listener() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = crate::config::DatabaseConfig::default();
+        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("relay.db"), &config).await.unwrap();
+        let (writer, _task) = Writer::spawn(Arc::new(Panicking(store)), 16, vec![Arc::new(Fragile)], None);
+        // Three at once, so that they share a batch: only the culprit is refused.
+        let (a, bad, b) = (event("a"), event("panic"), event("b"));
+        let (a, bad, b) = tokio::join!(writer.write(a), writer.write(bad), writer.write(b));
+        assert_eq!((a.unwrap(), b.unwrap()), (WriteOutcome::Stored, WriteOutcome::Stored));
+        assert!(bad.unwrap_err().to_string().contains("panicked"));
+        assert_eq!(writer.write(event("after")).await.unwrap(), WriteOutcome::Stored);
     }
 }

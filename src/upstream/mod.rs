@@ -41,6 +41,8 @@ pub trait RemoteEvents: Send + Sync {
 pub struct StoreFirst {
     pub writer: Writer,
     pub then: Arc<dyn RemoteEvents>,
+    /// Writes under way, at most `[upstream] max_pending_writes`: a task each, so bounded.
+    pub writes: Arc<tokio::sync::Semaphore>,
 }
 
 impl RemoteEvents for StoreFirst {
@@ -48,11 +50,17 @@ impl RemoteEvents for StoreFirst {
         if event.class() == KindClass::Ephemeral {
             return self.then.remote_event(event);
         }
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+            // Pushed all the same: the write path is busy, the notification need not wait for it.
+            tracing::warn!(id = %event.event.id, "not stored: [upstream] max_pending_writes events are being written");
+            return self.then.remote_event(event);
+        };
         let writer = self.writer.clone();
         tokio::spawn(async move {
             if let Err(e) = writer.write(event).await {
                 tracing::error!("cannot store an event from a watched relay: {e}");
             }
+            drop(permit);
         });
     }
 }

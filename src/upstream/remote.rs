@@ -7,6 +7,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::{RemoteEvents, StatusBoard, check_relay_url};
@@ -107,7 +108,11 @@ async fn session(
     if !config.allow_private_addresses {
         crate::net::check_public(&parsed).await?;
     }
-    let connect = tokio_tungstenite::connect_async_with_config(url, None, true);
+    // The library's default would take 64 MiB messages from a relay that strangers chose.
+    let limits = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let connect = tokio_tungstenite::connect_async_with_config(url, Some(limits), true);
     let (mut socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
         .await
         .map_err(|_| "connection timed out".to_owned())?

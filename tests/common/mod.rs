@@ -273,6 +273,31 @@ pub fn id_of(event: &Event) -> String {
     event.id.to_hex()
 }
 
+/// The relay binary on a database in `dir`, with `extra` environment overrides (no rate limits on events).
+pub fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::process::Command {
+    let config = dir.join("config.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
+        .env("PUSHRELAY_DATABASE__URL", format!("sqlite://{}/relay.db", dir.display()))
+        .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", dir.join("push.key"))
+        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", dir.join("vapid.key"))
+        .env("PUSHRELAY_LIMITS__IP_EVENTS_PER_MINUTE", "0")
+        .env("PUSHRELAY_LIMITS__PUBKEY_EVENTS_PER_MINUTE", "0");
+    for (key, value) in extra {
+        command.env(key, value);
+    }
+    command
+}
+
+pub fn kill_hard(child: &mut std::process::Child) {
+    std::process::Command::new("kill").arg("-KILL").arg(child.id().to_string()).status().unwrap();
+    child.wait().unwrap();
+}
+
 /// Starts the built binary (its stdout piped here) and waits for the address it logs; the rest of its log is read
 /// in the background, so that it never blocks on a full pipe.
 pub async fn spawn_relay_binary(command: &mut std::process::Command) -> (std::process::Child, String) {

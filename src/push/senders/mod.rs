@@ -123,7 +123,11 @@ fn first_line(text: &str) -> &str {
     &line[..line.floor_char_boundary(200)]
 }
 
-/// An HTTP answer, read whole.
+/// How much of an answer's body is read: enough for any service's error JSON. Endpoints are chosen by strangers
+/// (UnifiedPush, Web Push), and one could answer with an endless body.
+const MAX_ANSWER_BYTES: usize = 16 * 1024;
+
+/// An HTTP answer, its body read up to `MAX_ANSWER_BYTES`.
 struct Answer {
     status: StatusCode,
     headers: HeaderMap,
@@ -134,7 +138,19 @@ struct Answer {
 async fn answer(sent: Result<reqwest::Response, reqwest::Error>) -> Result<Answer, SendOutcome> {
     let response = sent.map_err(|e| SendOutcome::Retry { after: None, reason: format!("request failed: {e}") })?;
     let (status, headers) = (response.status(), response.headers().clone());
-    Ok(Answer { status, headers, body: response.text().await.unwrap_or_default() })
+    Ok(Answer { status, headers, body: read_at_most(response, MAX_ANSWER_BYTES).await })
+}
+
+/// The start of a body, as text: at most `max` bytes are read, however much the server sends.
+async fn read_at_most(mut response: reqwest::Response, max: usize) -> String {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match response.chunk().await {
+            Ok(Some(chunk)) => body.extend_from_slice(&chunk[..chunk.len().min(max - body.len())]),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&body).into_owned()
 }
 
 impl Answer {

@@ -11,24 +11,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, KindClass, SharedEvent};
-use crate::store::jobs::JobSource;
+use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
     ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
-    WriteTurn, WriteTurns, db_time, parse_address, unix_now, unix_now_ms,
+    WriteTurn, WriteTurns, collect_within, db_time, parse_address, unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
 const WRITE_LOCK: i64 = 0x7075_7368_7265_6c61;
 /// The channel committed events are announced on.
 pub const EVENTS_CHANNEL: &str = "pushrelay_events";
-/// `pg_notify` payloads must stay under 8000 bytes; a bigger event is announced by its `seq` alone.
-const NOTIFY_EVENT_LIMIT: usize = 7000;
+/// `pg_notify` payloads must stay under 8000 bytes; an announcement that would be bigger names the `seq` alone.
+const NOTIFY_PAYLOAD_LIMIT: usize = 7900;
 
 pub struct PgStore {
     pool: PgPool,
@@ -86,7 +87,7 @@ impl EventStore for PgStore {
                 Ok(seq) => {
                     announce(&mut tx, &self.node, seq, event).await?;
                     if let Some(source) = job_source {
-                        jobs::insert_jobs(&mut tx, &source.jobs_for(event), now_ms).await?;
+                        jobs::insert_jobs(&mut tx, &jobs_of(source.as_ref(), event), now_ms).await?;
                     }
                     WriteOutcome::Stored
                 }
@@ -98,7 +99,12 @@ impl EventStore for PgStore {
         Ok(outcomes)
     }
 
-    async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn query_filter(
+        &self,
+        filter: &Filter,
+        visibility: Visibility<'_>,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         if filter.limit == Some(0) || filter.is_empty_range() {
             return Ok(Vec::new());
         }
@@ -108,15 +114,14 @@ impl EventStore for PgStore {
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(db_time(limit));
         }
-        let rows = query.build().fetch_all(&self.pool).await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })
-            })
-            .collect()
+        let rows = query.build().fetch(&self.pool).map(|row| {
+            let row = row?;
+            Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })
+        });
+        collect_within(rows, max_bytes).await
     }
 
-    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<u64, StoreError> {
+    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>, at_most: u64) -> Result<u64, StoreError> {
         let now = unix_now();
         let mut query = QueryBuilder::new("SELECT COUNT(*) FROM (");
         let mut first = true;
@@ -131,7 +136,8 @@ impl EventStore for PgStore {
         if first {
             return Ok(0);
         }
-        query.push(") matching");
+        // Counting stops past `at_most`: a COUNT over millions of rows costs no more than a bounded read.
+        query.push(" LIMIT ").push_bind(db_time(at_most.saturating_add(1))).push(") matching");
         let count: i64 = query.build().fetch_one(&self.pool).await?.try_get(0)?;
         Ok(count as u64)
     }
@@ -204,13 +210,15 @@ impl ModerationStore for PgStore {
     }
 }
 
-/// Tells the other nodes, at commit, that this event is stored.
+/// Tells the other nodes, at commit, that this event is stored: whole when the payload as sent (the event's JSON
+/// escaped inside it, so quotes and backslashes count twice) fits, else by its `seq` alone.
 async fn announce(conn: &mut PgConnection, node: &str, seq: i64, event: &SharedEvent) -> Result<(), StoreError> {
-    let mut payload = serde_json::json!({"node": node, "seq": seq});
-    if event.json.len() <= NOTIFY_EVENT_LIMIT {
-        payload["event"] = serde_json::Value::String(event.json.to_string());
-    }
-    sqlx::query("SELECT pg_notify($1, $2)").bind(EVENTS_CHANNEL).bind(payload.to_string()).execute(&mut *conn).await?;
+    let by_seq = serde_json::json!({"node": node, "seq": seq});
+    let mut whole = by_seq.clone();
+    whole["event"] = serde_json::Value::String(event.json.to_string());
+    let whole = whole.to_string();
+    let payload = if whole.len() <= NOTIFY_PAYLOAD_LIMIT { whole } else { by_seq.to_string() };
+    sqlx::query("SELECT pg_notify($1, $2)").bind(EVENTS_CHANNEL).bind(payload).execute(&mut *conn).await?;
     Ok(())
 }
 

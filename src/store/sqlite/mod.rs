@@ -12,6 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use futures_util::StreamExt;
 use rusqlite::types::Value;
 use rusqlite::{OptionalExtension, params, params_from_iter};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -21,11 +22,11 @@ use tokio::sync::Mutex;
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
-use crate::store::jobs::JobSource;
+use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
     RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, WriteTurn, WriteTurns,
-    db_time, unix_now, unix_now_ms,
+    collect_within, db_time, unix_now, unix_now_ms,
 };
 use write::{Synchronous, WriteConnection, delete_where, write_event};
 
@@ -109,7 +110,7 @@ impl EventStore for SqliteStore {
                 for event in &batch {
                     let outcome = write_event(tx, event)?;
                     if let (WriteOutcome::Stored, Some(source)) = (outcome, &job_source) {
-                        jobs::insert_jobs(tx, &source.jobs_for(event), now_ms)?;
+                        jobs::insert_jobs(tx, &jobs_of(source.as_ref(), event), now_ms)?;
                     }
                     outcomes.push(outcome);
                 }
@@ -119,7 +120,12 @@ impl EventStore for SqliteStore {
         .await
     }
 
-    async fn query_filter(&self, filter: &Filter, visibility: Visibility<'_>) -> Result<Vec<StoredEvent>, StoreError> {
+    async fn query_filter(
+        &self,
+        filter: &Filter,
+        visibility: Visibility<'_>,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         if filter.limit == Some(0) || filter.is_empty_range() {
             return Ok(Vec::new());
         }
@@ -139,15 +145,14 @@ impl EventStore for SqliteStore {
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(db_time(limit));
         }
-        let rows = query.build().fetch_all(&self.readers).await?;
-        rows.into_iter()
-            .map(|row| {
-                Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })
-            })
-            .collect()
+        let rows = query.build().fetch(&self.readers).map(|row| {
+            let row = row?;
+            Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })
+        });
+        collect_within(rows, max_bytes).await
     }
 
-    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>) -> Result<u64, StoreError> {
+    async fn count(&self, filters: &[Filter], visibility: Visibility<'_>, at_most: u64) -> Result<u64, StoreError> {
         let now = unix_now();
         let mut query = QueryBuilder::new("SELECT COUNT(*) FROM (");
         let mut first = true;
@@ -162,7 +167,8 @@ impl EventStore for SqliteStore {
         if first {
             return Ok(0);
         }
-        query.push(")");
+        // Counting stops past `at_most`: a COUNT over millions of rows costs no more than a bounded read.
+        query.push(" LIMIT ").push_bind(db_time(at_most.saturating_add(1))).push(")");
         let count: i64 = query.build().fetch_one(&self.readers).await?.try_get(0)?;
         Ok(count as u64)
     }
