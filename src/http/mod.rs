@@ -3,6 +3,7 @@
 pub mod client_ip;
 mod nip11;
 mod nip86;
+mod nip98;
 pub mod serve;
 mod status;
 
@@ -30,7 +31,7 @@ pub fn router(state: Arc<RelayState>) -> Result<Router, String> {
     let cors = CorsLayer::new().allow_origin(Any).allow_headers(Any).allow_methods([Method::GET, Method::POST]);
     let mut router = Router::new().route("/", get(root).post(nip86::handle));
     if state.config().server.status_page {
-        router = router.route("/status", get(status::page));
+        router = router.route("/status", get(status::page)).route("/status/relays", get(status::relays));
     }
     if state.config().server.metrics_bind.is_none() {
         router = router.route("/metrics", get(status::metrics));
