@@ -119,6 +119,7 @@ impl RelayHandle {
         reporters.extend(upstream.as_ref().map(|(u, _)| u.clone() as Arc<dyn Reporter>));
         state.set_reporters(reporters);
         crate::metrics::handle();
+        let app = http::router(state.clone()).map_err(anyhow::Error::msg)?;
         let listener = TcpListener::bind(config.server.bind)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
@@ -138,7 +139,6 @@ impl RelayHandle {
             None => None,
         };
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        let app = http::router(state.clone());
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
         let push_at_shutdown = push.clone();

@@ -40,6 +40,27 @@ pub struct ServerConfig {
     /// Largest HTTP request body (NIP-86 management requests), read only once the request carries an
     /// Authorization header, and within `handshake_timeout_secs`.
     pub max_body_bytes: usize,
+    /// Reverse proxies in front of the relay (IP addresses or CIDR networks): only a connection from one of these
+    /// may name its client in `X-Forwarded-For` or `Forwarded`; anyone else's such headers are ignored.
+    pub trusted_proxies: Vec<String>,
+    /// Per-IP limits count an IPv6 client by its address cut to this many bits: one customer usually holds a whole
+    /// /64, and would otherwise have 2^64 fresh addresses to spread over.
+    pub ipv6_prefix_len: u8,
+}
+
+impl ServerConfig {
+    /// `trusted_proxies` parsed: a bare address is a network of one.
+    pub fn trusted_proxy_networks(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                let entry = entry.trim();
+                entry.parse::<ipnet::IpNet>().or_else(|_| entry.parse::<std::net::IpAddr>().map(Into::into)).map_err(
+                    |_| format!("server.trusted_proxies: expected IP addresses or CIDR networks, found {entry:?}"),
+                )
+            })
+            .collect()
+    }
 }
 
 impl Default for ServerConfig {
@@ -51,6 +72,8 @@ impl Default for ServerConfig {
             metrics_bind: None,
             handshake_timeout_secs: 10,
             max_body_bytes: 64 * 1024,
+            trusted_proxies: Vec::new(),
+            ipv6_prefix_len: 64,
         }
     }
 }
@@ -486,6 +509,10 @@ impl Config {
         if !(self.server.public_url.starts_with("ws://") || self.server.public_url.starts_with("wss://")) {
             return Err("server.public_url: expected a ws:// or wss:// URL".into());
         }
+        self.server.trusted_proxy_networks()?;
+        if !(1..=128).contains(&self.server.ipv6_prefix_len) {
+            return Err("server.ipv6_prefix_len: expected a number from 1 to 128".into());
+        }
         if !self.database.is_postgres() {
             self.database.sqlite_path()?;
         }
@@ -564,6 +591,18 @@ mod tests {
     #[test]
     fn unknown_sections_are_ignored() {
         load_str("[future]\nthing = 1\n").unwrap();
+    }
+
+    #[test]
+    fn trusted_proxies_take_addresses_and_networks() {
+        let config = load_str("[server]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"fd00::/8\"]\n").unwrap();
+        assert_eq!(config.server.trusted_proxy_networks().unwrap().len(), 3);
+        let err = load_str("[server]\ntrusted_proxies = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(err.contains("server.trusted_proxies") && err.contains("10.0.0.0/33") && !err.contains('\n'), "{err}");
+        let err = load_str("[server]\ntrusted_proxies = [\"nginx\"]\n").unwrap_err();
+        assert!(err.contains("\"nginx\""), "{err}");
+        let err = load_str("[server]\nipv6_prefix_len = 129\n").unwrap_err();
+        assert!(err.contains("server.ipv6_prefix_len"), "{err}");
     }
 
     #[test]

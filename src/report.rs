@@ -21,7 +21,14 @@ pub struct Chart {
 
 #[async_trait]
 pub trait Reporter: Send + Sync {
+    /// The public figures, for everyone who opens `/status`: nothing a stranger could learn from that they should
+    /// not (what registrations name, what is reachable from here).
     async fn report(&self) -> Section;
+
+    /// Details for administrators only (`/status/relays`, NIP-98), if this part has any.
+    async fn details(&self) -> Option<Section> {
+        None
+    }
 
     /// Sets the gauges that describe this part's state now.
     fn set_gauges(&self) {}

@@ -181,3 +181,67 @@ async fn a_registration_changes_only_its_signers_devices() {
     assert_eq!(user_devices().len(), 1, "the user's device is still registered");
     assert!(push(&relay).registry().has_device(&device));
 }
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket with the given forwarding header; Err(HTTP status) when the relay refuses it.
+async fn connect_forwarded(url: &str, header: &'static str, value: &str) -> Result<Socket, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert(header, value.parse().unwrap());
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => Err(response.status().as_u16()),
+        Err(e) => panic!("unexpected failure: {e}"),
+    }
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_limits() {
+    let relay = TestRelay::start_with(|c| {
+        c.limits.max_connections_per_ip = 1;
+        c.limits.ip_events_per_minute = 2;
+        c.server.trusted_proxies = vec!["127.0.0.1".into()];
+    })
+    .await;
+    let xff = "x-forwarded-for";
+    let _first = connect_forwarded(&relay.url, xff, "203.0.113.1").await.expect("one client");
+    let _second = connect_forwarded(&relay.url, xff, "203.0.113.2").await.expect("another client: its own slot");
+    assert_eq!(connect_forwarded(&relay.url, xff, "203.0.113.1").await.err(), Some(429), "the first's slot is taken");
+    // What the client put left of what the proxy appended is not believed.
+    assert_eq!(connect_forwarded(&relay.url, xff, "198.51.100.9, 203.0.113.2").await.err(), Some(429));
+    // RFC 7239, quoted IPv6; addresses in one /64 share their slot.
+    let forwarded = "forwarded";
+    let _third = connect_forwarded(&relay.url, forwarded, "for=\"[2001:db8:1:2::1]:4711\"").await.expect("IPv6");
+    let same_network = connect_forwarded(&relay.url, forwarded, "for=\"[2001:db8:1:2::ff]\"").await;
+    assert_eq!(same_network.err(), Some(429), "the same /64");
+    let _fourth = connect_forwarded(&relay.url, xff, "2001:db8:1:3::1").await.expect("another /64");
+
+    // The per-IP event rate counts the forwarded client too.
+    let author = Keys::generate();
+    let mut flooder = forwarded_client(&relay.url, "203.0.113.50").await;
+    for i in 0..2 {
+        flooder.publish_ok(&note(&author, &format!("within the rate {i}"))).await;
+    }
+    let (accepted, reason) = flooder.publish(&note(&author, "past the rate")).await;
+    assert!(!accepted && reason.starts_with("rate-limited:"), "{reason}");
+    let mut other = forwarded_client(&relay.url, "203.0.113.51").await;
+    other.publish_ok(&note(&Keys::generate(), "another client behind the same proxy is served")).await;
+}
+
+/// A greeted `Client` whose connection names `ip` in `X-Forwarded-For`.
+async fn forwarded_client(url: &str, ip: &str) -> Client {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    request.headers_mut().insert("x-forwarded-for", ip.parse().unwrap());
+    Client::connect_request(request).await
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_a_peer_that_is_not_a_trusted_proxy_change_nothing() {
+    let relay = TestRelay::start_with(|c| c.limits.max_connections_per_ip = 1).await;
+    let _first = connect_forwarded(&relay.url, "x-forwarded-for", "203.0.113.1").await.expect("one client");
+    for (header, value) in [("x-forwarded-for", "203.0.113.2"), ("forwarded", "for=203.0.113.3")] {
+        assert_eq!(connect_forwarded(&relay.url, header, value).await.err(), Some(429), "{header}: {value}");
+    }
+}

@@ -14,6 +14,10 @@ use serde_json::{Value, json};
 
 /// The push relay: APNs at `apns_url`, watching relays on loopback allowed.
 async fn push_relay(apns_url: &str) -> TestRelay {
+    push_relay_with(apns_url, |_| {}).await
+}
+
+async fn push_relay_with(apns_url: &str, adjust: impl FnOnce(&mut Config)) -> TestRelay {
     let apns_url = apns_url.to_owned();
     TestRelay::start_with(move |c: &mut Config| {
         c.push.apns.endpoint = apns_url;
@@ -24,6 +28,7 @@ async fn push_relay(apns_url: &str) -> TestRelay {
         c.upstream.allow_insecure = true;
         c.upstream.allow_private_addresses = true;
         c.upstream.debounce_ms = 50;
+        adjust(c);
     })
     .await
 }
@@ -214,4 +219,52 @@ async fn the_relay_never_watches_itself() {
     wait_until_watching(&relay, &remote.url).await;
     let watched: Vec<String> = relay.handle.as_ref().unwrap().upstream_status().into_keys().collect();
     assert_eq!(watched, vec![remote.url.clone()]);
+}
+
+/// GETs `/status/relays` with a NIP-98 authorization signed by `signer`, if any; returns the status and the page.
+async fn relay_details(relay: &TestRelay, signer: Option<&Keys>) -> (u16, String) {
+    use base64::Engine;
+    let mut request = reqwest::Client::new().get(format!("{}/status/relays", relay.http_url()));
+    if let Some(signer) = signer {
+        // The u tag names the relay's public URL (its http:// form), which the test relays leave at the default.
+        let auth = sign(signer, 27235, "", &[&["u", "http://127.0.0.1:7777/status/relays"], &["method", "GET"]], now());
+        let encoded = base64::engine::general_purpose::STANDARD.encode(auth.as_json());
+        request = request.header("Authorization", format!("Nostr {encoded}"));
+    }
+    let response = request.send().await.unwrap();
+    (response.status().as_u16(), response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn the_public_status_page_does_not_name_watched_relays_nor_their_errors() {
+    let apns = StandIn::start().await;
+    let admin = Keys::generate();
+    let admin_hex = admin.public_key().to_hex();
+    let relay = push_relay_with(&apns.url, move |c| c.auth.admin_pubkeys = vec![admin_hex]).await;
+    let remote = remote_relay().await;
+    // A name that never resolves: its error ("cannot resolve ...") is what a port scanner would read.
+    let unreachable = "wss://unreachable-relay-name.invalid";
+    assert!(register(&relay, &Keys::generate(), &[&remote.url, unreachable]).await.0);
+    wait_until_watching(&relay, &remote.url).await;
+    for _ in 0..200 {
+        if relay.handle.as_ref().unwrap().upstream_status().get(unreachable).is_some_and(|s| s.last_error.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let page = reqwest::get(format!("{}/status", relay.http_url())).await.unwrap().text().await.unwrap();
+    let remote_port = remote.url.rsplit(':').next().unwrap();
+    assert!(!page.contains(&remote.url) && !page.contains(&format!(":{remote_port}")), "{page}");
+    assert!(!page.contains("unreachable-relay-name") && !page.contains("resolve"), "{page}");
+    for (label, value) in [("Relays watched", 2), ("Connected", 1), ("Failing", 1)] {
+        assert!(page.contains(&format!("<td>{label}</td><td>{value}</td>")), "{label} = {value}: {page}");
+    }
+
+    assert_eq!(relay_details(&relay, None).await.0, 401, "no authorization");
+    assert_eq!(relay_details(&relay, Some(&Keys::generate())).await.0, 401, "not an administrator");
+    let (status, details) = relay_details(&relay, Some(&admin)).await;
+    assert_eq!(status, 200, "{details}");
+    assert!(details.contains(&remote.url) && details.contains("watching"), "{details}");
+    assert!(details.contains(unreachable) && details.contains("cannot resolve"), "{details}");
 }

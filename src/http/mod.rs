@@ -1,7 +1,9 @@
 //! HTTP front: the WebSocket upgrade on `/`, the NIP-11 document, and a small page for browsers.
 
+pub mod client_ip;
 mod nip11;
 mod nip86;
+mod nip98;
 pub mod serve;
 mod status;
 
@@ -10,28 +12,31 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::{ConnectInfo, State, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Extension, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::relay::{RelayState, connection};
+use client_ip::ClientIpRule;
 
 /// Frames above this many multiples of `max_message_length` close the connection outright; anything between the
 /// limit and this is refused with a NOTICE and the connection stays open.
 const HARD_FRAME_LIMIT_FACTOR: usize = 4;
 
-pub fn router(state: Arc<RelayState>) -> Router {
+/// Err when `[server] trusted_proxies` does not parse (a configuration that skipped validation).
+pub fn router(state: Arc<RelayState>) -> Result<Router, String> {
+    let client_ip = Arc::new(ClientIpRule::new(&state.config().server)?);
     let cors = CorsLayer::new().allow_origin(Any).allow_headers(Any).allow_methods([Method::GET, Method::POST]);
     let mut router = Router::new().route("/", get(root).post(nip86::handle));
     if state.config().server.status_page {
-        router = router.route("/status", get(status::page));
+        router = router.route("/status", get(status::page)).route("/status/relays", get(status::relays));
     }
     if state.config().server.metrics_bind.is_none() {
         router = router.route("/metrics", get(status::metrics));
     }
-    router.layer(cors).with_state(state)
+    Ok(router.layer(cors).layer(Extension(client_ip)).with_state(state))
 }
 
 /// `/metrics` alone, for `[server] metrics_bind` (an address only the monitoring system reaches).
@@ -42,11 +47,13 @@ pub fn metrics_router(state: Arc<RelayState>) -> Router {
 async fn root(
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Extension(client_ip): Extension<Arc<ClientIpRule>>,
     State(state): State<Arc<RelayState>>,
     headers: HeaderMap,
 ) -> Response {
     if let Ok(upgrade) = upgrade {
-        let Some(slot) = state.connections_per_ip.try_open(peer.ip()) else {
+        let peer = client_ip.client(peer, &headers);
+        let Some(slot) = state.connections_per_ip.try_open(peer.key) else {
             tracing::info!(%peer, "connection refused: too many from this address");
             return (StatusCode::TOO_MANY_REQUESTS, "too many connections from your address\n").into_response();
         };

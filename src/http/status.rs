@@ -1,14 +1,15 @@
 //! The operator's views: `/status`, an HTML page (server-rendered, no scripts, no external assets, refreshed every
-//! 10 s), and `/metrics`, the Prometheus text. Both read the same reporters.
+//! 10 s) that anyone may open, so it shows figures only; `/status/relays`, the details only administrators may see
+//! (NIP-98); and `/metrics`, the Prometheus text. All read the same reporters.
 
 use std::fmt::Write;
 use std::sync::Arc;
 
 use axum::extract::State;
-use axum::http::header;
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 
-use super::escape;
+use super::{escape, nip98};
 use crate::relay::RelayState;
 use crate::report::{Chart, Section};
 
@@ -26,16 +27,40 @@ pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
     for reporter in state.reporters() {
         sections.push(reporter.report().await);
     }
-    let name = escape(&config.relay.name);
+    // Refreshed every 10 s: a browser left open on it stays current.
+    Html(render(&format!("{}: status", config.relay.name), &sections, Some(10)))
+}
+
+/// `/status/relays`: what the public page leaves out (the watched relays by name, with their errors), for an
+/// administrator authenticated with NIP-98. Never cached.
+pub async fn relays(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
+    let config = state.config();
+    if let Err(reason) = nip98::authorize(&config, &headers, &Method::GET, "/status/relays", b"") {
+        return (StatusCode::UNAUTHORIZED, [(header::CACHE_CONTROL, "no-store")], format!("{reason}\n"))
+            .into_response();
+    }
+    let mut sections = Vec::new();
+    for reporter in state.reporters() {
+        sections.extend(reporter.details().await);
+    }
+    // No refresh: the browser would not send the authorization again.
+    let html = render(&format!("{}: watched relays", config.relay.name), &sections, None);
+    ([(header::CACHE_CONTROL, "no-store")], Html(html)).into_response()
+}
+
+fn render(title: &str, sections: &[Section], refresh_secs: Option<u32>) -> String {
+    let title = escape(title);
+    let refresh =
+        refresh_secs.map(|secs| format!("<meta http-equiv=\"refresh\" content=\"{secs}\">")).unwrap_or_default();
     let mut html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"10\">\
-         <title>{name}: status</title><style>\
+        "<!doctype html><html><head><meta charset=\"utf-8\">{refresh}\
+         <title>{title}</title><style>\
          body{{font-family:system-ui,sans-serif;margin:2rem;color:#222}}h1{{font-size:1.5rem}}\
          section{{margin-bottom:1.5rem}}table{{border-collapse:collapse}}\
          td{{padding:.2rem 1rem .2rem 0;vertical-align:top}}td:first-child{{color:#666}}\
-         svg{{display:block;margin-top:.5rem}}</style></head><body><h1>{name}: status</h1>"
+         svg{{display:block;margin-top:.5rem}}</style></head><body><h1>{title}</h1>"
     );
-    for section in &sections {
+    for section in sections {
         let _ = write!(html, "<section><h2>{}</h2><table>", escape(&section.title));
         for (label, value) in &section.rows {
             let _ = write!(html, "<tr><td>{}</td><td>{}</td></tr>", escape(label), escape(value));
@@ -47,7 +72,7 @@ pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
         html.push_str("</section>");
     }
     html.push_str("</body></html>");
-    Html(html)
+    html
 }
 
 /// Sixty bars, one per minute, scaled to the busiest minute.

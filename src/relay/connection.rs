@@ -6,7 +6,7 @@
 //! connection opens with a NIP-42 challenge.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use super::RelayState;
 use super::admission::Refusal;
 use super::auth::{self, Reader};
 use super::negentropy::Reconciliations;
-use super::rate::ConnectionSlot;
+use super::rate::{ClientAddress, ConnectionSlot};
 use super::subscriptions::{Outbox, SubscriptionKey};
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
 use crate::protocol::{Filter, KindClass};
@@ -43,13 +43,14 @@ struct Sink {
 
 /// What the futures of one connection need to know about it.
 struct Peer {
+    /// What per-IP limits count this connection under.
     ip: IpAddr,
     reader: Arc<Reader>,
     challenge: String,
 }
 
 /// `slot` holds the connection's place in the per-IP count until the connection ends.
-pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAddr, slot: ConnectionSlot) {
+pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAddress, slot: ConnectionSlot) {
     let _slot = slot;
     let connection_id = state.next_connection_id();
     tracing::info!(connection_id, peer = %address, "connection opened");
@@ -60,7 +61,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: SocketAdd
     let mut sink = Sink { inner: sink, timeout: Duration::from_secs(limits.send_timeout_secs.max(1)) };
     let reader = Arc::new(Reader::new(config.auth.read_restricted_kinds.clone()));
     let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, limits.max_outgoing_bytes, reader.clone());
-    let peer = Arc::new(Peer { ip: address.ip(), reader, challenge: auth::new_challenge() });
+    let peer = Arc::new(Peer { ip: address.key, reader, challenge: auth::new_challenge() });
     let mut session = Session {
         state: state.clone(),
         outbox,

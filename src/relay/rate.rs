@@ -2,7 +2,8 @@
 //! connection. Built on governor's GCRA limiters; a limit of 0 turns that limiter off.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 
@@ -10,6 +11,27 @@ use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLim
 
 use crate::config::LimitsConfig;
 use crate::protocol::filter::Hash32;
+
+/// Who a connection comes from, as the per-IP limits and the logs know it (`http::client_ip` decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddress {
+    /// The client's own address: the socket's peer, or the address a trusted proxy named.
+    pub ip: IpAddr,
+    /// What every per-IP limit counts under: `ip`, or for IPv6 its network (`[server] ipv6_prefix_len`).
+    pub key: IpAddr,
+    /// The socket's peer (the proxy, when one named the client).
+    pub peer: SocketAddr,
+}
+
+impl fmt::Display for ClientAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.ip == self.peer.ip().to_canonical() {
+            write!(f, "{}", self.peer)
+        } else {
+            write!(f, "{} via {}", self.ip, self.peer)
+        }
+    }
+}
 
 /// `per_minute` a minute, in bursts of up to as many.
 fn quota(per_minute: u32) -> Option<Quota> {

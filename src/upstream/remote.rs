@@ -105,18 +105,9 @@ async fn session(
     live_until: &mut Option<u64>,
 ) -> Result<(), String> {
     let parsed = check_relay_url(url, config)?;
-    if !config.allow_private_addresses {
-        crate::net::check_public(&parsed).await?;
-    }
-    // The library's default would take 64 MiB messages from a relay that strangers chose.
-    let limits = WebSocketConfig::default()
-        .max_message_size(Some(config.max_message_bytes))
-        .max_frame_size(Some(config.max_message_bytes));
-    let connect = tokio_tungstenite::connect_async_with_config(url, Some(limits), true);
-    let (mut socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, connect)
+    let mut socket = tokio::time::timeout(CONNECT_TIMEOUT, connect(&parsed, config))
         .await
-        .map_err(|_| "connection timed out".to_owned())?
-        .map_err(|e| format!("cannot connect: {e}"))?;
+        .map_err(|_| "connection timed out".to_owned())??;
     set_status(status, url, |s| {
         s.connected = true;
         s.last_error = None;
@@ -161,6 +152,35 @@ async fn session(
             }
         }
     }
+}
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens the WebSocket to one of the addresses the host resolved to when it was checked: the name is resolved
+/// once, here, so that a second answer (DNS rebinding) cannot send the connection into the relay's own network.
+/// The URL still names the host, for TLS (SNI, certificate) and the `Host` header.
+pub(super) async fn connect(url: &url::Url, config: &UpstreamConfig) -> Result<Socket, String> {
+    let addresses = crate::net::resolve_checked(url, config.allow_private_addresses).await?;
+    // The library's default would take 64 MiB messages from a relay that strangers chose.
+    let limits = WebSocketConfig::default()
+        .max_message_size(Some(config.max_message_bytes))
+        .max_frame_size(Some(config.max_message_bytes));
+    let mut last_error = String::new();
+    for address in addresses {
+        match tokio::net::TcpStream::connect(address).await {
+            Ok(stream) => {
+                // Small messages both ways (REQ, events): no Nagle delay.
+                let _ = stream.set_nodelay(true);
+                let (socket, _) =
+                    tokio_tungstenite::client_async_tls_with_config(url.as_str(), stream, Some(limits), None)
+                        .await
+                        .map_err(|e| format!("cannot connect: {e}"))?;
+                return Ok(socket);
+            }
+            Err(e) => last_error = format!("cannot connect to {address}: {e}"),
+        }
+    }
+    Err(last_error)
 }
 
 async fn handle(
@@ -209,5 +229,29 @@ async fn handle(
         }
         Some("AUTH") => {} // no authentication upstream; restricted kinds will come CLOSED auth-required
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A relay whose name leads to loopback, where a server listens, is not dialled; allowed (tests), it is, at
+    /// the address the name resolved to.
+    #[tokio::test]
+    async fn a_relay_on_a_non_public_address_is_not_dialled() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = url::Url::parse(&format!("ws://localhost:{}/", listener.local_addr().unwrap().port())).unwrap();
+        let accepted = || tokio::time::timeout(Duration::from_millis(300), listener.accept());
+        let mut config = UpstreamConfig { allow_insecure: true, ..UpstreamConfig::default() };
+        let Err(error) = connect(&url, &config).await else { panic!("a loopback relay was dialled") };
+        assert!(error.contains("loopback") || error.contains("non-public"), "{error}");
+        assert!(accepted().await.is_err(), "nothing reached the server");
+
+        let allowed = url.clone();
+        config.allow_private_addresses = true;
+        let attempt = tokio::spawn(async move { connect(&allowed, &config).await.map(drop) });
+        assert!(accepted().await.is_ok(), "the server was reached");
+        attempt.abort();
     }
 }

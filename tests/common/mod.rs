@@ -127,6 +127,12 @@ impl Client {
         Some(Self::greeted(socket).await)
     }
 
+    /// Connects with a request of one's own (extra headers, say).
+    pub async fn connect_request(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
+        let (socket, _) = connect_async_with_config(request, None, true).await.expect("websocket connects");
+        Self::greeted(socket).await
+    }
+
     /// Connects from `source`, a loopback address of its own (per-address limits count it apart).
     pub async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();

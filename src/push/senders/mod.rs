@@ -6,10 +6,12 @@ mod fcm;
 mod unifiedpush;
 mod webpush;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
+use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 
@@ -100,9 +102,10 @@ impl Senders {
 }
 
 /// Endpoints that whoever registers chooses (UnifiedPush, Web Push) are not trusted: they must be `https://` and
-/// must not resolve to a loopback, private or link-local address (else the relay could be made to call into its
-/// own network), unless `allow_private_addresses` (tests).
-async fn check_endpoint(endpoint: &str, allow_private_addresses: bool) -> Result<(), String> {
+/// must not lead to a loopback, private or link-local address (else the relay could be made to call into its own
+/// network), unless `allow_private_addresses` (tests). An address literal is checked here; a name is checked by
+/// `CheckedResolver` as the client connects, on the very addresses it connects to.
+fn check_endpoint(endpoint: &str, allow_private_addresses: bool) -> Result<(), String> {
     if allow_private_addresses {
         return Ok(());
     }
@@ -110,7 +113,30 @@ async fn check_endpoint(endpoint: &str, allow_private_addresses: bool) -> Result
     if url.scheme() != "https" {
         return Err("push endpoints must be https://".into());
     }
-    crate::net::check_public(&url).await
+    crate::net::check_literal_host(&url)
+}
+
+/// The HTTP client for endpoints strangers choose: no redirects (one could lead to an address never checked), and
+/// unless `allow_private_addresses`, a resolver that refuses names resolving to non-public addresses and hands the
+/// connection only the addresses it checked. Checking the name first and letting the client resolve it again
+/// would let a DNS answer that changes in between (rebinding) through.
+fn stranger_client(timeout: Duration, allow_private_addresses: bool) -> reqwest::ClientBuilder {
+    let builder = reqwest::Client::builder().timeout(timeout).redirect(reqwest::redirect::Policy::none());
+    if allow_private_addresses { builder } else { builder.dns_resolver(Arc::new(CheckedResolver)) }
+}
+
+/// Resolves once, refuses the name if any address is not public, and returns only those checked addresses.
+struct CheckedResolver;
+
+impl Resolve for CheckedResolver {
+    fn resolve(&self, name: Name) -> Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            // Port 0: reqwest puts the URL's port in.
+            let addresses = crate::net::resolve_host(&host, 0, false).await?;
+            Ok(Box::new(addresses.into_iter()) as Addrs)
+        })
+    }
 }
 
 fn retry_after(headers: &HeaderMap) -> Option<Duration> {
@@ -165,5 +191,30 @@ impl Answer {
         } else {
             SendOutcome::Failed(summary())
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A client for stranger-chosen endpoints, pointed (past `check_endpoint`) at a name that resolves to
+    /// loopback where a server listens: the connection is refused at resolution, and nothing reaches the server.
+    #[tokio::test]
+    async fn the_stranger_client_connects_only_to_checked_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://localhost:{}/", listener.local_addr().unwrap().port());
+        let accepted = || tokio::time::timeout(Duration::from_millis(300), listener.accept());
+
+        let checked = stranger_client(Duration::from_secs(5), false).build().unwrap();
+        let error = checked.post(&url).body("x").send().await.unwrap_err();
+        assert!(format!("{error:?}").contains("non-public"), "{error:?}");
+        assert!(accepted().await.is_err(), "no connection reached the server");
+
+        // allow_private_addresses (tests): the same request goes through.
+        let open = stranger_client(Duration::from_secs(5), true).build().unwrap();
+        let request = tokio::spawn(async move { open.post(&url).body("x").send().await });
+        assert!(accepted().await.is_ok(), "the server was reached");
+        request.abort();
     }
 }

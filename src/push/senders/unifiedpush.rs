@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use reqwest::StatusCode;
 
-use super::{Notification, SendOutcome, Sender, answer, check_endpoint};
+use super::{Notification, SendOutcome, Sender, answer, check_endpoint, stranger_client};
 use crate::config::UnifiedPushConfig;
 use crate::push::device::Device;
 
@@ -18,10 +18,7 @@ pub struct UnifiedPushSender {
 
 impl UnifiedPushSender {
     pub fn new(config: &UnifiedPushConfig) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(config.timeout_secs))
-            // A redirect could lead to an address the checks below never saw.
-            .redirect(reqwest::redirect::Policy::none())
+        let client = stranger_client(Duration::from_secs(config.timeout_secs), config.allow_private_addresses)
             .build()
             .map_err(|e| format!("UnifiedPush client: {e}"))?;
         Ok(Self { client, allow_private_addresses: config.allow_private_addresses })
@@ -34,7 +31,7 @@ impl Sender for UnifiedPushSender {
         let Device::UnifiedPush { endpoint } = device else {
             return SendOutcome::Failed("not a UnifiedPush device".into());
         };
-        if let Err(reason) = check_endpoint(endpoint, self.allow_private_addresses).await {
+        if let Err(reason) = check_endpoint(endpoint, self.allow_private_addresses) {
             return SendOutcome::Failed(reason);
         }
         let sent = self

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use web_push::{ContentEncoding, PartialVapidSignatureBuilder, SubscriptionInfo, Urgency, WebPushMessageBuilder};
 
-use super::{Notification, SendOutcome, Sender, answer, check_endpoint};
+use super::{Notification, SendOutcome, Sender, answer, check_endpoint, stranger_client};
 use crate::push::device::Device;
 
 /// How long the push service keeps a message for a browser that is not running.
@@ -32,12 +32,8 @@ impl WebPushSender {
         timeout: Duration,
         allow_private_addresses: bool,
     ) -> Result<Self, String> {
-        let client = reqwest::Client::builder()
-            .timeout(timeout)
-            // A redirect could lead to an address the endpoint check never saw.
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .map_err(|e| format!("Web Push client: {e}"))?;
+        let client =
+            stranger_client(timeout, allow_private_addresses).build().map_err(|e| format!("Web Push client: {e}"))?;
         Ok(Self { client, vapid, subject, allow_private_addresses })
     }
 
@@ -64,7 +60,7 @@ impl Sender for WebPushSender {
         let Device::WebPush { endpoint, p256dh, auth } = device else {
             return SendOutcome::Failed("not a Web Push device".into());
         };
-        if let Err(reason) = check_endpoint(endpoint, self.allow_private_addresses).await {
+        if let Err(reason) = check_endpoint(endpoint, self.allow_private_addresses) {
             return SendOutcome::Failed(reason);
         }
         let subscription = SubscriptionInfo::new(endpoint.as_str(), p256dh.as_str(), auth.as_str());

@@ -1,0 +1,82 @@
+//! NIP-98 HTTP authentication, for what only the operator may do over HTTP (the NIP-86 management API, the
+//! watched relays' details): an `Authorization: Nostr <base64 event>` header carrying a kind 27235 event, signed
+//! within a minute of now by a pubkey in `[auth] admin_pubkeys`, whose `u` tag is the URL asked for, `method` tag
+//! the request's method, and `payload` tag the SHA-256 of the body (required with a body; checked when given).
+
+use axum::http::{HeaderMap, Method, header};
+use base64::Engine;
+use sha2::{Digest, Sha256};
+
+use crate::config::Config;
+use crate::store::unix_now;
+
+const HTTP_AUTH_KIND: u16 = 27235;
+/// How far the NIP-98 event's `created_at` may be from now.
+const MAX_SKEW_SECS: u64 = 60;
+
+/// Ok when the request (`method` on `path` of this relay, with `body`) is authorised by an administrator.
+pub fn authorize(config: &Config, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<(), String> {
+    if config.auth.admin_pubkeys.is_empty() {
+        return Err("administration over HTTP is off: no [auth] admin_pubkeys".into());
+    }
+    let encoded = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Nostr "))
+        .ok_or("expected Authorization: Nostr <base64 of a kind 27235 event>")?;
+    let json =
+        base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| "authorization is not base64")?;
+    let event = nostr::event::Event::from_json(&json).map_err(|_| "authorization is not an event")?;
+    crate::protocol::verify::verify_event(&event).map_err(str::to_owned)?;
+    if event.kind.as_u16() != HTTP_AUTH_KIND {
+        return Err(format!("authorization event must be kind {HTTP_AUTH_KIND}"));
+    }
+    if event.created_at.as_secs().abs_diff(unix_now()) > MAX_SKEW_SECS {
+        return Err("authorization event is too old or too new".into());
+    }
+    let tag = |name: &str| {
+        event.tags.iter().map(|t| t.as_slice()).find(|t| t[0] == name).and_then(|t| t.get(1)).map(String::as_str)
+    };
+    if !tag("u").is_some_and(|u| same_url(u, &config.server.public_url, path)) {
+        return Err(format!("authorization u tag must be this relay's URL for {path}"));
+    }
+    if !tag("method").is_some_and(|m| m.eq_ignore_ascii_case(method.as_str())) {
+        return Err(format!("authorization method tag must be {method}"));
+    }
+    let digest = hex::encode(Sha256::digest(body));
+    match tag("payload") {
+        Some(payload) if payload == digest => {}
+        None if body.is_empty() => {}
+        _ => return Err("authorization payload tag must be the SHA-256 of the body".into()),
+    }
+    let pubkey = event.pubkey.to_hex();
+    if !config.auth.admin_pubkeys.iter().any(|admin| admin.eq_ignore_ascii_case(&pubkey)) {
+        return Err("this pubkey is not an administrator here".into());
+    }
+    Ok(())
+}
+
+/// The `u` tag names `path` on the relay's HTTP URL; `public_url` is its WebSocket form (ws → http, wss → https),
+/// and either form is taken.
+fn same_url(u: &str, public_url: &str, path: &str) -> bool {
+    let http = public_url.replacen("wss://", "https://", 1).replacen("ws://", "http://", 1);
+    let normal = |s: &str| s.trim_end_matches('/').to_ascii_lowercase();
+    let at = |base: &str| normal(&format!("{}{path}", base.trim_end_matches('/')));
+    normal(u) == at(&http) || normal(u) == at(public_url)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_u_tag_names_the_path_on_either_form_of_the_public_url() {
+        assert!(same_url("http://127.0.0.1:7777/", "ws://127.0.0.1:7777", "/"));
+        assert!(same_url("https://relay.example.com", "wss://relay.example.com/", "/"));
+        assert!(same_url("https://relay.example.com/status/relays", "wss://relay.example.com", "/status/relays"));
+        assert!(same_url("wss://relay.example.com/status/relays/", "wss://relay.example.com/", "/status/relays"));
+        assert!(!same_url("https://relay.example.com/", "wss://relay.example.com", "/status/relays"));
+        assert!(!same_url("https://relay.example.com/status/relays", "wss://relay.example.com", "/"));
+        assert!(!same_url("https://other.example.com/status/relays", "wss://relay.example.com", "/status/relays"));
+    }
+}
