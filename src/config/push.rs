@@ -1,0 +1,161 @@
+//! The `[push]` section and its services' subsections (`[push.apns]`, `[push.fcm]`, `[push.unifiedpush]`,
+//! `[push.webpush]`).
+
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+/// The push side: the relay's push identity, registration limits and presence.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PushConfig {
+    /// Consume kind 22456 registrations addressed to the push pubkey.
+    pub enabled: bool,
+    /// The relay's push secret key (hex), created with mode 0600 on first start if missing.
+    pub secret_key_file: PathBuf,
+    /// A pubkey is offline once this many seconds pass without a heartbeat.
+    pub heartbeat_timeout_secs: u64,
+    /// A registration event whose created_at is further than this from now is refused as a possible replay.
+    pub registration_window_secs: u64,
+    /// Devices one pubkey may register.
+    pub max_devices_per_pubkey: usize,
+    /// Pubkeys that may register one device id.
+    pub max_pubkeys_per_device: usize,
+    /// Entries per registration field.
+    pub max_kinds: usize,
+    pub max_p_tags: usize,
+    pub max_e_tags: usize,
+    pub max_authors: usize,
+    pub max_relays: usize,
+    /// Push jobs sent at once.
+    pub workers: usize,
+    /// First retry of a failed push after this many milliseconds, doubling (with jitter) up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+    /// A push not delivered within this many seconds of its event is dropped (and counted).
+    pub max_job_age_secs: u64,
+    /// Pushes waiting in the queue (a service down for long, a flood): beyond this many, the oldest are dropped
+    /// (counted as `reason="queue_full"` and logged). 0: no limit.
+    pub max_queued_jobs: u64,
+    /// Batches of pushes from ephemeral and watched events waiting to be queued; beyond it, new ones are dropped
+    /// (counted as `reason="intake_full"` and logged), so that a flood of such events holds bounded memory.
+    pub max_pending_intake: usize,
+    /// An event whose `created_at` is older than this many seconds is not pushed. Keep it above two days: gift
+    /// wraps (1059) are dated up to two days back on purpose.
+    pub max_event_age_secs: u64,
+    /// Pushes one device may get at once; beyond it, notifications are merged ("3 new messages").
+    pub device_burst: u32,
+    /// One more push per device is allowed every this many seconds.
+    pub device_refill_secs: u64,
+    pub apns: ApnsConfig,
+    pub fcm: FcmConfig,
+    pub unifiedpush: UnifiedPushConfig,
+    pub webpush: WebPushConfig,
+}
+
+impl Default for PushConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            secret_key_file: PathBuf::from("data/push.key"),
+            heartbeat_timeout_secs: 180,
+            registration_window_secs: 600,
+            max_devices_per_pubkey: 10,
+            max_pubkeys_per_device: 10,
+            max_kinds: 64,
+            max_p_tags: 64,
+            max_e_tags: 1000,
+            max_authors: 5000,
+            max_relays: 16,
+            workers: 16,
+            retry_initial_ms: 1000,
+            retry_max_ms: 15 * 60 * 1000,
+            max_job_age_secs: 24 * 3600,
+            max_queued_jobs: 1_000_000,
+            max_pending_intake: 10_000,
+            max_event_age_secs: 7 * 24 * 3600,
+            device_burst: 5,
+            device_refill_secs: 12,
+            apns: ApnsConfig::default(),
+            fcm: FcmConfig::default(),
+            unifiedpush: UnifiedPushConfig::default(),
+            webpush: WebPushConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApnsConfig {
+    /// `https://api.push.apple.com` (sandbox: `https://api.sandbox.push.apple.com`); an `http://` endpoint is
+    /// spoken to as HTTP/2 without TLS (test stand-ins).
+    pub endpoint: String,
+    /// Apple's PKCS#8 P-256 signing key (`AuthKey_XXXXXXXXXX.p8`); empty disables APNs.
+    pub key_file: Option<PathBuf>,
+    pub key_id: String,
+    pub team_id: String,
+    /// The default `apns-topic`, for device ids that are a bare token.
+    pub topic: String,
+    /// iOS bundle ids that may prefix an APNs token in a device id; the one found becomes the `apns-topic`.
+    pub bundle_ids: Vec<String>,
+}
+
+impl Default for ApnsConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: "https://api.push.apple.com".into(),
+            key_file: None,
+            key_id: String::new(),
+            team_id: String::new(),
+            topic: String::new(),
+            bundle_ids: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FcmConfig {
+    pub endpoint: String,
+    /// The Firebase service-account JSON (its `token_uri` is where access tokens come from); empty disables FCM.
+    pub service_account_file: Option<PathBuf>,
+}
+
+impl Default for FcmConfig {
+    fn default() -> Self {
+        Self { endpoint: "https://fcm.googleapis.com".into(), service_account_file: None }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UnifiedPushConfig {
+    /// Accept endpoints on loopback, private and link-local addresses, and plain `http://` ones (tests only).
+    pub allow_private_addresses: bool,
+    /// Seconds to wait for an endpoint to answer.
+    pub timeout_secs: u64,
+}
+
+impl Default for UnifiedPushConfig {
+    fn default() -> Self {
+        Self { allow_private_addresses: false, timeout_secs: 10 }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WebPushConfig {
+    /// The VAPID key (P-256, base64url of the 32-byte secret), created with mode 0600 on first start if missing.
+    pub vapid_key_file: PathBuf,
+    /// The operator's contact, sent as the VAPID `sub` claim: a `mailto:` or `https:` URL. Empty: the `https://`
+    /// form of `[server] public_url`.
+    pub subject: String,
+    /// Seconds to wait for a push service to answer.
+    pub timeout_secs: u64,
+}
+
+impl Default for WebPushConfig {
+    fn default() -> Self {
+        Self { vapid_key_file: PathBuf::from("data/vapid.key"), subject: String::new(), timeout_secs: 10 }
+    }
+}
