@@ -293,7 +293,48 @@ async fn a_push_still_failing_past_its_age_limit_is_dropped_and_counted() {
     apns.service.expect_none().await;
 }
 
+/// YakiHonne's registration exactly as the app sends it: `online: 1` inside, no `#p`, `#e`, `authors` or `relays`,
+/// a bare hex APNs token, `deviceOs` and `enableMaxMentions`, and a heartbeat every three minutes. It is for its
+/// signer: while the app beats, no push; once the app goes to the background, a mention of the signer is pushed.
+async fn yakihonnes_registration_as_sent_pushes_its_signers_mentions() {
+    let mut apns = StandIn::start().await;
+    let relay = start(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let mut client = relay.client().await;
+    let token = apns_token(9);
+    let content = json!({
+        "online": 1,
+        "kinds": [1, 4, 6, 7, 9735, 1059],
+        "deviceId": token,
+        "deviceOs": "ios",
+        "enableMaxMentions": true,
+    });
+    let (accepted, reason) =
+        client.publish(&registration_event(&user, &push_key(&relay), &content, Cipher::Nip04, now())).await;
+    assert!(accepted && reason.is_empty(), "{reason}");
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    let registered = push.registry().registrations_of(user.public_key().as_bytes());
+    assert_eq!(registered[0].p_tags, [user.public_key().to_hex()], "a registration without #p is for its signer");
+    // Three minutes after a beat, the user is still in the app: the default timeout outlasts YakiHonne's beat.
+    let beat = now() as i64;
+    assert!(push.registry().is_online(user.public_key().as_bytes(), beat + 185));
+    let mention = sign(&friend, 1, "hi", &[&["p", &user.public_key().to_hex()]], now());
+    client.publish_ok(&mention).await;
+    apns.expect_none().await;
+
+    // To the background; the next mention is pushed, to the bare token with the default topic.
+    let background = registration_event(&user, &push_key(&relay), &json!({"online": 0}), Cipher::Nip04, now() + 1);
+    client.publish_ok(&background).await;
+    let mention = sign(&friend, 1, "are you there", &[&["p", &user.public_key().to_hex()]], now());
+    client.publish_ok(&mention).await;
+    let request = apns.next().await;
+    assert_eq!(request.path, format!("/3/device/{token}"));
+    assert_eq!(request.header("apns-topic"), "com.example.default");
+    assert_eq!(request.json()["event_id"], id_of(&mention));
+}
+
 crate::on_both_backends!(
+    yakihonnes_registration_as_sent_pushes_its_signers_mentions,
     apns_gets_exactly_the_request_apple_expects,
     fcm_gets_oauth_and_both_message_forms,
     unifiedpush_endpoints_get_the_body_as_is,

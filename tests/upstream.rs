@@ -195,16 +195,23 @@ async fn a_remote_that_requires_auth_is_reported() {
 }
 
 #[tokio::test]
-async fn relays_on_private_addresses_or_plain_ws_are_refused_by_default() {
+async fn relays_on_private_addresses_or_plain_ws_are_left_out_by_default() {
     let apns = StandIn::start().await;
     let relay = TestRelay::start_with(|c| c.push.apns.endpoint = apns.url.clone()).await;
     let user = Keys::generate();
+    let relays_of_user = || {
+        relay.handle.as_ref().unwrap().push().unwrap().registry().registrations_of(user.public_key().as_bytes())[0]
+            .relays
+            .clone()
+    };
     for bad in ["wss://127.0.0.1:7777", "wss://localhost/", "ws://relay.example.com", "not a url"] {
-        let (accepted, reason) = register(&relay, &user, &[bad]).await;
-        assert!(!accepted, "{bad}");
-        assert!(reason.starts_with("invalid: relays:"), "{bad}: {reason}");
+        // The registration stands (the app's user still gets pushes), without that relay, and the app is told.
+        let (accepted, reason) = register(&relay, &user, &[bad, "wss://relay.example.com"]).await;
+        assert!(accepted, "{bad}");
+        assert!(reason.starts_with("relays: left out"), "{bad}: {reason}");
+        assert_eq!(relays_of_user(), ["wss://relay.example.com"]);
     }
-    assert!(register(&relay, &user, &["wss://relay.example.com"]).await.0);
+    assert_eq!(register(&relay, &user, &["wss://relay.example.com"]).await, (true, String::new()));
     let _: Value = relay.nip11().await;
 }
 

@@ -13,7 +13,8 @@ pub struct PushConfig {
     pub enabled: bool,
     /// The relay's push secret key (hex), created with mode 0600 on first start if missing.
     pub secret_key_file: PathBuf,
-    /// A pubkey is offline once this many seconds pass without a heartbeat.
+    /// A pubkey is offline once this many seconds pass without a heartbeat. Above YakiHonne's three-minute beat
+    /// (0xchat beats every minute), so that a user in the app is not taken for offline just before each beat.
     pub heartbeat_timeout_secs: u64,
     /// A registration event whose created_at is further than this from now is refused as a possible replay.
     pub registration_window_secs: u64,
@@ -58,7 +59,7 @@ impl Default for PushConfig {
         Self {
             enabled: true,
             secret_key_file: PathBuf::from("data/push.key"),
-            heartbeat_timeout_secs: 180,
+            heartbeat_timeout_secs: 240,
             registration_window_secs: 600,
             max_devices_per_pubkey: 10,
             max_pubkeys_per_device: 10,

@@ -223,13 +223,14 @@ impl PushService {
             Ok(update) => update,
             Err(reason) => return (false, reason),
         };
+        let notes = update.notes.join("; ");
         match self.registry.apply(*event.pubkey(), created_at, update, now).await {
             Ok(Applied::Applied) => {
                 if !self.mutes.knows(event.pubkey()) {
                     self.load_mute_lists(&[*event.pubkey()]).await;
                 }
                 self.plan_changed.notify_one();
-                (true, String::new())
+                (true, notes)
             }
             Ok(Applied::Replay) => (true, "duplicate: a newer registration was already applied".into()),
             Err(ApplyError::Refused(reason)) => (false, reason),

@@ -20,6 +20,9 @@ pub struct RegistrationUpdate {
     pub exclude_authors: Option<Vec<String>>,
     pub relays: Option<Vec<String>>,
     pub online: Option<bool>,
+    /// What was left out of an honest but over-long or partly unusable registration ("relays: kept the first 16
+    /// of 20"): it is applied all the same, and the app is told in the OK message.
+    pub notes: Vec<String>,
 }
 
 impl RegistrationUpdate {
@@ -49,7 +52,10 @@ pub fn decrypt(event: &Event, push_key: &SecretKey) -> Result<String, String> {
     plaintext.map_err(|_| "invalid: cannot decrypt".to_owned())
 }
 
-/// Parses decrypted content; `check_relay` judges each relay URL named in `relays`.
+/// Parses decrypted content; `check_relay` judges each relay URL named in `relays`. Only malformed content is
+/// refused (not JSON, a field of the wrong type, an entry that is not a pubkey where one is due): a list longer
+/// than its cap is kept to its first entries, and relays that may not be watched are left out, each said in `notes`.
+/// An app re-sends the same registration on every reconnect, so a refusal would cost its user every push.
 pub fn parse(
     plaintext: &str,
     limits: &PushConfig,
@@ -59,24 +65,26 @@ pub fn parse(
     let Value::Object(object) = value else {
         return Err("invalid: content must be a JSON object".into());
     };
+    let mut notes = Vec::new();
     let mut update = RegistrationUpdate {
         device_id: string_field(&object, "deviceId")?,
         kinds: None,
-        p_tags: pubkey_list(&object, "#p", limits.max_p_tags)?,
-        e_tags: string_list(&object, "#e", limits.max_e_tags)?,
-        authors: pubkey_list(&object, "authors", limits.max_authors)?,
-        exclude_authors: pubkey_list(&object, "exclude_authors", limits.max_authors)?,
-        relays: string_list(&object, "relays", limits.max_relays)?,
+        p_tags: pubkey_list(&object, "#p", limits.max_p_tags, &mut notes)?,
+        e_tags: string_list(&object, "#e", limits.max_e_tags, &mut notes)?,
+        authors: pubkey_list(&object, "authors", limits.max_authors, &mut notes)?,
+        exclude_authors: pubkey_list(&object, "exclude_authors", limits.max_authors, &mut notes)?,
+        relays: None,
         online: None,
+        notes: Vec::new(),
     };
     if let Some(kinds) = object.get("kinds") {
         let kinds = kinds.as_array().ok_or("invalid: kinds must be an array of integers")?;
-        check_size("kinds", kinds.len(), limits.max_kinds)?;
-        let kinds = kinds
+        let mut kinds = kinds
             .iter()
             .map(|k| k.as_u64().and_then(|k| u16::try_from(k).ok()))
             .collect::<Option<Vec<u16>>>()
             .ok_or("invalid: kinds must be an array of integers from 0 to 65535")?;
+        keep_first("kinds", &mut kinds, limits.max_kinds, &mut notes);
         update.kinds = Some(kinds);
     }
     if let Some(online) = object.get("online") {
@@ -87,19 +95,29 @@ pub fn parse(
             _ => return Err("invalid: online must be 0 or 1".into()),
         });
     }
-    if let Some(relays) = &update.relays {
+    // Relays are judged before the cap, so that an unusable one does not take a usable one's place.
+    if let Some(relays) = string_list(&object, "relays", usize::MAX, &mut notes)? {
+        let mut usable = Vec::with_capacity(relays.len());
         for relay in relays {
-            check_relay(relay).map_err(|e| format!("invalid: relays: {e}"))?;
+            match check_relay(&relay) {
+                Ok(()) if !usable.contains(&relay) => usable.push(relay),
+                Ok(()) => {}
+                Err(e) => notes.push(format!("relays: left out {e}")),
+            }
         }
+        keep_first("relays", &mut usable, limits.max_relays, &mut notes);
+        update.relays = Some(usable);
     }
+    update.notes = notes;
     Ok(update)
 }
 
-fn check_size(field: &str, len: usize, max: usize) -> Result<(), String> {
-    if len > max {
-        return Err(format!("invalid: too many entries in {field} (max {max})"));
+/// Keeps the first `max` entries of an over-long list, and says so.
+fn keep_first<T>(field: &str, list: &mut Vec<T>, max: usize, notes: &mut Vec<String>) {
+    if list.len() > max {
+        notes.push(format!("{field}: kept the first {max} of {}", list.len()));
+        list.truncate(max);
     }
-    Ok(())
 }
 
 fn string_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
@@ -110,17 +128,29 @@ fn string_field(object: &Map<String, Value>, field: &str) -> Result<Option<Strin
     }
 }
 
-fn string_list(object: &Map<String, Value>, field: &str, max: usize) -> Result<Option<Vec<String>>, String> {
+fn string_list(
+    object: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    notes: &mut Vec<String>,
+) -> Result<Option<Vec<String>>, String> {
     let Some(value) = object.get(field) else { return Ok(None) };
     let wrong_type = || format!("invalid: {field} must be an array of strings");
     let items = value.as_array().ok_or_else(wrong_type)?;
-    check_size(field, items.len(), max)?;
-    items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong_type)).collect::<Result<_, _>>().map(Some)
+    let mut items: Vec<String> =
+        items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong_type)).collect::<Result<_, _>>()?;
+    keep_first(field, &mut items, max, notes);
+    Ok(Some(items))
 }
 
 /// A list of hex pubkeys, normalised to lowercase so that it compares equal to event tags.
-fn pubkey_list(object: &Map<String, Value>, field: &str, max: usize) -> Result<Option<Vec<String>>, String> {
-    let Some(items) = string_list(object, field, max)? else { return Ok(None) };
+fn pubkey_list(
+    object: &Map<String, Value>,
+    field: &str,
+    max: usize,
+    notes: &mut Vec<String>,
+) -> Result<Option<Vec<String>>, String> {
+    let Some(items) = string_list(object, field, max, notes)? else { return Ok(None) };
     items
         .into_iter()
         .map(|item| {
@@ -162,6 +192,22 @@ mod tests {
         assert_eq!(update.authors, Some(vec![]));
         assert_eq!(update.online, None);
         assert!(update.has_fields());
+        assert!(update.notes.is_empty());
+    }
+
+    #[test]
+    fn over_long_lists_are_kept_to_their_caps_and_unusable_relays_left_out() {
+        let relays: Vec<String> = (0..20).map(|n| format!("wss://r{n}.example")).collect();
+        let mut named = vec!["https://not.a.relay".to_owned(), "wss://10.0.0.1".to_owned()];
+        named.extend(relays.iter().cloned());
+        let text = serde_json::json!({"kinds": [1, 4, 7, 9735], "relays": named}).to_string();
+        let update = parse(&text, &limits()).unwrap();
+        assert_eq!(update.kinds, Some(vec![1, 4, 7]));
+        assert_eq!(update.relays.as_deref(), Some(&relays[..16]));
+        let notes = update.notes.join("; ");
+        for said in ["kinds: kept the first 3 of 4", "relays: kept the first 16 of 20", "not.a.relay", "10.0.0.1"] {
+            assert!(notes.contains(said), "{notes}");
+        }
     }
 
     #[test]
@@ -177,11 +223,9 @@ mod tests {
         for (text, field) in [
             (r#"[1]"#, "object"),
             (r#"{"kinds":"4"}"#, "kinds"),
-            (r#"{"kinds":[1,2,3,4]}"#, "kinds"),
             (r#"{"deviceId":5}"#, "deviceId"),
             (r##"{"#p":["nothex"]}"##, "#p"),
             (r##"{"#e":[1]}"##, "#e"),
-            (r#"{"relays":["https://not.a.relay"]}"#, "relays"),
             (r#"{"online":"yes"}"#, "online"),
         ] {
             let err = parse(text, &limits()).unwrap_err();

@@ -415,6 +415,12 @@ fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64)
     replace(&mut registration.authors, &update.authors);
     replace(&mut registration.exclude_authors, &update.exclude_authors);
     replace(&mut registration.relays, &update.relays);
+    // A registration that never named `#p` (YakiHonne's) is for its signer (spec: "What the decrypted content
+    // says"); an empty list is taken the same way, so that such registrations stored earlier mend themselves at the
+    // app's next heartbeat.
+    if update.p_tags.is_none() && registration.p_tags.is_empty() {
+        registration.p_tags = vec![hex::encode(registration.pubkey)];
+    }
     registration.updated_at = now;
     registration
 }
