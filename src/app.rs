@@ -19,6 +19,7 @@ use crate::store::EventStore;
 use crate::store::Leases;
 use crate::store::jobs::JobSource;
 use crate::store::writer::{AcceptListener, Writer};
+use crate::upstream::parts::WatchAs;
 use crate::upstream::{RemoteEvents, RemoteStatus, StatusBoard, StoreFirst, Upstream};
 use crate::{http, store};
 
@@ -100,7 +101,11 @@ impl RelayHandle {
         };
         let upstream = push.clone().filter(|_| config.upstream.enabled).map(|push| {
             let leases: Arc<dyn Leases> = store.clone();
-            let upstream = Upstream::new(config.upstream.clone(), &config.server.public_url, leases, node.clone());
+            // Watchers authenticate to remotes as the relay's push key, and ask for what this relay gates apart.
+            let watch_as =
+                WatchAs { keys: Some(push.keys().clone()), private_kinds: config.auth.read_restricted_kinds.clone() };
+            let url = &config.server.public_url;
+            let upstream = Upstream::new(config.upstream.clone(), watch_as, url, leases, node.clone());
             let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
                 Arc::new(StoreFirst {
                     writer: state.writer.clone(),

@@ -19,6 +19,7 @@ pub const PUSH_JOBS: &str = "pushrelay_push_jobs_total";
 pub const DEAD_TOKENS: &str = "pushrelay_push_dead_tokens_total";
 pub const UPSTREAM_CONNECTIONS: &str = "pushrelay_upstream_connections";
 pub const JOB_SOURCE_FAILURES: &str = "pushrelay_job_source_failures_total";
+pub const UPSTREAM_REFUSED: &str = "pushrelay_upstream_refused_relays";
 pub const SLOW_CLIENTS: &str = "pushrelay_slow_clients_total";
 pub const WRITER_PANICS: &str = "pushrelay_writer_panics_total";
 
@@ -63,6 +64,10 @@ fn describe() {
     metrics::describe_counter!(DEAD_TOKENS, "Devices removed because their service called the token dead");
     metrics::describe_gauge!(UPSTREAM_CONNECTIONS, "Watched relays, by connection state");
     metrics::describe_counter!(JOB_SOURCE_FAILURES, "Events stored without their push jobs: deriving them failed");
+    metrics::describe_gauge!(
+        UPSTREAM_REFUSED,
+        "Watched relays refusing a subscription, by subscription (public, private)"
+    );
     metrics::describe_counter!(
         SLOW_CLIENTS,
         "Connections closed for not reading, by reason (outbox_full, send_timeout)"

@@ -275,3 +275,80 @@ async fn the_public_status_page_does_not_name_watched_relays_nor_their_errors() 
     assert!(details.contains(&remote.url) && details.contains("watching"), "{details}");
     assert!(details.contains(unreachable) && details.contains("cannot resolve"), "{details}");
 }
+
+/// Registers `user` for `kinds`, watching `relays`, on one APNs device.
+async fn register_kinds(relay: &TestRelay, user: &Keys, kinds: &[u16], relays: &[&str]) {
+    let push_key = relay.handle.as_ref().unwrap().push().unwrap().public_key();
+    let content =
+        json!({"kinds": kinds, "deviceId": "ab".repeat(32), "#p": [user.public_key().to_hex()], "relays": relays});
+    let mut client = relay.client().await;
+    client.publish_ok(&registration_event(user, &push_key, &content, Cipher::Nip04, now())).await;
+}
+
+/// 0xchat's kinds include DMs; the remote (a real second relay process, with its defaults) serves DMs only after
+/// NIP-42 AUTH. The private kinds are asked for apart, so their refusal costs the public mention nothing; the
+/// watcher answers the remote's challenge with the push key, and the remote then serves the private subscription
+/// (showing the push key nothing of the user's DMs, as a push is a read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_that_gates_dms_still_yields_public_mentions_and_is_authenticated_to() {
+    let mut apns = StandIn::start().await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    let remote_url = format!("ws://127.0.0.1:{port}");
+    let extra =
+        [("PUSHRELAY_SERVER__BIND", format!("127.0.0.1:{port}")), ("PUSHRELAY_SERVER__PUBLIC_URL", remote_url.clone())];
+    let (mut remote, _) = spawn_relay_binary(&mut relay_command(dir.path(), &extra)).await;
+    let relay = push_relay(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    register_kinds(&relay, &user, &[1, 4], &[&remote_url]).await;
+    let status = || relay.handle.as_ref().unwrap().upstream_status().get(&remote_url).cloned().unwrap_or_default();
+    let served = || status().subscribed && status().authenticated && status().refused.is_empty();
+    assert!(common::push::eventually(served).await, "{:?}", status());
+
+    let mut there = Client::connect(&remote_url).await;
+    there.publish_ok(&dm(&friend, &user)).await;
+    let mention = sign(&friend, 1, "hello", &[&["p", &user.public_key().to_hex()]], now());
+    there.publish_ok(&mention).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&mention));
+    apns.expect_none().await;
+    kill_hard(&mut remote);
+}
+
+/// A remote whose AUTH the watcher cannot satisfy (it names another URL for itself): the private subscription
+/// stays refused (shown per relay, and counted in `/metrics`) and is asked again only later; public kinds flow.
+#[tokio::test]
+async fn a_refused_private_subscription_is_shown_and_costs_public_kinds_nothing() {
+    let mut apns = StandIn::start().await;
+    let remote = TestRelay::start().await;
+    let relay = push_relay(&apns.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    register_kinds(&relay, &user, &[1, 4, 1059], &[&remote.url]).await;
+    let status = || relay.handle.as_ref().unwrap().upstream_status().get(&remote.url).cloned().unwrap_or_default();
+    assert!(common::push::eventually(|| status().subscribed && !status().refused.is_empty()).await, "{:?}", status());
+    let refused = status().refused;
+    assert!(refused.keys().eq(["private [4, 1059]"]), "{refused:?}");
+    assert!(refused.values().all(|why| why.starts_with("auth-required:")), "{refused:?}");
+    let metrics = reqwest::get(format!("{}/metrics", relay.http_url())).await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"pushrelay_upstream_refused_relays{subscription="private"} 1"#), "{metrics}");
+
+    let mention = sign(&friend, 1, "hello", &[&["p", &user.public_key().to_hex()]], now());
+    remote.client().await.publish_ok(&mention).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&mention));
+}
+
+/// NIP-17: a user's DM inbox relays (kind 10050), which 0xchat leaves out of `relays`, are watched for the gift
+/// wraps the registration wants.
+#[tokio::test]
+async fn dm_inbox_relays_from_a_kind_10050_list_are_watched() {
+    let mut apns = StandIn::start().await;
+    let inbox = remote_relay().await;
+    let relay = push_relay(&apns.url).await;
+    let user = Keys::generate();
+    register_kinds(&relay, &user, &[1059], &[]).await;
+    relay.client().await.publish_ok(&sign(&user, 10050, "", &[&["relay", &inbox.url]], now())).await;
+    wait_until_watching(&relay, &inbox.url).await;
+
+    let wrap = sign(&Keys::generate(), 1059, "sealed", &[&["p", &user.public_key().to_hex()]], now() - 3600);
+    inbox.client().await.publish_ok(&wrap).await;
+    assert_eq!(apns.next().await.json()["event_id"], id_of(&wrap));
+}

@@ -278,6 +278,9 @@ pub struct UpstreamConfig {
     pub max_pending_writes: usize,
     /// Watched relays one pubkey's registrations may name (all its devices together); the rest are not watched.
     pub max_relays_per_pubkey: usize,
+    /// A subscription a watched relay refused (`CLOSED`) is asked again after this many seconds (at once after a
+    /// successful AUTH, when it was refused for want of one).
+    pub refused_retry_secs: u64,
     /// Also store the events that arrive from watched relays (and serve them to local subscribers).
     pub store_events: bool,
     /// With several nodes on one database, one node watches each remote relay, holding a lease renewed every
@@ -298,6 +301,7 @@ impl Default for UpstreamConfig {
             max_message_bytes: 1024 * 1024,
             max_pending_writes: 1000,
             max_relays_per_pubkey: 10,
+            refused_retry_secs: 600,
             store_events: false,
             lease_secs: 30,
         }

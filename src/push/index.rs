@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use super::device::Device;
+use super::inbox::{INBOX_KINDS, INBOX_RELAYS_KIND};
 use super::mutes::MUTE_LIST_KIND;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, VerifiedEvent};
@@ -44,6 +45,48 @@ impl Presence {
 }
 
 type Key = (Hash32, String);
+
+/// What the registrations watching one relay want there.
+#[derive(Default)]
+struct Wanted {
+    kinds: BTreeSet<u16>,
+    p: BTreeSet<String>,
+    e: BTreeSet<String>,
+    pubkeys: BTreeSet<Hash32>,
+}
+
+impl Wanted {
+    fn add(&mut self, r: &Registration, kinds: &[u16], p: &[String]) {
+        self.add_for(r.pubkey, kinds, p, &r.e_tags);
+    }
+
+    fn add_for(&mut self, pubkey: Hash32, kinds: &[u16], p: &[String], e: &[String]) {
+        self.kinds.extend(kinds);
+        self.p.extend(p.iter().cloned());
+        self.e.extend(e.iter().cloned());
+        self.pubkeys.insert(pubkey);
+    }
+}
+
+/// The relays one pubkey is watched on, at most `max`.
+struct RelaySlots {
+    taken: Vec<String>,
+    max: usize,
+}
+
+impl RelaySlots {
+    /// Whether `relay` is (or now becomes) one of the pubkey's watched relays.
+    fn take(&mut self, relay: &String) -> bool {
+        if self.taken.contains(relay) {
+            return true;
+        }
+        if self.taken.len() >= self.max {
+            return false;
+        }
+        self.taken.push(relay.clone());
+        true
+    }
+}
 
 /// How much the watch plan may ask for (`[upstream]`).
 #[derive(Debug, Clone, Copy)]
@@ -172,50 +215,53 @@ impl RegistrationIndex {
 
     /// Per relay named in the registrations of offline pubkeys, the filters that find their events there: the
     /// union of their kinds with their `#p` values, and with their `#e` values as `e` and as `h` tags, and their
-    /// mute lists (kind 10000 by those pubkeys), in chunks of at most `limits.max_values` values. A pubkey is
-    /// watched on its first `limits.per_pubkey` relays (across its devices), and of all relays the
-    /// `limits.relays` most pubkeys want are kept: one registration naming many dead relays cannot take the slots
-    /// everyone else's watching needs.
-    pub fn watch_plan(&self, now: i64, timeout_secs: i64, limits: PlanLimits) -> BTreeMap<String, Vec<Filter>> {
-        #[derive(Default)]
-        struct Wanted {
-            kinds: BTreeSet<u16>,
-            p: BTreeSet<String>,
-            e: BTreeSet<String>,
-            pubkeys: BTreeSet<Hash32>,
-        }
-        let mut wanted: BTreeMap<&str, Wanted> = BTreeMap::new();
+    /// lists (mute lists, kind 10000, and DM inbox relays, kind 10050, by those pubkeys), in chunks of at most
+    /// `limits.max_values` values. A pubkey's DM inbox relays (`inbox`) are watched too, for the gift-wrap kinds
+    /// its registrations want, `p`-tagging it. A pubkey is watched on its first `limits.per_pubkey` relays (its
+    /// devices' in order, then its inbox relays), and of all relays the `limits.relays` most pubkeys want are kept:
+    /// one registration naming many dead relays cannot take the slots everyone else's watching needs.
+    pub fn watch_plan(
+        &self,
+        now: i64,
+        timeout_secs: i64,
+        limits: PlanLimits,
+        inbox: &dyn Fn(&Hash32) -> Vec<String>,
+    ) -> BTreeMap<String, Vec<Filter>> {
+        let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
         for (pubkey, devices) in &self.by_pubkey {
             if self.presence(pubkey).is_online(now, timeout_secs) {
                 continue;
             }
             let mut devices: Vec<&String> = devices.iter().collect();
             devices.sort();
-            let mut relays_of_pubkey: Vec<&str> = Vec::new();
-            for device_id in devices {
-                let r = &self.registrations[&(*pubkey, device_id.clone())];
-                if r.kinds.is_empty() {
+            let registrations: Vec<&Registration> = devices
+                .into_iter()
+                .map(|device_id| &*self.registrations[&(*pubkey, device_id.clone())])
+                .filter(|r| !r.kinds.is_empty())
+                .collect();
+            let mut slots = RelaySlots { taken: Vec::new(), max: limits.per_pubkey };
+            for r in &registrations {
+                for relay in r.relays.iter().filter(|relay| slots.take(relay)) {
+                    wanted.entry(relay.clone()).or_default().add(r, &r.kinds, &r.p_tags);
+                }
+            }
+            let inbox_relays = inbox(pubkey);
+            for r in &registrations {
+                let kinds: Vec<u16> = r.kinds.iter().copied().filter(|k| INBOX_KINDS.contains(k)).collect();
+                if kinds.is_empty() {
                     continue;
                 }
-                for relay in &r.relays {
-                    if !relays_of_pubkey.contains(&relay.as_str()) {
-                        if relays_of_pubkey.len() >= limits.per_pubkey {
-                            continue;
-                        }
-                        relays_of_pubkey.push(relay);
-                    }
-                    let w = wanted.entry(relay.as_str()).or_default();
-                    w.kinds.extend(&r.kinds);
-                    w.p.extend(r.p_tags.iter().cloned());
-                    w.e.extend(r.e_tags.iter().cloned());
-                    w.pubkeys.insert(r.pubkey);
+                let me = [hex::encode(pubkey)];
+                for relay in inbox_relays.iter().filter(|relay| slots.take(relay)) {
+                    wanted.entry(relay.clone()).or_default().add_for(*pubkey, &kinds, &me, &[]);
                 }
             }
         }
         if wanted.len() > limits.relays {
-            let mut by_demand: Vec<(&str, usize)> = wanted.iter().map(|(url, w)| (*url, w.pubkeys.len())).collect();
-            by_demand.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
-            let kept: HashSet<&str> = by_demand.into_iter().take(limits.relays).map(|(url, _)| url).collect();
+            let mut by_demand: Vec<(String, usize)> =
+                wanted.iter().map(|(url, w)| (url.clone(), w.pubkeys.len())).collect();
+            by_demand.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let kept: HashSet<String> = by_demand.into_iter().take(limits.relays).map(|(url, _)| url).collect();
             wanted.retain(|url, _| kept.contains(url));
         }
         let max_values = limits.max_values.max(1);
@@ -238,10 +284,10 @@ impl RegistrationIndex {
                 let pubkeys: Vec<Hash32> = w.pubkeys.into_iter().collect();
                 filters.extend(pubkeys.chunks(max_values).map(|chunk| Filter {
                     authors: Some(chunk.to_vec()),
-                    kinds: Some(vec![MUTE_LIST_KIND]),
+                    kinds: Some(vec![MUTE_LIST_KIND, INBOX_RELAYS_KIND]),
                     ..Filter::default()
                 }));
-                (relay.to_owned(), filters)
+                (relay, filters)
             })
             .collect()
     }
@@ -309,7 +355,8 @@ mod tests {
             index.insert(registration(pubkey, pubkey, &[relay.to_owned()]));
         }
         let plan = |per_pubkey, relays| {
-            index.watch_plan(0, 180, PlanLimits { max_values: 100, per_pubkey, relays }).into_keys().collect::<Vec<_>>()
+            let limits = PlanLimits { max_values: 100, per_pubkey, relays };
+            index.watch_plan(0, 180, limits, &|_| Vec::new()).into_keys().collect::<Vec<_>>()
         };
         let all = plan(10, 100);
         assert_eq!(all.len(), 12, "{all:?}");

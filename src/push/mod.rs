@@ -7,6 +7,7 @@
 mod bookkeeping;
 pub mod device;
 pub mod dispatch;
+pub mod inbox;
 pub mod index;
 pub mod jobs;
 pub mod keys;
@@ -38,6 +39,7 @@ use crate::store::{EventStore, Store, Visibility, unix_now_ms};
 use crate::upstream::{RemoteEvents, WatchSource};
 use bookkeeping::Bookkeeper;
 use dispatch::PushStats;
+use inbox::{INBOX_RELAYS_KIND, InboxRelays};
 use jobs::Matcher;
 use mutes::{MUTE_LIST_KIND, MuteLists};
 use registry::{Applied, ApplyError, Registry};
@@ -53,6 +55,8 @@ pub struct PushService {
     registry: Registry,
     /// Registered pubkeys' mute lists, consulted by the matcher.
     mutes: MuteLists,
+    /// Registered pubkeys' NIP-17 DM inbox relays, which the watch plan adds.
+    inbox: InboxRelays,
     config: PushConfig,
     /// `[auth] read_restricted_kinds`, as at start: who may be pushed an event is who may read it.
     read_restricted_kinds: Vec<u16>,
@@ -103,6 +107,7 @@ impl PushService {
             pubkey_hex,
             registry,
             mutes: MuteLists::default(),
+            inbox: InboxRelays::default(),
             config: push.clone(),
             read_restricted_kinds: config.auth.read_restricted_kinds.clone(),
             upstream: config.upstream.clone(),
@@ -119,7 +124,7 @@ impl PushService {
             device_limiter: dispatch::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
             stats: PushStats::default(),
         });
-        service.load_mute_lists(&service.registry.pubkeys()).await;
+        service.load_lists(&service.registry.pubkeys()).await;
         Ok(service)
     }
 
@@ -132,21 +137,22 @@ impl PushService {
         }
     }
 
-    /// Reads the newest stored mute list of each pubkey (those published here; watched relays send theirs later).
-    /// A pubkey without one is remembered as checked, so that its heartbeats do not ask again.
-    async fn load_mute_lists(&self, pubkeys: &[Hash32]) {
+    /// Reads the newest stored mute list and DM inbox relay list of each pubkey (those published here; watched
+    /// relays send theirs later). A pubkey without a mute list is remembered as checked, so that its heartbeats do
+    /// not ask again.
+    async fn load_lists(&self, pubkeys: &[Hash32]) {
         for chunk in pubkeys.chunks(256) {
             let filter = Filter {
                 authors: Some(chunk.to_vec()),
-                kinds: Some(vec![MUTE_LIST_KIND]),
-                limit: Some(chunk.len() as u64),
+                kinds: Some(vec![MUTE_LIST_KIND, INBOX_RELAYS_KIND]),
+                limit: Some(2 * chunk.len() as u64),
                 ..Filter::default()
             };
             match self.events.query_filter(&filter, Visibility::default(), usize::MAX).await {
                 Ok(found) => {
                     for stored in found {
                         if let Some(event) = VerifiedEvent::from_stored(&stored.json) {
-                            self.mutes.offer(&event);
+                            self.offer_list(&event);
                         }
                     }
                 }
@@ -158,12 +164,20 @@ impl PushService {
         }
     }
 
-    /// Keeps the mute lists of registered pubkeys among accepted or remote events.
-    fn learn_mute_lists(&self, events: &[SharedEvent]) {
-        for event in events.iter().filter(|e| e.kind() == MUTE_LIST_KIND) {
+    /// Keeps the mute lists and DM inbox relays of registered pubkeys among accepted or remote events.
+    fn learn_lists(&self, events: &[SharedEvent]) {
+        for event in events.iter().filter(|e| [MUTE_LIST_KIND, INBOX_RELAYS_KIND].contains(&e.kind())) {
             if self.registry.has_pubkey(event.pubkey()) {
-                self.mutes.offer(event);
+                self.offer_list(event);
             }
+        }
+    }
+
+    fn offer_list(&self, event: &VerifiedEvent) {
+        self.mutes.offer(event);
+        let check = |url: &str| crate::upstream::check_relay_url(url, &self.upstream).is_ok();
+        if self.inbox.offer(event, self.config.max_relays, check) {
+            self.plan_changed.notify_one();
         }
     }
 
@@ -174,6 +188,11 @@ impl PushService {
     /// Jobs not yet delivered, retried or dropped.
     pub async fn pending_jobs(&self) -> u64 {
         self.queue.pending().await.unwrap_or(0)
+    }
+
+    /// The relay's push keypair, which also signs its NIP-42 AUTH on watched relays.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     pub fn public_key(&self) -> PublicKey {
@@ -227,7 +246,7 @@ impl PushService {
         match self.registry.apply(*event.pubkey(), created_at, update, now).await {
             Ok(Applied::Applied) => {
                 if !self.mutes.knows(event.pubkey()) {
-                    self.load_mute_lists(&[*event.pubkey()]).await;
+                    self.load_lists(&[*event.pubkey()]).await;
                 }
                 self.plan_changed.notify_one();
                 (true, notes)
@@ -256,7 +275,7 @@ impl JobSource for PushService {
 /// After the commit: wake the delivery loop. Ephemeral events were not written, so their jobs are queued here.
 impl AcceptListener for PushService {
     fn accepted(&self, events: &[SharedEvent]) {
-        self.learn_mute_lists(events);
+        self.learn_lists(events);
         let ephemeral: Vec<NewJob> = events
             .iter()
             .filter(|e| e.class() == KindClass::Ephemeral)
@@ -267,7 +286,7 @@ impl AcceptListener for PushService {
 
     /// Another node made the jobs (it matched the event in its commit); only mute lists are of interest here.
     fn accepted_elsewhere(&self, events: &[SharedEvent]) {
-        self.learn_mute_lists(events);
+        self.learn_lists(events);
     }
 }
 
@@ -280,7 +299,7 @@ impl crate::cluster::SharedRegistrations for Arc<PushService> {
                 tracing::error!("cannot reload changed registrations: {e}");
             }
             if !service.mutes.knows(&pubkey) {
-                service.load_mute_lists(&[pubkey]).await;
+                service.load_lists(&[pubkey]).await;
             }
             service.plan_changed.notify_one();
         });
@@ -301,7 +320,7 @@ impl crate::cluster::SharedRegistrations for Arc<PushService> {
 /// event seen here and there push once.
 impl RemoteEvents for PushService {
     fn remote_event(&self, event: SharedEvent) {
-        self.learn_mute_lists(std::slice::from_ref(&event));
+        self.learn_lists(std::slice::from_ref(&event));
         self.enqueue_later(self.matcher().jobs_for(&event, unix_now()));
     }
 }
@@ -313,7 +332,7 @@ impl WatchSource for PushService {
             per_pubkey: self.upstream.max_relays_per_pubkey,
             relays: self.upstream.max_connections,
         };
-        self.registry.watch_plan(unix_now(), limits)
+        self.registry.watch_plan(unix_now(), limits, &|pubkey| self.inbox.of(pubkey))
     }
 
     fn plan_changed(&self) -> Arc<Notify> {

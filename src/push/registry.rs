@@ -372,9 +372,10 @@ impl Registry {
         &self,
         now: i64,
         limits: super::index::PlanLimits,
+        inbox: &dyn Fn(&Hash32) -> Vec<String>,
     ) -> std::collections::BTreeMap<String, Vec<crate::protocol::Filter>> {
         let timeout = self.config.heartbeat_timeout_secs as i64;
-        self.index.read().expect("registration index lock").watch_plan(now, timeout, limits)
+        self.index.read().expect("registration index lock").watch_plan(now, timeout, limits, inbox)
     }
 
     pub fn is_online(&self, pubkey: &Hash32, now: i64) -> bool {

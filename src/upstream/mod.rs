@@ -5,6 +5,7 @@
 //!
 //! This module knows nothing of push: it asks a `WatchSource` what to watch and gives events to `RemoteEvents`.
 
+pub mod parts;
 mod remote;
 
 use std::collections::{BTreeMap, HashMap};
@@ -20,6 +21,7 @@ use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::report::{Reporter, Section};
 use crate::store::writer::Writer;
 use crate::store::{Leases, unix_now};
+use parts::WatchAs;
 
 /// Presence changes by timeout, not by message: the plan is also recomputed this often.
 const REPLAN_EVERY: Duration = Duration::from_secs(30);
@@ -76,6 +78,11 @@ pub struct RemoteStatus {
     pub events: u64,
     /// CLOSED and NOTICE answers (auth-required: among them).
     pub refusals: u64,
+    /// Subscriptions the remote refuses now (`"private [4, 1059]"`), with its reason; asked again after AUTH or
+    /// after `refused_retry_secs`.
+    pub refused: BTreeMap<String, String>,
+    /// The remote accepted our NIP-42 AUTH (as the push key) on the current connection.
+    pub authenticated: bool,
 }
 
 pub type StatusBoard = Arc<Mutex<BTreeMap<String, RemoteStatus>>>;
@@ -97,6 +104,8 @@ pub fn check_relay_url(relay: &str, config: &UpstreamConfig) -> Result<url::Url,
 
 pub struct Upstream {
     config: UpstreamConfig,
+    /// The key the watchers authenticate with, and the kinds they ask for apart.
+    watch_as: Arc<WatchAs>,
     own_url: String,
     pub status: StatusBoard,
     /// Which node watches which relay, when several share one database.
@@ -105,8 +114,15 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(config: UpstreamConfig, own_url: &str, leases: Arc<dyn Leases>, node: String) -> Arc<Self> {
-        Arc::new(Self { config, own_url: normalise(own_url), status: StatusBoard::default(), leases, node })
+    pub fn new(
+        config: UpstreamConfig,
+        watch_as: WatchAs,
+        own_url: &str,
+        leases: Arc<dyn Leases>,
+        node: String,
+    ) -> Arc<Self> {
+        let (own_url, status, watch_as) = (normalise(own_url), StatusBoard::default(), Arc::new(watch_as));
+        Arc::new(Self { config, watch_as, own_url, status, leases, node })
     }
 
     /// The relays of the plan this node holds (or now takes) the lease for; the others are another node's.
@@ -178,6 +194,7 @@ impl Upstream {
                 let task = tokio::spawn(remote::watch(
                     url.clone(),
                     self.config.clone(),
+                    self.watch_as.clone(),
                     plan_rx,
                     sink.clone(),
                     self.status.clone(),
@@ -237,7 +254,8 @@ impl Reporter for Upstream {
                     "disconnected"
                 };
                 let error = s.last_error.map(|e| format!(", last error: {e}")).unwrap_or_default();
-                (url, format!("{state}, {} events, {} refusals{error}", s.events, s.refusals))
+                let refused: String = s.refused.iter().map(|(part, why)| format!(", refuses {part}: {why}")).collect();
+                (url, format!("{state}, {} events, {} refusals{refused}{error}", s.events, s.refusals))
             })
             .collect();
         if rows.is_empty() {
@@ -255,5 +273,9 @@ impl Reporter for Upstream {
         gauge("watching", count(|s| s.subscribed));
         gauge("connected", count(|s| s.connected && !s.subscribed));
         gauge("disconnected", count(|s| !s.connected));
+        for part in [parts::Part::Public, parts::Part::Private] {
+            let refusing = board.values().filter(|s| s.refused.keys().any(|k| k.starts_with(part.name()))).count();
+            metrics::gauge!(crate::metrics::UPSTREAM_REFUSED, "subscription" => part.name()).set(refusing as f64);
+        }
     }
 }

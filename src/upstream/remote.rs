@@ -1,37 +1,34 @@
 //! One remote relay: connect, subscribe with the planned filters (with `since` covering the time since the last
 //! event seen, so a reconnect misses nothing), verify what arrives, pass it on; reconnect with back-off.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
+use super::parts::{self, Subscriptions, WatchAs};
 use super::{RemoteEvents, StatusBoard, check_relay_url};
 use crate::config::UpstreamConfig;
 use crate::protocol::verify::{parse_event, verify_event};
-use crate::protocol::{Filter, KindClass, VerifiedEvent};
+use crate::protocol::{Filter, VerifiedEvent};
 use crate::store::unix_now;
 
-const SUBSCRIPTION: &str = "pushrelay";
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// A connection that lasted this long was a good one: the back-off starts again from `FIRST_BACKOFF`. A relay
 /// that drops connections sooner (flapping) is retried ever more slowly; `since` still covers the gaps.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
-/// After a reconnect, `since` reaches this far before the connection was lost: clocks and commit order are not exact.
-const SINCE_MARGIN: u64 = 60;
-/// Gift wraps carry a `created_at` up to two days in the past (NIP-59), so their filters reach back that much more.
-const GIFT_WRAP_BACKDATE: u64 = 2 * 24 * 3600;
-const GIFT_WRAP_KINDS: [u16; 2] = [1059, 1060];
 
 pub(super) async fn watch(
     url: String,
     config: UpstreamConfig,
+    watch_as: Arc<WatchAs>,
     mut plan: watch::Receiver<Vec<Filter>>,
     sink: std::sync::Arc<dyn RemoteEvents>,
     status: StatusBoard,
@@ -45,7 +42,7 @@ pub(super) async fn watch(
         let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
             _ = shutdown.cancelled() => return,
-            outcome = session(&url, &config, &mut plan, &*sink, &status, &mut live_until) => outcome,
+            outcome = session(&url, &config, &watch_as, &mut plan, &*sink, &status, &mut live_until) => outcome,
         };
         if started.elapsed() >= STABLE_SESSION {
             backoff = FIRST_BACKOFF;
@@ -58,6 +55,8 @@ pub(super) async fn watch(
         set_status(&status, &url, |s| {
             s.connected = false;
             s.subscribed = false;
+            s.refused.clear();
+            s.authenticated = false;
             s.last_error = Some(error);
         });
         let jittered = backoff.mul_f64(rand::random_range(0.8..1.2));
@@ -73,32 +72,11 @@ fn set_status(status: &StatusBoard, url: &str, change: impl FnOnce(&mut super::R
     change(status.lock().expect("status lock").entry(url.to_owned()).or_default());
 }
 
-/// The REQ for the planned filters: new events only at first; after a gap, everything since it began. Filters for
-/// replaceable kinds (lists) ask for the current version, whenever it was published.
-fn req(filters: &[Filter], live_until: Option<u64>) -> String {
-    let mut message = vec![json!("REQ"), json!(SUBSCRIPTION)];
-    message.extend(filters.iter().map(|f| {
-        let mut filter = f.clone();
-        let replaceable =
-            filter.kinds.as_ref().is_some_and(|k| k.iter().all(|&k| KindClass::of(k) == KindClass::Replaceable));
-        match live_until {
-            _ if replaceable => {}
-            None => filter.limit = Some(0),
-            Some(moment) => {
-                let wraps = filter.kinds.as_ref().is_some_and(|k| k.iter().any(|k| GIFT_WRAP_KINDS.contains(k)));
-                let reach = SINCE_MARGIN + if wraps { GIFT_WRAP_BACKDATE } else { 0 };
-                filter.since = Some(moment.saturating_sub(reach));
-            }
-        }
-        filter.to_json()
-    }));
-    Value::Array(message).to_string()
-}
-
 /// One connection's life. Ok when there is nothing left to watch; Err(reason) when the connection failed.
 async fn session(
     url: &str,
     config: &UpstreamConfig,
+    watch_as: &WatchAs,
     plan: &mut watch::Receiver<Vec<Filter>>,
     sink: &dyn RemoteEvents,
     status: &StatusBoard,
@@ -112,26 +90,36 @@ async fn session(
         s.connected = true;
         s.last_error = None;
     });
-    let mut filters = plan.borrow_and_update().clone();
+    let filters = plan.borrow_and_update().clone();
     if filters.is_empty() {
         return Ok(());
     }
-    socket.send(Message::Text(req(&filters, *live_until).into())).await.map_err(|e| e.to_string())?;
+    let mut subs = Subscriptions::new(&filters, watch_as, Duration::from_secs(config.refused_retry_secs.max(1)));
+    let first: Vec<String> = subs.parts.iter().map(|(part, filters)| parts::req(*part, filters, *live_until)).collect();
+    send_all(&mut socket, first).await?;
     let mut window_start = tokio::time::Instant::now();
     let mut window_events = 0u32;
     loop {
-        tokio::select! {
+        let retry_at = subs.next_retry();
+        let out = tokio::select! {
             changed = plan.changed() => {
                 if changed.is_err() {
                     return Ok(()); // the manager stopped watching this relay
                 }
-                filters = plan.borrow_and_update().clone();
+                let filters = plan.borrow_and_update().clone();
                 if filters.is_empty() {
                     let _ = socket.close(None).await;
                     return Ok(());
                 }
-                // Same subscription id: the remote replaces the old subscription (NIP-01).
-                socket.send(Message::Text(req(&filters, Some(unix_now())).into())).await.map_err(|e| e.to_string())?;
+                // Same subscription ids: the remote replaces the old subscriptions (NIP-01).
+                let out = subs.replan(&filters, watch_as, Some(unix_now()));
+                set_status(status, url, |s| s.refused = subs.refusals());
+                out
+            }
+            _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
+                let out = subs.due(tokio::time::Instant::now(), *live_until);
+                set_status(status, url, |s| s.refused = subs.refusals());
+                out
             }
             message = socket.next() => {
                 let text = match message {
@@ -148,10 +136,27 @@ async fn session(
                 if window_events > config.max_events_per_sec {
                     return Err("flooding: too many messages per second".into());
                 }
-                handle(url, &text, &filters, sink, status, live_until).await;
+                handle(Remote { url, watch_as, sink, status }, &text, &mut subs, live_until).await
             }
-        }
+        };
+        send_all(&mut socket, out).await?;
     }
+}
+
+async fn send_all(socket: &mut Socket, messages: Vec<String>) -> Result<(), String> {
+    for message in messages {
+        socket.feed(Message::Text(message.into())).await.map_err(|e| e.to_string())?;
+    }
+    socket.flush().await.map_err(|e| e.to_string())
+}
+
+/// The remote relay a message came from, and where what it says goes.
+#[derive(Clone, Copy)]
+struct Remote<'a> {
+    url: &'a str,
+    watch_as: &'a WatchAs,
+    sink: &'a dyn RemoteEvents,
+    status: &'a StatusBoard,
 }
 
 type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -183,21 +188,17 @@ pub(super) async fn connect(url: &url::Url, config: &UpstreamConfig) -> Result<S
     Err(last_error)
 }
 
-async fn handle(
-    url: &str,
-    text: &str,
-    filters: &[Filter],
-    sink: &dyn RemoteEvents,
-    status: &StatusBoard,
-    live_until: &mut Option<u64>,
-) {
+/// One message from the remote; returns what to send back (AUTH, subscriptions asked again).
+async fn handle(remote: Remote<'_>, text: &str, subs: &mut Subscriptions, live_until: &mut Option<u64>) -> Vec<String> {
+    let Remote { url, watch_as, sink, status } = remote;
     if live_until.is_some() {
         *live_until = Some(unix_now());
     }
-    let Ok(Value::Array(message)) = serde_json::from_str::<Value>(text) else { return };
-    match message.first().and_then(Value::as_str) {
-        Some("EVENT") => {
-            let Some(raw) = message.get(2).map(Value::to_string) else { return };
+    let Ok(Value::Array(message)) = serde_json::from_str::<Value>(text) else { return Vec::new() };
+    let field = |n: usize| message.get(n).and_then(Value::as_str).unwrap_or("");
+    match field(0) {
+        "EVENT" => {
+            let Some(raw) = message.get(2).map(Value::to_string) else { return Vec::new() };
             let verified = tokio::task::spawn_blocking(move || {
                 let raw = serde_json::value::RawValue::from_string(raw).ok()?;
                 let event = parse_event(&raw).ok()?;
@@ -208,27 +209,52 @@ async fn handle(
             .ok()
             .flatten();
             // A remote relay is not trusted: the event must be genuine and match what was asked for.
-            let Some(event) = verified.filter(|e| filters.iter().any(|f| f.matches(&e.event))) else {
+            let Some(event) = verified.filter(|e| subs.all_filters().any(|f| f.matches(&e.event))) else {
                 tracing::debug!(relay = %url, "upstream event dropped: not verified or not asked for");
-                return;
+                return Vec::new();
             };
             set_status(status, url, |s| s.events += 1);
             sink.remote_event(std::sync::Arc::new(event));
+            Vec::new()
         }
-        Some("EOSE") => {
+        "EOSE" => {
             *live_until = Some(unix_now());
             set_status(status, url, |s| s.subscribed = true);
+            Vec::new()
         }
-        Some("CLOSED") | Some("NOTICE") => {
-            let reason = message.last().and_then(Value::as_str).unwrap_or("").to_owned();
+        "CLOSED" => {
+            let reason = field(2).to_owned();
+            tracing::warn!(relay = %url, "upstream relay refused {}: {reason}", field(1));
+            subs.closed(field(1), &reason, tokio::time::Instant::now());
+            set_status(status, url, |s| {
+                s.refusals += 1;
+                s.refused = subs.refusals();
+                s.last_error = Some(reason);
+            });
+            Vec::new()
+        }
+        "NOTICE" => {
             tracing::warn!(relay = %url, "upstream relay says: {text}");
             set_status(status, url, |s| {
                 s.refusals += 1;
-                s.last_error = Some(reason);
+                s.last_error = Some(field(1).to_owned());
             });
+            Vec::new()
         }
-        Some("AUTH") => {} // no authentication upstream; restricted kinds will come CLOSED auth-required
-        _ => {}
+        "AUTH" => subs.challenge(field(1), url, watch_as).into_iter().collect(),
+        "OK" => {
+            let accepted = message.get(2).and_then(Value::as_bool).unwrap_or(false);
+            if !accepted {
+                tracing::info!(relay = %url, "upstream relay refused our AUTH: {}", field(3));
+            }
+            let again = subs.ok(field(1), accepted, *live_until);
+            set_status(status, url, |s| {
+                s.refused = subs.refusals();
+                s.authenticated = subs.is_authenticated();
+            });
+            again
+        }
+        _ => Vec::new(),
     }
 }
 
