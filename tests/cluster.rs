@@ -303,6 +303,26 @@ async fn two_unconfigured_nodes_on_one_host_hear_each_other_and_release_what_the
     let watched: Vec<String> =
         sqlx::query_scalar("SELECT relay FROM upstream_leases ORDER BY relay").fetch_all(&mut db).await.unwrap();
     assert_eq!(watched, ["wss://live.example"], "the gone node's relay is free, the live node's kept");
+
+    // Node a dies; once it has not been seen for 20 s, node b's heartbeat releases what it held.
+    drop(a);
+    let mut released = false;
+    for _ in 0..80 {
+        let holder: Option<String> = sqlx::query_scalar("SELECT leased_by FROM jobs WHERE dedup_key = 'live-job'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let relays: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM upstream_leases").fetch_one(&mut db).await.unwrap();
+        if holder.as_deref() != Some(a_id.as_str()) && relays == 0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(released, "node a's leases are released after it is gone");
+    let ids: Vec<String> = sqlx::query_scalar("SELECT node FROM nodes").fetch_all(&mut db).await.unwrap();
+    assert_eq!(ids.len(), 1, "node a is forgotten: {ids:?}");
+    drop(b);
 }
 
 #[tokio::test]

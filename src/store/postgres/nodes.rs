@@ -1,6 +1,6 @@
 //! Which nodes are live on this database (the `nodes` table): each node registers at start and renews its
-//! `last_seen`; a node not seen for `LIVE_SECS` is gone, and its job and upstream leases are released by the next
-//! node that starts, instead of waiting out their lease time.
+//! `last_seen`; a node not seen for `LIVE_SECS` is gone, and its job and upstream leases are released (by the next
+//! node that starts, or by a live node's next heartbeat) instead of waiting out their lease time.
 
 use std::time::Duration;
 
@@ -12,8 +12,6 @@ pub const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node not seen for this long is gone. Several heartbeats, so that a busy node is not taken for dead; short, so
 /// that a node restarted at once under the same configured id is refused only briefly.
 pub const LIVE_SECS: i64 = 20;
-/// Rows of nodes gone longer than this are deleted (a node without a configured id has a new one at each start).
-const FORGET_SECS: i64 = 86_400;
 /// Serialises registrations, so that two nodes starting together with one id cannot both see it free.
 const NODES_LOCK: i64 = 0x7075_7368_6e6f_6465;
 
@@ -62,7 +60,9 @@ impl PgStore {
             .execute(&mut *tx)
             .await?
             .rows_affected();
-        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM nodes WHERE last_seen < {NOW} - {FORGET_SECS}")))
+        // Their leases are released: nothing more to remember of them (a node without a configured id has a new
+        // one at each start, so rows would pile up).
+        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM nodes WHERE last_seen <= {NOW} - {LIVE_SECS}")))
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
@@ -82,13 +82,34 @@ impl PgStore {
         Ok(())
     }
 
+    /// Forgets the nodes that stopped being live since, releasing their job and upstream leases: a node killed
+    /// just before another started (or restarted under a new id) looked live then.
+    pub async fn reap(&self) -> Result<(), StoreError> {
+        let (nodes, jobs, relays): (i64, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "WITH gone AS (DELETE FROM nodes WHERE last_seen <= {NOW} - {LIVE_SECS} RETURNING node),
+                  jobs_released AS (UPDATE jobs SET leased_by = NULL, due_at = $1
+                                    WHERE due_at IS NOT NULL AND leased_by IN (SELECT node FROM gone) RETURNING 1),
+                  relays_released AS (DELETE FROM upstream_leases WHERE node IN (SELECT node FROM gone) RETURNING 1)
+             SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM jobs_released),
+                    (SELECT COUNT(*) FROM relays_released)"
+        )))
+        .bind(crate::store::unix_now_ms())
+        .fetch_one(&self.pool)
+        .await?;
+        if nodes > 0 {
+            tracing::info!(nodes, released_jobs = jobs, released_relays = relays, "nodes gone: their leases released");
+        }
+        Ok(())
+    }
+
     /// Says this node is gone (a clean stop), so that what it still leases is released by the next node to start.
     pub async fn leave(&self) -> Result<(), StoreError> {
         sqlx::query("DELETE FROM nodes WHERE node = $1").bind(&self.node).execute(&self.pool).await?;
         Ok(())
     }
 
-    /// Renews `last_seen` every `HEARTBEAT` until shutdown (the relay leaves once its work is done: `leave`).
+    /// Renews `last_seen` every `HEARTBEAT` until shutdown, and reaps the nodes gone meanwhile (the relay leaves
+    /// once its work is done: `leave`).
     pub async fn keep_alive(self: std::sync::Arc<Self>, shutdown: tokio_util::sync::CancellationToken) {
         let mut ticks = tokio::time::interval(HEARTBEAT);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -99,6 +120,9 @@ impl PgStore {
             }
             if let Err(e) = self.renew().await {
                 tracing::warn!("cannot tell the other nodes this one is live: {e}");
+            }
+            if let Err(e) = self.reap().await {
+                tracing::warn!("cannot release the leases of nodes that are gone: {e}");
             }
         }
     }
