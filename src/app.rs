@@ -40,12 +40,21 @@ impl RelayHandle {
         let config = Arc::new(config);
         let node = config.database.node();
         let (store, postgres) = store::open(&config.database, &node).await?;
+        if let Some(postgres) = &postgres {
+            // Refuses an id a live node has, and releases the leases of nodes that are gone (under a random id, a
+            // node never restarts under its old one to release its own).
+            postgres.join().await?;
+        }
         // No worker survives a restart, so every job one held is due again now. (Only the relay does this: an
         // admin command opening the same database must not take leases from a running relay's workers.)
         store.release_leases(store::unix_now_ms()).await?;
         let subscriptions = Arc::new(SubscriptionIndex::default());
         let push = if config.push.enabled {
-            let push = PushService::start(&config, store.clone()).await.map_err(anyhow::Error::msg)?;
+            // The push registry names this node in its announcements: the same name as everything else, not a
+            // second random one.
+            let mut with_node = (*config).clone();
+            with_node.database.node_id = node.clone();
+            let push = PushService::start(&with_node, store.clone()).await.map_err(anyhow::Error::msg)?;
             let pubkey = push.public_key();
             tracing::info!(pubkey = %pubkey.to_hex(), npub = %push.npub(), "push pubkey");
             Some(push)
@@ -82,6 +91,8 @@ impl RelayHandle {
         state.set_nip11_extra(nip11_extra);
         state.refresh_moderation().await?;
         let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
+        let liveness = postgres.clone().map(|p| tokio::spawn(p.keep_alive(state.shutdown.clone())));
+        let leaving = postgres.clone();
         let peers = match postgres {
             Some(postgres) => {
                 // Read before this node serves anyone: whatever the others commit from now on reaches it.
@@ -171,6 +182,14 @@ impl RelayHandle {
             }
             if let Some(push) = push_at_shutdown {
                 push.close().await;
+            }
+            if let Some(liveness) = liveness {
+                let _ = liveness.await;
+            }
+            if let Some(postgres) = leaving
+                && let Err(e) = postgres.leave().await
+            {
+                tracing::warn!("cannot tell the other nodes this one stopped: {e}");
             }
             store.close().await;
             tracing::info!("relay stopped");

@@ -23,6 +23,36 @@ pub const UPSTREAM_REFUSED: &str = "pushrelay_upstream_refused_relays";
 pub const SLOW_CLIENTS: &str = "pushrelay_slow_clients_total";
 pub const WRITER_PANICS: &str = "pushrelay_writer_panics_total";
 
+// Every label value the code records, by metric. `prime` exports each series at 0 from the start, so that a
+// dashboard or a `rate()` alert has a series before the first event; a new label value is added here (the test
+// `every_recorded_label_value_is_known` finds the ones recorded in the source and not listed).
+
+/// `MESSAGES_IN{verb}`: what a client sent (`invalid` when it did not parse).
+pub const VERBS_IN: [&str; 9] =
+    ["EVENT", "AUTH", "REQ", "COUNT", "CLOSE", "NEG-OPEN", "NEG-MSG", "NEG-CLOSE", "invalid"];
+/// `MESSAGES_OUT{verb}`: what the relay sends (`verb_of`).
+pub const VERBS_OUT: [&str; 10] =
+    ["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "AUTH", "COUNT", "NEG-MSG", "NEG-ERR", "other"];
+/// `EVENTS_STORED{class}`.
+pub const EVENT_CLASSES: [&str; 4] = ["regular", "replaceable", "addressable", "ephemeral"];
+/// `PUBKEYS{presence}`.
+pub const PRESENCE: [&str; 2] = ["online", "offline"];
+/// `UPSTREAM_CONNECTIONS{state}`.
+pub const UPSTREAM_STATES: [&str; 3] = ["watching", "connected", "disconnected"];
+/// `UPSTREAM_REFUSED{subscription}` (`upstream::parts::Part::name`).
+pub const UPSTREAM_SUBSCRIPTIONS: [&str; 2] = ["public", "private"];
+/// `SLOW_CLIENTS{reason}`.
+pub const SLOW_CLIENT_REASONS: [&str; 2] = ["outbox_full", "send_timeout"];
+/// `PUSH_JOBS{service}` and `DEAD_TOKENS{service}`: the push services (`push::device::Device::platform`).
+pub const PUSH_SERVICES: [&str; 4] = ["apns", "fcm", "unifiedpush", "webpush"];
+/// `PUSH_JOBS{outcome}` of a job that reached its service, counted with `reason=""`.
+pub const PUSH_DELIVERY_OUTCOMES: [&str; 3] = ["sent", "merged", "retried"];
+/// `PUSH_JOBS{outcome="dropped",reason}` counted per service.
+pub const PUSH_DROP_REASONS: [&str; 2] = ["too_old", "refused"];
+/// `PUSH_JOBS{outcome="dropped",reason}` counted before any service is known: (service, reason).
+pub const PUSH_UNROUTED_DROPS: [(&str, &str); 3] =
+    [("unknown", "unusable_device"), ("any", "queue_full"), ("any", "intake_full")];
+
 /// The recorder, installed on first use. Every relay in the process (tests start several) records into it.
 pub fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
@@ -43,6 +73,7 @@ pub fn handle() -> &'static PrometheusHandle {
         // Another recorder may already be installed (an embedding program's); then ours renders nothing new.
         let _ = metrics::set_global_recorder(recorder);
         describe();
+        prime();
         handle
     })
 }
@@ -75,16 +106,108 @@ fn describe() {
     metrics::describe_counter!(WRITER_PANICS, "Write batches or commit listeners that panicked (answered error:)");
 }
 
+/// Registers every metric with each known label set, at 0. Counters and gauges are added 0 (a gauge already moved
+/// keeps its value); a histogram only registered renders its buckets, `_sum` and `_count` at 0.
+fn prime() {
+    for (name, key, values) in [
+        (MESSAGES_IN, "verb", &VERBS_IN[..]),
+        (MESSAGES_OUT, "verb", &VERBS_OUT[..]),
+        (EVENTS_STORED, "class", &EVENT_CLASSES[..]),
+        (SLOW_CLIENTS, "reason", &SLOW_CLIENT_REASONS[..]),
+        (DEAD_TOKENS, "service", &PUSH_SERVICES[..]),
+    ] {
+        for &value in values {
+            metrics::counter!(name, key => value).increment(0);
+        }
+    }
+    for service in PUSH_SERVICES {
+        metrics::counter!(PUSH_JOBS, "service" => service, "outcome" => "queued").increment(0);
+        for outcome in PUSH_DELIVERY_OUTCOMES {
+            metrics::counter!(PUSH_JOBS, "service" => service, "outcome" => outcome, "reason" => "").increment(0);
+        }
+        for reason in PUSH_DROP_REASONS {
+            metrics::counter!(PUSH_JOBS, "service" => service, "outcome" => "dropped", "reason" => reason).increment(0);
+        }
+    }
+    for (service, reason) in PUSH_UNROUTED_DROPS {
+        metrics::counter!(PUSH_JOBS, "service" => service, "outcome" => "dropped", "reason" => reason).increment(0);
+    }
+    metrics::counter!(JOB_SOURCE_FAILURES).increment(0);
+    metrics::counter!(WRITER_PANICS).increment(0);
+    for name in [CONNECTIONS, SUBSCRIPTIONS, REGISTRATIONS] {
+        metrics::gauge!(name).increment(0.0);
+    }
+    for presence in PRESENCE {
+        metrics::gauge!(PUBKEYS, "presence" => presence).increment(0.0);
+    }
+    for state in UPSTREAM_STATES {
+        metrics::gauge!(UPSTREAM_CONNECTIONS, "state" => state).increment(0.0);
+    }
+    for subscription in UPSTREAM_SUBSCRIPTIONS {
+        metrics::gauge!(UPSTREAM_REFUSED, "subscription" => subscription).increment(0.0);
+    }
+    for name in [REQ_SECONDS, WRITER_BATCH] {
+        // Registering is enough: the exporter renders a registered histogram with every bucket at 0.
+        let _registered = metrics::histogram!(name);
+    }
+}
+
 /// The verb of a protocol message as sent (`["EVENT",...` gives `EVENT`), for the message counters.
 pub fn verb_of(message: &str) -> &'static str {
-    const VERBS: [&str; 9] = ["EVENT", "OK", "EOSE", "CLOSED", "NOTICE", "AUTH", "COUNT", "NEG-MSG", "NEG-ERR"];
     let verb = message.get(2..).and_then(|rest| rest.split('"').next()).unwrap_or("");
-    VERBS.into_iter().find(|known| *known == verb).unwrap_or("other")
+    VERBS_OUT.into_iter().find(|known| *known == verb && *known != "other").unwrap_or("other")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Label values written as literals where metrics are recorded (`"reason" => "outbox_full"`, a push dropped
+    /// with `Dropped("too_old")`) must be among the known ones, or `prime` would not export them from the start.
+    #[test]
+    fn every_recorded_label_value_is_known() {
+        let drop_reasons: Vec<&str> =
+            PUSH_DROP_REASONS.into_iter().chain(PUSH_UNROUTED_DROPS.into_iter().map(|(_, r)| r)).collect();
+        let known = |key: &str, value: &str| match key {
+            "verb" => VERBS_IN.contains(&value) || VERBS_OUT.contains(&value),
+            "class" => EVENT_CLASSES.contains(&value),
+            "presence" => PRESENCE.contains(&value),
+            "state" => UPSTREAM_STATES.contains(&value),
+            "service" => PUSH_SERVICES.contains(&value) || PUSH_UNROUTED_DROPS.iter().any(|(s, _)| *s == value),
+            "outcome" => ["queued", "dropped"].contains(&value) || PUSH_DELIVERY_OUTCOMES.contains(&value),
+            "reason" => SLOW_CLIENT_REASONS.contains(&value) || drop_reasons.contains(&value),
+            _ => true,
+        };
+        let mut unknown = Vec::new();
+        let mut files = vec![std::path::PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/src"))];
+        while let Some(path) = files.pop() {
+            if path.is_dir() {
+                files.extend(std::fs::read_dir(&path).unwrap().map(|entry| entry.unwrap().path()));
+                continue;
+            }
+            if path.extension().is_none_or(|e| e != "rs") || path.ends_with("metrics.rs") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let literal = |rest: &str| rest.strip_prefix('"').and_then(|r| r.split('"').next()).map(str::to_owned);
+            for (i, _) in text.match_indices("\" => \"") {
+                let key = text[..i].rsplit('"').next().unwrap_or("");
+                if let Some(value) = literal(&text[i + 5..])
+                    && !known(key, &value)
+                {
+                    unknown.push(format!("{}: {key}={value}", path.display()));
+                }
+            }
+            for (i, _) in text.match_indices("Dropped(\"") {
+                if let Some(value) = literal(&text[i + 8..])
+                    && !known("reason", &value)
+                {
+                    unknown.push(format!("{}: reason={value}", path.display()));
+                }
+            }
+        }
+        assert!(unknown.is_empty(), "label values recorded but not listed in src/metrics.rs: {unknown:?}");
+    }
 
     #[test]
     fn verbs() {

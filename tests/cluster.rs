@@ -213,3 +213,131 @@ async fn a_watched_relay_is_taken_over_when_its_node_is_killed() {
     assert_eq!(service.next().await.json()["event_id"], id_of(&message));
     service.expect_none().await;
 }
+
+/// A node process configured with nothing but the database, its address and the key files: the node id is left
+/// to the relay.
+fn bare_node(database: &PgDatabase, keys: &std::path::Path) -> std::process::Command {
+    let config = keys.join("empty.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
+    command
+        .arg("--config")
+        .arg(&config)
+        .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
+        .env("PUSHRELAY_DATABASE__URL", &database.url)
+        .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", keys.join("push.key"))
+        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", keys.join("vapid.key"));
+    command
+}
+
+/// A node process, killed when the test ends (even by a panic).
+struct NodeProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl NodeProcess {
+    async fn spawn(mut command: std::process::Command) -> Self {
+        let (child, address) = spawn_relay_binary(&mut command).await;
+        Self { child, url: format!("ws://{address}") }
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        kill_hard(&mut self.child);
+    }
+}
+
+#[tokio::test]
+async fn two_unconfigured_nodes_on_one_host_hear_each_other_and_release_what_the_gone_hold() {
+    let database = PgDatabase::create().await;
+    let keys = tempfile::tempdir().unwrap();
+    let a = NodeProcess::spawn(bare_node(&database, keys.path())).await;
+
+    // What a node that died holds (its id is in no live row) and what node a holds (live).
+    let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let a_id: String = sqlx::query_scalar("SELECT node FROM nodes").fetch_one(&mut db).await.unwrap();
+    let far = pushrelay::store::unix_now_ms() + 3_600_000;
+    for (key, holder) in [("gone-job", "gone-node"), ("live-job", a_id.as_str())] {
+        sqlx::query(
+            "INSERT INTO jobs (dedup_key, group_key, payload, created_at, due_at, leased_by) VALUES ($1, 'd', '{}', 0, $2, $3)",
+        )
+        .bind(key)
+        .bind(far)
+        .bind(holder)
+        .execute(&mut db)
+        .await
+        .unwrap();
+    }
+    for (relay, holder) in [("wss://gone.example", "gone-node"), ("wss://live.example", a_id.as_str())] {
+        sqlx::query("INSERT INTO upstream_leases (relay, node, expires_at) VALUES ($1, $2, $3)")
+            .bind(relay)
+            .bind(holder)
+            .bind(far / 1000)
+            .execute(&mut db)
+            .await
+            .unwrap();
+    }
+
+    let b = NodeProcess::spawn(bare_node(&database, keys.path())).await;
+    let ids: Vec<String> = sqlx::query_scalar("SELECT node FROM nodes ORDER BY node").fetch_all(&mut db).await.unwrap();
+    assert_eq!(ids.len(), 2, "two nodes, two ids: {ids:?}");
+
+    let author = Keys::generate();
+    let mut subscriber = Client::connect(&b.url).await;
+    subscriber.req("live", &[json!({"authors": [author.public_key().to_hex()]})]).await;
+    let event = note(&author, "published on a");
+    Client::connect(&a.url).await.publish_ok(&event).await;
+    let delivered = subscriber.recv().await;
+    assert_eq!((delivered[0].as_str(), delivered[2]["id"].as_str()), (Some("EVENT"), Some(id_of(&event).as_str())));
+
+    // The gone node's job was due again at once (a worker may have taken it since); the live node's is untouched.
+    let leased: Vec<(String, Option<String>, Option<i64>)> =
+        sqlx::query_as("SELECT dedup_key, leased_by, due_at FROM jobs ORDER BY dedup_key")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert!(leased[0].1.as_deref() != Some("gone-node") && leased[0].2 != Some(far), "{leased:?}");
+    assert_eq!(leased[1], ("live-job".to_owned(), Some(a_id.clone()), Some(far)));
+    let watched: Vec<String> =
+        sqlx::query_scalar("SELECT relay FROM upstream_leases ORDER BY relay").fetch_all(&mut db).await.unwrap();
+    assert_eq!(watched, ["wss://live.example"], "the gone node's relay is free, the live node's kept");
+
+    // Node a dies; once it has not been seen for 20 s, node b's heartbeat releases what it held.
+    drop(a);
+    let mut released = false;
+    for _ in 0..80 {
+        let holder: Option<String> = sqlx::query_scalar("SELECT leased_by FROM jobs WHERE dedup_key = 'live-job'")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+        let relays: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM upstream_leases").fetch_one(&mut db).await.unwrap();
+        if holder.as_deref() != Some(a_id.as_str()) && relays == 0 {
+            released = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert!(released, "node a's leases are released after it is gone");
+    let ids: Vec<String> = sqlx::query_scalar("SELECT node FROM nodes").fetch_all(&mut db).await.unwrap();
+    assert_eq!(ids.len(), 1, "node a is forgotten: {ids:?}");
+    drop(b);
+}
+
+#[tokio::test]
+async fn a_node_refuses_the_id_of_a_live_node() {
+    let database = PgDatabase::create().await;
+    let keys = tempfile::tempdir().unwrap();
+    let _a = NodeProcess::spawn(bare_node(&database, keys.path())).await;
+    let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
+    let a_id: String = sqlx::query_scalar("SELECT node FROM nodes").fetch_one(&mut db).await.unwrap();
+
+    let mut twin = bare_node(&database, keys.path());
+    twin.env("PUSHRELAY_DATABASE__NODE_ID", &a_id);
+    let output = tokio::task::spawn_blocking(move || twin.output().unwrap()).await.unwrap();
+    assert!(!output.status.success(), "a second node with the id {a_id} must not start");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(stderr.contains(&format!("{a_id:?}")) && stderr.contains("[database] node_id"), "{stderr}");
+}

@@ -45,6 +45,51 @@ async fn metrics_count_what_happened() {
     }
 }
 
+/// A relay process of its own (the recorder is process-wide: in-process relays share it) is asked for `/metrics`
+/// before anything happened: every metric src/metrics.rs names is there, with each known label value, at 0.
+#[tokio::test]
+async fn a_fresh_relay_exports_every_metric_at_zero() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut relay, address) = spawn_relay_binary(&mut relay_command(dir.path(), &[])).await;
+    let text = reqwest::get(format!("http://{address}/metrics")).await.unwrap().text().await.unwrap();
+    kill_hard(&mut relay);
+    let source = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/src/metrics.rs")).unwrap();
+    let names: Vec<&str> = source
+        .lines()
+        .filter_map(|l| l.strip_prefix("pub const ")?.split('"').nth(1))
+        .filter(|n| n.starts_with("pushrelay_"))
+        .collect();
+    assert!(names.len() >= 15, "the names in src/metrics.rs: {names:?}");
+    let series = |name: &str| {
+        text.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{', '_'])).count()
+    };
+    let missing: Vec<&&str> = names.iter().filter(|name| series(name) == 0).collect();
+    assert!(missing.is_empty(), "{missing:?} missing from:\n{text}");
+    for service in ["apns", "fcm", "unifiedpush", "webpush"] {
+        for outcome in ["queued", "sent", "merged", "retried"] {
+            let labels = format!("service=\"{service}\",outcome=\"{outcome}\"");
+            assert!(text.lines().any(|l| l.contains(&labels) && l.ends_with(" 0")), "{labels} missing from:\n{text}");
+        }
+        for reason in ["too_old", "refused"] {
+            let labels = format!("service=\"{service}\",outcome=\"dropped\",reason=\"{reason}\"}} 0");
+            assert!(text.contains(&labels), "{labels} missing from:\n{text}");
+        }
+    }
+    for reason in ["unusable_device", "queue_full", "intake_full"] {
+        assert!(text.contains(&format!("reason=\"{reason}\"}} 0")), "{reason} missing from:\n{text}");
+    }
+    for expected in [
+        "pushrelay_messages_in_total{verb=\"REQ\"} 0",
+        "pushrelay_events_stored_total{class=\"addressable\"} 0",
+        "pushrelay_slow_clients_total{reason=\"send_timeout\"} 0",
+        "pushrelay_upstream_connections{state=\"watching\"} 0",
+        "pushrelay_req_duration_seconds_count 0",
+        "pushrelay_writer_batch_size_count 0",
+    ] {
+        assert!(text.contains(expected), "{expected} missing from:\n{text}");
+    }
+}
+
 #[tokio::test]
 async fn metrics_can_live_on_their_own_address() {
     let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();

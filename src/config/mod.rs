@@ -188,8 +188,8 @@ impl Default for LimitsConfig {
 pub struct DatabaseConfig {
     /// `sqlite://PATH` (the folder is created if missing), or `postgres://USER@HOST/DB` for one or several nodes.
     pub url: String,
-    /// This node's name among several on one PostgreSQL database (job leases, upstream ownership); empty: the
-    /// machine's host name. Nodes must not share a name.
+    /// This node's name among several on one PostgreSQL database (announcements, job leases, upstream ownership);
+    /// empty: the host name with a random suffix, new at each start. A node refuses an id a live node has.
     pub node_id: String,
     /// Read-only connections serving REQ queries.
     pub read_connections: u32,
@@ -382,12 +382,19 @@ impl Config {
 }
 
 impl DatabaseConfig {
-    /// The node name: `node_id`, else the host name.
+    /// The node name: `node_id`; else, on PostgreSQL, the host name and a random suffix made anew at each call
+    /// (call it once per start), so that several nodes on one host (or containers sharing a host name) never share
+    /// a name without being told to; else (SQLite, one node) the host name.
     pub fn node(&self) -> String {
         if !self.node_id.is_empty() {
             return self.node_id.clone();
         }
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "pushrelay".into())
+        let host = std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_owned())
+            .ok()
+            .filter(|h| !h.is_empty())
+            .unwrap_or_else(|| "pushrelay".into());
+        if self.is_postgres() { format!("{host}-{:08x}", rand::random::<u32>()) } else { host }
     }
 
     pub fn is_postgres(&self) -> bool {
@@ -455,6 +462,16 @@ mod tests {
         assert!(err.contains("\"nginx\""), "{err}");
         let err = load_str("[server]\nipv6_prefix_len = 129\n").unwrap_err();
         assert!(err.contains("server.ipv6_prefix_len"), "{err}");
+    }
+
+    #[test]
+    fn node_ids_are_unique_on_postgres_unless_configured() {
+        let mut database = DatabaseConfig::default();
+        assert_eq!(database.node(), database.node(), "SQLite: one node, the host name");
+        database.url = "postgres://localhost/relay".into();
+        assert_ne!(database.node(), database.node(), "a new suffix at each start");
+        database.node_id = "relay-a".into();
+        assert_eq!(database.node(), "relay-a");
     }
 
     #[test]

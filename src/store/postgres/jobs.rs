@@ -88,7 +88,8 @@ impl JobQueue for PgStore {
         Ok(sqlx::query_scalar("SELECT min(due_at) FROM jobs WHERE due_at IS NOT NULL").fetch_one(&self.pool).await?)
     }
 
-    /// Only this node's leases: the other nodes' workers may still hold theirs.
+    /// Only this node's leases: the other nodes' workers may still hold theirs. (A relay's start first releases
+    /// those of every node that is not live: `PgStore::join`.)
     async fn release_leases(&self, now_ms: i64) -> Result<u64, StoreError> {
         let released =
             sqlx::query("UPDATE jobs SET leased_by = NULL, due_at = $1 WHERE leased_by = $2 AND due_at IS NOT NULL")

@@ -6,6 +6,7 @@
 //! nodes hear of exactly what was committed (see `cluster`).
 
 mod jobs;
+mod nodes;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,7 +34,7 @@ const NOTIFY_PAYLOAD_LIMIT: usize = 7900;
 
 pub struct PgStore {
     pool: PgPool,
-    /// This node's name, in announcements (so that it skips its own) and in job leases.
+    /// This node's name, in announcements (so that it skips its own), in job leases and in `nodes`.
     node: String,
 }
 
