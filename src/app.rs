@@ -9,18 +9,19 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::activity::EventActivity;
-use crate::cluster::{self, EphemeralAnnouncer, SharedRegistrations};
+use crate::cluster::{self, EphemeralAnnouncer};
 use crate::config::Config;
+use crate::hooks::{EventConsumer, RemoteEvents, SharedRegistrations};
 use crate::push::{PushService, dispatch};
+use crate::relay::RelayState;
 use crate::relay::subscriptions::SubscriptionIndex;
-use crate::relay::{EventConsumer, RelayState};
 use crate::report::Reporter;
 use crate::store::EventStore;
 use crate::store::Leases;
 use crate::store::jobs::JobSource;
 use crate::store::writer::{AcceptListener, Writer};
 use crate::upstream::parts::WatchAs;
-use crate::upstream::{RemoteEvents, RemoteStatus, StatusBoard, StoreFirst, Upstream};
+use crate::upstream::{RemoteStatus, StatusBoard, StoreFirst, Upstream};
 use crate::{http, store};
 
 /// A running relay.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgListener, PgNotification, PgPool};
 use tokio_util::sync::CancellationToken;
 
+use crate::hooks::SharedRegistrations;
 use crate::protocol::filter::parse_hash;
 use crate::protocol::{KindClass, SharedEvent, VerifiedEvent};
 use crate::store::PgStore;
@@ -24,14 +25,6 @@ pub use crate::push::registry::REGISTRATIONS_CHANNEL;
 
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: i64 = 1000;
-
-/// What the push side does when another node changed registrations.
-pub trait SharedRegistrations: Send + Sync {
-    /// Re-reads one pubkey's registrations and presence.
-    fn changed(&self, pubkey: [u8; 32]);
-    /// Re-reads them all (after this node missed announcements).
-    fn resync(&self);
-}
 
 /// Where a starting node begins to follow the others: the newest `seq` now.
 pub async fn starting_seq(store: &PgStore) -> Result<i64, crate::store::StoreError> {

@@ -30,13 +30,12 @@ use nostr::nips::nip19::ToBech32;
 use tokio::sync::{Notify, mpsc};
 
 use crate::config::{Config, PushConfig};
+use crate::hooks::{EventConsumer, RemoteEvents, SharedRegistrations, WatchSource};
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, KindClass, SharedEvent, VerifiedEvent};
-use crate::relay::EventConsumer;
 use crate::store::jobs::{JobQueue, JobSource, NewJob};
 use crate::store::writer::AcceptListener;
 use crate::store::{EventStore, Store, Visibility, unix_now_ms};
-use crate::upstream::{RemoteEvents, WatchSource};
 use bookkeeping::Bookkeeper;
 use dispatch::PushStats;
 use inbox::{INBOX_RELAYS_KIND, InboxRelays};
@@ -291,7 +290,7 @@ impl AcceptListener for PushService {
 }
 
 /// Registrations made through other nodes on the same PostgreSQL database.
-impl crate::cluster::SharedRegistrations for Arc<PushService> {
+impl SharedRegistrations for Arc<PushService> {
     fn changed(&self, pubkey: Hash32) {
         let service = self.clone();
         tokio::spawn(async move {

@@ -12,12 +12,11 @@ pub mod verifier;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 
-use async_trait::async_trait;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::protocol::SharedEvent;
+use crate::hooks::EventConsumer;
 use crate::report::Reporter;
 use crate::store::writer::{AcceptListener, Writer};
 use crate::store::{EventStore, ModerationStore};
@@ -47,14 +46,6 @@ impl Settings {
             file,
         }
     }
-}
-
-/// Takes certain verified events out of the relay's path (push registrations addressed to the relay): such an
-/// event is answered by the consumer and never stored nor delivered to any subscription.
-#[async_trait]
-pub trait EventConsumer: Send + Sync {
-    /// The `OK` answer (accepted, message) if the event is the consumer's; None lets the relay handle it.
-    async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)>;
 }
 
 /// What every connection shares.

@@ -12,11 +12,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::{Notify, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamConfig;
+use crate::hooks::{RemoteEvents, WatchSource};
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::report::{Reporter, Section};
 use crate::store::writer::Writer;
@@ -25,18 +26,6 @@ use parts::WatchAs;
 
 /// Presence changes by timeout, not by message: the plan is also recomputed this often.
 const REPLAN_EVERY: Duration = Duration::from_secs(30);
-
-/// What to watch: per remote relay URL, the filters to subscribe with now (without `since`).
-pub trait WatchSource: Send + Sync {
-    fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>>;
-    /// Notified whenever the plan may have changed (registrations, presence).
-    fn plan_changed(&self) -> Arc<Notify>;
-}
-
-/// Where verified events from remote relays go.
-pub trait RemoteEvents: Send + Sync {
-    fn remote_event(&self, event: SharedEvent);
-}
 
 /// With `[upstream] store_events`, remote events take the ordinary write path: stored, fanned out to local
 /// subscribers and matched in the same commit. Ephemeral ones are never stored and go straight on.

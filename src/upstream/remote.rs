@@ -12,8 +12,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 
 use super::parts::{self, Subscriptions, WatchAs};
-use super::{RemoteEvents, StatusBoard, check_relay_url};
+use super::{StatusBoard, check_relay_url};
 use crate::config::UpstreamConfig;
+use crate::hooks::RemoteEvents;
 use crate::protocol::verify::{parse_event, verify_event};
 use crate::protocol::{Filter, VerifiedEvent};
 use crate::store::unix_now;

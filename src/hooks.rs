@@ -1,0 +1,42 @@
+//! The seams through which push hooks into the relay, the upstream watchers and the cluster, in one neutral place:
+//! each of those modules calls a trait defined here, push implements it, and `app` wires the two together, so that
+//! neither side imports the other. (The store's own seams, `store::jobs::JobSource` and
+//! `store::writer::AcceptListener`, stay with the store: every module may know the store.) ARCHITECTURE.md has the
+//! table of every seam: who calls it, when, and on which thread.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use tokio::sync::Notify;
+
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, SharedEvent};
+
+/// Takes certain verified events out of the relay's path (push registrations addressed to the relay): such an
+/// event is answered by the consumer and never stored nor delivered to any subscription.
+#[async_trait]
+pub trait EventConsumer: Send + Sync {
+    /// The `OK` answer (accepted, message) if the event is the consumer's; None lets the relay handle it.
+    async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)>;
+}
+
+/// What the push side does when another node changed registrations.
+pub trait SharedRegistrations: Send + Sync {
+    /// Re-reads one pubkey's registrations and presence.
+    fn changed(&self, pubkey: Hash32);
+    /// Re-reads them all (after this node missed announcements).
+    fn resync(&self);
+}
+
+/// What to watch: per remote relay URL, the filters to subscribe with now (without `since`).
+pub trait WatchSource: Send + Sync {
+    fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>>;
+    /// Notified whenever the plan may have changed (registrations, presence).
+    fn plan_changed(&self) -> Arc<Notify>;
+}
+
+/// Where verified events from remote relays go.
+pub trait RemoteEvents: Send + Sync {
+    fn remote_event(&self, event: SharedEvent);
+}
