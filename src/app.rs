@@ -12,14 +12,14 @@ use crate::activity::EventActivity;
 use crate::cluster::{self, EphemeralAnnouncer};
 use crate::config::Config;
 use crate::hooks::{EventConsumer, RemoteEvents, SharedRegistrations};
+use crate::lifecycle::Lifecycle;
 use crate::push::{PushService, dispatch};
-use crate::relay::RelayState;
 use crate::relay::subscriptions::SubscriptionIndex;
+use crate::relay::{RelayState, RelayWiring};
 use crate::report::Reporter;
-use crate::store::EventStore;
-use crate::store::Leases;
 use crate::store::jobs::JobSource;
 use crate::store::writer::{AcceptListener, Writer};
+use crate::store::{EventStore, Leases, PgStore, Store};
 use crate::upstream::parts::WatchAs;
 use crate::upstream::{RemoteStatus, StatusBoard, StoreFirst, Upstream};
 use crate::{http, store};
@@ -33,107 +33,33 @@ pub struct RelayHandle {
     done: JoinHandle<()>,
 }
 
+/// What start-up opened, handed to the orderly stop.
+struct Opened {
+    store: Arc<dyn Store>,
+    postgres: Option<Arc<PgStore>>,
+    push: Option<Arc<PushService>>,
+    writer_task: JoinHandle<()>,
+}
+
 impl RelayHandle {
     /// Starts a relay on `config.server.bind` (port 0 picks a free port: see `local_addr`).
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         // Two TLS providers are compiled in (through different crates); name the one to use, or rustls refuses.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = Arc::new(config);
+        let lifecycle = Lifecycle::new();
         let node = config.database.node();
-        let (store, postgres) = store::open(&config.database, &node).await?;
-        if let Some(postgres) = &postgres {
-            // Refuses an id a live node has, and releases the leases of nodes that are gone (under a random id, a
-            // node never restarts under its old one to release its own).
-            postgres.join().await?;
-        }
-        // No worker survives a restart, so every job one held is due again now. (Only the relay does this: an
-        // admin command opening the same database must not take leases from a running relay's workers.)
-        store.release_leases(store::unix_now_ms()).await?;
-        let subscriptions = Arc::new(SubscriptionIndex::default());
-        let push = if config.push.enabled {
-            // The push registry names this node in its announcements: the same name as everything else, not a
-            // second random one.
-            let mut with_node = (*config).clone();
-            with_node.database.node_id = node.clone();
-            let push = PushService::start(&with_node, store.clone()).await.map_err(anyhow::Error::msg)?;
-            let pubkey = push.public_key();
-            tracing::info!(pubkey = %pubkey.to_hex(), npub = %push.npub(), "push pubkey");
-            Some(push)
-        } else {
-            None
-        };
-        let consumer = push.clone().map(|p| p as Arc<dyn EventConsumer>);
-        let mut nip11_extra = serde_json::Map::new();
-        if let Some(push) = &push {
-            nip11_extra.insert("self".into(), push.public_key().to_hex().into());
-            nip11_extra.insert("push".into(), push.nip11());
-        }
+        let (store, postgres) = open_store(&config, &node).await?;
+        let push = start_push(&config, &node, &store).await?;
         let activity = Arc::new(EventActivity::default());
-        let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone(), activity.clone()];
-        listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
-        // What the other nodes on the same PostgreSQL database hear of this one's events, and tell it of theirs.
-        let peers_listeners = listeners.clone();
-        if let Some(postgres) = &postgres {
-            listeners.push(Arc::new(EphemeralAnnouncer { pool: postgres.pool().clone(), node: node.clone() }));
-        }
-        let job_source = push.clone().map(|p| p as Arc<dyn JobSource>);
-        let events: Arc<dyn EventStore> = store.clone();
-        let (writer, writer_task) =
-            Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
-        let state = Arc::new(RelayState::new(
-            config.clone(),
-            events,
-            writer,
-            subscriptions,
-            listeners,
-            consumer,
-            store.clone(),
-        ));
-        state.set_nip11_extra(nip11_extra);
-        state.refresh_moderation().await?;
-        let delivery = push.clone().map(|p| tokio::spawn(dispatch::run(p, state.shutdown.clone())));
-        let liveness = postgres.clone().map(|p| tokio::spawn(p.keep_alive(state.shutdown.clone())));
-        let leaving = postgres.clone();
-        let peers = match postgres {
-            Some(postgres) => {
-                // Read before this node serves anyone: whatever the others commit from now on reaches it.
-                let since = cluster::starting_seq(&postgres).await?;
-                let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
-                let shutdown = state.shutdown.clone();
-                Some(tokio::spawn(cluster::listen(
-                    postgres,
-                    node.clone(),
-                    since,
-                    peers_listeners,
-                    registrations,
-                    shutdown,
-                )))
-            }
-            None => None,
-        };
-        let upstream = push.clone().filter(|_| config.upstream.enabled).map(|push| {
-            let leases: Arc<dyn Leases> = store.clone();
-            // Watchers authenticate to remotes as the relay's push key, and ask for what this relay gates apart.
-            let watch_as =
-                WatchAs { keys: Some(push.keys().clone()), private_kinds: config.auth.read_restricted_kinds.clone() };
-            let url = &config.server.public_url;
-            let upstream = Upstream::new(config.upstream.clone(), watch_as, url, leases, node.clone());
-            let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
-                Arc::new(StoreFirst {
-                    writer: state.writer.clone(),
-                    then: push.clone(),
-                    writes: Arc::new(tokio::sync::Semaphore::new(config.upstream.max_pending_writes)),
-                })
-            } else {
-                push.clone()
-            };
-            let task = tokio::spawn(upstream.clone().run(push, sink, state.shutdown.clone()));
-            (upstream, task)
-        });
-        let upstream_status = upstream.as_ref().map(|(u, _)| u.status.clone());
+        let (state, writer_task, peers_listeners) =
+            relay_state(&config, &store, &postgres, &push, &activity, &lifecycle, &node).await?;
+        start_peers(&postgres, &push, peers_listeners, &lifecycle, &node).await?;
+        let upstream = start_upstream(&config, &state, &store, &push, &lifecycle, &node);
+        let upstream_status = upstream.as_ref().map(|u| u.status.clone());
         let mut reporters: Vec<Arc<dyn Reporter>> = vec![activity];
         reporters.extend(push.clone().map(|p| p as Arc<dyn Reporter>));
-        reporters.extend(upstream.as_ref().map(|(u, _)| u.clone() as Arc<dyn Reporter>));
+        reporters.extend(upstream.map(|u| u as Arc<dyn Reporter>));
         state.set_reporters(reporters);
         crate::metrics::handle();
         let app = http::router(state.clone()).map_err(anyhow::Error::msg)?;
@@ -142,59 +68,10 @@ impl RelayHandle {
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.bind))?;
         let local_addr = listener.local_addr()?;
         tracing::info!(%local_addr, public_url = %config.server.public_url, "relay listening");
-
-        let handshake_timeout = Duration::from_secs(config.server.handshake_timeout_secs.max(1));
-        let metrics_server = match config.server.metrics_bind {
-            Some(address) => {
-                let listener = TcpListener::bind(address)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("cannot listen on {address} for metrics: {e}"))?;
-                tracing::info!(address = %listener.local_addr()?, "metrics listening");
-                let app = http::metrics_router(state.clone());
-                Some(tokio::spawn(http::serve::serve(listener, app, handshake_timeout, state.shutdown.clone())))
-            }
-            None => None,
-        };
-        let housekeeping = tokio::spawn(housekeeping(state.clone()));
-        let shutdown = state.shutdown.clone();
-        let connections = state.connections.clone();
-        let push_at_shutdown = push.clone();
-        let done = tokio::spawn(async move {
-            http::serve::serve(listener, app, handshake_timeout, shutdown).await;
-            // Connections answer their in-flight events before they end; only then may the writer stop.
-            connections.close();
-            connections.wait().await;
-            let _ = housekeeping.await;
-            if let Some(metrics_server) = metrics_server {
-                let _ = metrics_server.await;
-            }
-            if let Some(delivery) = delivery {
-                let _ = delivery.await;
-            }
-            if let Some((_, watching)) = upstream {
-                let _ = watching.await;
-            }
-            if let Some(peers) = peers {
-                let _ = peers.await;
-            }
-            // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
-            if writer_task.await.is_err() {
-                tracing::error!("the writer task panicked");
-            }
-            if let Some(push) = push_at_shutdown {
-                push.close().await;
-            }
-            if let Some(liveness) = liveness {
-                let _ = liveness.await;
-            }
-            if let Some(postgres) = leaving
-                && let Err(e) = postgres.leave().await
-            {
-                tracing::warn!("cannot tell the other nodes this one stopped: {e}");
-            }
-            store.close().await;
-            tracing::info!("relay stopped");
-        });
+        start_metrics_server(&config, &state, &lifecycle).await?;
+        lifecycle.spawn(housekeeping(state.clone()));
+        let opened = Opened { store, postgres, push: push.clone(), writer_task };
+        let done = tokio::spawn(serve_then_stop(listener, app, state.clone(), lifecycle, opened));
         Ok(Self { local_addr, state, push, upstream_status, done })
     }
 
@@ -220,6 +97,173 @@ impl RelayHandle {
         drop((state, push));
         let _ = done.await;
     }
+}
+
+/// Opens the database; on PostgreSQL, joins the other nodes. Leases held by workers that no longer run are freed.
+async fn open_store(config: &Config, node: &str) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<PgStore>>)> {
+    let (store, postgres) = store::open(&config.database, node).await?;
+    if let Some(postgres) = &postgres {
+        // Refuses an id a live node has, and releases the leases of nodes that are gone (under a random id, a
+        // node never restarts under its old one to release its own).
+        postgres.join().await?;
+    }
+    // No worker survives a restart, so every job one held is due again now. (Only the relay does this: an admin
+    // command opening the same database must not take leases from a running relay's workers.)
+    store.release_leases(store::unix_now_ms()).await?;
+    Ok((store, postgres))
+}
+
+async fn start_push(config: &Config, node: &str, store: &Arc<dyn Store>) -> anyhow::Result<Option<Arc<PushService>>> {
+    if !config.push.enabled {
+        return Ok(None);
+    }
+    // The push registry names this node in its announcements: the same name as everything else, not a second
+    // random one.
+    let mut with_node = config.clone();
+    with_node.database.node_id = node.to_owned();
+    let push = PushService::start(&with_node, store.clone()).await.map_err(anyhow::Error::msg)?;
+    tracing::info!(pubkey = %push.public_key().to_hex(), npub = %push.npub(), "push pubkey");
+    Ok(Some(push))
+}
+
+/// The relay's shared state and its writer, with everyone who hears of accepted events; also returns the
+/// listeners that hear of other nodes' events. Starts the delivery loop.
+async fn relay_state(
+    config: &Arc<Config>,
+    store: &Arc<dyn Store>,
+    postgres: &Option<Arc<PgStore>>,
+    push: &Option<Arc<PushService>>,
+    activity: &Arc<EventActivity>,
+    lifecycle: &Lifecycle,
+    node: &str,
+) -> anyhow::Result<(Arc<RelayState>, JoinHandle<()>, Vec<Arc<dyn AcceptListener>>)> {
+    let subscriptions = Arc::new(SubscriptionIndex::default());
+    let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone(), activity.clone()];
+    listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
+    // What the other nodes on the same PostgreSQL database hear of this one's events, and tell it of theirs.
+    let peers_listeners = listeners.clone();
+    if let Some(postgres) = postgres {
+        let announcer = EphemeralAnnouncer::start(postgres.pool().clone(), node.to_owned(), lifecycle);
+        listeners.push(Arc::new(announcer));
+    }
+    let job_source = push.clone().map(|p| p as Arc<dyn JobSource>);
+    let events: Arc<dyn EventStore> = store.clone();
+    let (writer, writer_task) = Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
+    let wiring = RelayWiring {
+        store: events,
+        writer,
+        subscriptions,
+        listeners,
+        consumer: push.clone().map(|p| p as Arc<dyn EventConsumer>),
+        moderation_store: store.clone(),
+        shutdown: lifecycle.shutdown(),
+    };
+    let state = Arc::new(RelayState::new(config.clone(), wiring));
+    let mut nip11_extra = serde_json::Map::new();
+    if let Some(push) = push {
+        nip11_extra.insert("self".into(), push.public_key().to_hex().into());
+        nip11_extra.insert("push".into(), push.nip11());
+        lifecycle.spawn(dispatch::run(push.clone(), lifecycle.shutdown()));
+    }
+    state.set_nip11_extra(nip11_extra);
+    state.refresh_moderation().await?;
+    Ok((state, writer_task, peers_listeners))
+}
+
+/// On PostgreSQL: this node's heartbeat, and listening to the other nodes.
+async fn start_peers(
+    postgres: &Option<Arc<PgStore>>,
+    push: &Option<Arc<PushService>>,
+    listeners: Vec<Arc<dyn AcceptListener>>,
+    lifecycle: &Lifecycle,
+    node: &str,
+) -> anyhow::Result<()> {
+    let Some(postgres) = postgres else { return Ok(()) };
+    lifecycle.spawn(postgres.clone().keep_alive(lifecycle.shutdown()));
+    // Read before this node serves anyone: whatever the others commit from now on reaches it.
+    let since = cluster::starting_seq(postgres).await?;
+    let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
+    let shutdown = lifecycle.shutdown();
+    lifecycle.spawn(cluster::listen(postgres.clone(), node.to_owned(), since, listeners, registrations, shutdown));
+    Ok(())
+}
+
+/// Watching the relays registrations name, when push and `[upstream] enabled` are on.
+fn start_upstream(
+    config: &Config,
+    state: &Arc<RelayState>,
+    store: &Arc<dyn Store>,
+    push: &Option<Arc<PushService>>,
+    lifecycle: &Lifecycle,
+    node: &str,
+) -> Option<Arc<Upstream>> {
+    let push = push.clone().filter(|_| config.upstream.enabled)?;
+    let leases: Arc<dyn Leases> = store.clone();
+    // Watchers authenticate to remotes as the relay's push key, and ask for what this relay gates apart.
+    let watch_as =
+        WatchAs { keys: Some(push.keys().clone()), private_kinds: config.auth.read_restricted_kinds.clone() };
+    let url = &config.server.public_url;
+    let upstream = Upstream::new(config.upstream.clone(), watch_as, url, leases, node.to_owned());
+    let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
+        Arc::new(StoreFirst {
+            writer: state.writer.clone(),
+            then: push.clone(),
+            writes: Arc::new(tokio::sync::Semaphore::new(config.upstream.max_pending_writes)),
+            lifecycle: lifecycle.clone(),
+        })
+    } else {
+        push.clone()
+    };
+    lifecycle.spawn(upstream.clone().run(push, sink, lifecycle.clone()));
+    Some(upstream)
+}
+
+/// `/metrics` on an address of its own, when `[server] metrics_bind` is set.
+async fn start_metrics_server(config: &Config, state: &Arc<RelayState>, lifecycle: &Lifecycle) -> anyhow::Result<()> {
+    let Some(address) = config.server.metrics_bind else { return Ok(()) };
+    let listener =
+        TcpListener::bind(address).await.map_err(|e| anyhow::anyhow!("cannot listen on {address} for metrics: {e}"))?;
+    tracing::info!(address = %listener.local_addr()?, "metrics listening");
+    let app = http::metrics_router(state.clone());
+    lifecycle.spawn(http::serve::serve(listener, app, handshake_timeout(config), lifecycle.shutdown()));
+    Ok(())
+}
+
+fn handshake_timeout(config: &Config) -> Duration {
+    Duration::from_secs(config.server.handshake_timeout_secs.max(1))
+}
+
+/// Serves until shutdown, then stops in order: connections answer their in-flight events; the background tasks
+/// end; the writer drains its queue (it ends once the last handle to it, held by the relay state, is gone); push
+/// finishes its own tasks; this node leaves the cluster; the store closes.
+async fn serve_then_stop(
+    listener: TcpListener,
+    app: axum::Router,
+    state: Arc<RelayState>,
+    lifecycle: Lifecycle,
+    opened: Opened,
+) {
+    let config = state.config();
+    http::serve::serve(listener, app, handshake_timeout(&config), lifecycle.shutdown()).await;
+    let connections = state.connections.clone();
+    drop(state);
+    connections.close();
+    connections.wait().await;
+    lifecycle.wait().await;
+    let Opened { store, postgres, push, writer_task } = opened;
+    if writer_task.await.is_err() {
+        tracing::error!("the writer task panicked");
+    }
+    if let Some(push) = push {
+        push.close().await;
+    }
+    if let Some(postgres) = postgres
+        && let Err(e) = postgres.leave().await
+    {
+        tracing::warn!("cannot tell the other nodes this one stopped: {e}");
+    }
+    store.close().await;
+    tracing::info!("relay stopped");
 }
 
 /// Periodic chores until shutdown: purging expired events (NIP-40), forgetting idle rate-limit keys, and reading

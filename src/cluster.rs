@@ -11,9 +11,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgListener, PgNotification, PgPool};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::hooks::SharedRegistrations;
+use crate::lifecycle::Lifecycle;
 use crate::protocol::filter::parse_hash;
 use crate::protocol::{KindClass, SharedEvent, VerifiedEvent};
 use crate::store::PgStore;
@@ -33,22 +35,42 @@ pub async fn starting_seq(store: &PgStore) -> Result<i64, crate::store::StoreErr
 
 /// Announces this node's ephemeral events (stored ones are announced by the store at commit).
 pub struct EphemeralAnnouncer {
-    pub pool: PgPool,
-    pub node: String,
+    node: String,
+    /// Announcements waiting for the one task that sends them: bounded, so that a flood of ephemeral events holds
+    /// bounded memory and no task each (beyond it they are not announced, and logged).
+    waiting: mpsc::Sender<String>,
+}
+
+/// Announcements waiting at most; ephemeral events are fire-and-forget.
+const ANNOUNCEMENTS_WAITING: usize = 4096;
+
+impl EphemeralAnnouncer {
+    pub fn start(pool: PgPool, node: String, lifecycle: &Lifecycle) -> Self {
+        let (waiting, mut queue) = mpsc::channel::<String>(ANNOUNCEMENTS_WAITING);
+        let shutdown = lifecycle.shutdown();
+        lifecycle.spawn(async move {
+            loop {
+                let payload = tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    payload = queue.recv() => match payload { Some(payload) => payload, None => return },
+                };
+                let notify = sqlx::query("SELECT pg_notify($1, $2)").bind(EVENTS_CHANNEL).bind(payload);
+                if let Err(e) = notify.execute(&pool).await {
+                    tracing::warn!("cannot announce an ephemeral event to the other nodes: {e}");
+                }
+            }
+        });
+        Self { node, waiting }
+    }
 }
 
 impl AcceptListener for EphemeralAnnouncer {
     fn accepted(&self, events: &[SharedEvent]) {
         for event in events.iter().filter(|e| e.class() == KindClass::Ephemeral) {
             let payload = serde_json::json!({"node": self.node, "event": &*event.json}).to_string();
-            let pool = self.pool.clone();
-            tokio::spawn(async move {
-                if let Err(e) =
-                    sqlx::query("SELECT pg_notify($1, $2)").bind(EVENTS_CHANNEL).bind(payload).execute(&pool).await
-                {
-                    tracing::warn!("cannot announce an ephemeral event to the other nodes: {e}");
-                }
-            });
+            if self.waiting.try_send(payload).is_err() {
+                tracing::warn!(id = %event.event.id, "ephemeral event not announced to the other nodes: too many waiting");
+            }
         }
     }
 

@@ -7,6 +7,7 @@ pub mod cluster;
 pub mod config;
 pub mod hooks;
 pub mod http;
+pub mod lifecycle;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

@@ -48,6 +48,18 @@ impl Settings {
     }
 }
 
+/// What the application hands the relay: the store and the writer, the live subscriptions, who hears of accepted
+/// events, who consumes some events (push registrations), and the application's shutdown signal.
+pub struct RelayWiring {
+    pub store: Arc<dyn EventStore>,
+    pub writer: Writer,
+    pub subscriptions: Arc<SubscriptionIndex>,
+    pub listeners: Vec<Arc<dyn AcceptListener>>,
+    pub consumer: Option<Arc<dyn EventConsumer>>,
+    pub moderation_store: Arc<dyn ModerationStore>,
+    pub shutdown: CancellationToken,
+}
+
 /// What every connection shares.
 pub struct RelayState {
     /// The configuration file's settings (before moderation) and the moderation lists, from which the applied
@@ -76,15 +88,8 @@ pub struct RelayState {
 }
 
 impl RelayState {
-    pub fn new(
-        config: Arc<Config>,
-        store: Arc<dyn EventStore>,
-        writer: Writer,
-        subscriptions: Arc<SubscriptionIndex>,
-        listeners: Vec<Arc<dyn AcceptListener>>,
-        consumer: Option<Arc<dyn EventConsumer>>,
-        moderation_store: Arc<dyn ModerationStore>,
-    ) -> Self {
+    pub fn new(config: Arc<Config>, wiring: RelayWiring) -> Self {
+        let RelayWiring { store, writer, subscriptions, listeners, consumer, moderation_store, shutdown } = wiring;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let connections_per_ip = ConnectionCounter::new(config.limits.max_connections_per_ip);
         Self {
@@ -98,7 +103,7 @@ impl RelayState {
             moderation_store,
             connections_per_ip,
             verifier: Verifier::start(cores),
-            shutdown: CancellationToken::new(),
+            shutdown,
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             reporters: OnceLock::new(),

@@ -14,10 +14,10 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use crate::config::UpstreamConfig;
 use crate::hooks::{RemoteEvents, WatchSource};
+use crate::lifecycle::Lifecycle;
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::report::{Reporter, Section};
 use crate::store::writer::Writer;
@@ -34,6 +34,8 @@ pub struct StoreFirst {
     pub then: Arc<dyn RemoteEvents>,
     /// Writes under way, at most `[upstream] max_pending_writes`: a task each, so bounded.
     pub writes: Arc<tokio::sync::Semaphore>,
+    /// Those tasks are the application's, which waits for them at shutdown.
+    pub lifecycle: Lifecycle,
 }
 
 impl RemoteEvents for StoreFirst {
@@ -47,7 +49,7 @@ impl RemoteEvents for StoreFirst {
             return self.then.remote_event(event);
         };
         let writer = self.writer.clone();
-        tokio::spawn(async move {
+        self.lifecycle.spawn(async move {
             if let Err(e) = writer.write(event).await {
                 tracing::error!("cannot store an event from a watched relay: {e}");
             }
@@ -141,12 +143,8 @@ impl Upstream {
     }
 
     /// Runs until shutdown: keeps one connection per watched relay, with up-to-date subscriptions.
-    pub async fn run(
-        self: Arc<Self>,
-        source: Arc<dyn WatchSource>,
-        sink: Arc<dyn RemoteEvents>,
-        shutdown: CancellationToken,
-    ) {
+    pub async fn run(self: Arc<Self>, source: Arc<dyn WatchSource>, sink: Arc<dyn RemoteEvents>, lifecycle: Lifecycle) {
+        let shutdown = lifecycle.shutdown();
         let mut remotes: HashMap<String, (watch::Sender<Vec<Filter>>, JoinHandle<()>)> = HashMap::new();
         let wake = source.plan_changed();
         // Leases are renewed at every round, so rounds come at least three times per lease.
@@ -180,7 +178,7 @@ impl Upstream {
                     continue;
                 }
                 let (plan_tx, plan_rx) = watch::channel(filters);
-                let task = tokio::spawn(remote::watch(
+                let task = lifecycle.spawn(remote::watch(
                     url.clone(),
                     self.config.clone(),
                     self.watch_as.clone(),
