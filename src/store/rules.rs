@@ -208,3 +208,102 @@ fn parse_address(value: &str) -> Option<(u16, Hash32, &str)> {
     Some((kind, pubkey, parts.next().unwrap_or("")))
 }
 
+#[cfg(test)]
+mod tests {
+    use nostr::event::FinalizeEvent;
+    use nostr::prelude::{EventBuilder, Keys, Kind, Tag, Timestamp};
+
+    use super::*;
+
+    fn event(keys: &Keys, kind: u16, tags: &[[String; 2]], created_at: u64) -> VerifiedEvent {
+        let tags = tags.iter().map(|t| Tag::parse(t).unwrap());
+        let event = EventBuilder::new(Kind::from(kind), "")
+            .tags(tags)
+            .custom_created_at(Timestamp::from_secs(created_at))
+            .finalize(keys)
+            .unwrap();
+        VerifiedEvent::new(event)
+    }
+
+    fn version(seq: i64, created_at: i64, id: &[u8]) -> Facts {
+        Facts { current: Some(Version { seq, created_at, id: id.to_vec() }), ..Facts::default() }
+    }
+
+    #[test]
+    fn newest_version_wins_and_ties_go_to_the_lowest_id() {
+        let profile = event(&Keys::generate(), 0, &[], 100);
+        let replaces = plan(&profile, &version(7, 99, &[0xff; 32])).unwrap();
+        assert_eq!(replaces.before, [Change::Remove(Removal::Seq(7))]);
+        assert_eq!(replaces.key, Some(""));
+        assert_eq!(plan(&profile, &version(7, 101, &[0xff; 32])), Err(WriteOutcome::Superseded));
+        assert_eq!(plan(&profile, &version(7, 100, &[0; 32])), Err(WriteOutcome::Superseded));
+        assert!(plan(&profile, &version(7, 100, &[0xff; 32])).is_ok());
+        assert_eq!(plan(&profile, &version(7, 100, profile.id())), Err(WriteOutcome::Duplicate));
+    }
+
+    #[test]
+    fn tombstones_refuse_what_they_cover_but_never_a_deletion_by_id() {
+        let keys = Keys::generate();
+        let note = event(&keys, 1, &[], 100);
+        let by_id = Facts { id_deleted: true, ..Facts::default() };
+        assert_eq!(plan(&note, &by_id), Err(WriteOutcome::Deleted));
+        assert!(plan(&event(&keys, DELETION_KIND, &[], 100), &by_id).is_ok());
+        let vanished = |until| Facts { vanished_until: Some(until), ..Facts::default() };
+        assert_eq!(plan(&note, &vanished(100)), Err(WriteOutcome::Deleted));
+        assert!(plan(&note, &vanished(99)).is_ok());
+        let article = event(&keys, 30_023, &[["d".to_owned(), "a".to_owned()]], 100);
+        let address = Facts { address_deleted_until: Some(100), ..Facts::default() };
+        assert_eq!(plan(&article, &address), Err(WriteOutcome::Deleted));
+    }
+
+    #[test]
+    fn a_deletion_removes_only_its_authors_events_after_its_insert() {
+        let (keys, other) = (Keys::generate(), Keys::generate());
+        let (own, theirs, deletion) = (event(&keys, 1, &[], 1), event(&other, 1, &[], 1), event(&keys, 5, &[], 1));
+        let named = |e: &VerifiedEvent| Named { id: *e.id(), pubkey: e.pubkey().to_vec(), kind: e.kind() };
+        let facts = Facts { named: vec![named(&own), named(&theirs), named(&deletion)], ..Facts::default() };
+        let (author, stranger) = (keys.public_key().to_hex(), other.public_key().to_hex());
+        let e = |e: &VerifiedEvent| ["e".to_owned(), hex::encode(e.id())];
+        let a = |address: String| ["a".to_owned(), address];
+        let tags = [
+            e(&own),
+            e(&theirs),
+            e(&deletion),
+            a(format!("30023:{author}:a")),
+            a(format!("30023:{stranger}:b")),
+            a(format!("5:{author}:")),
+        ];
+        let request = event(&keys, DELETION_KIND, &tags, 50);
+        let plan = plan(&request, &facts).unwrap();
+        assert!(plan.before.is_empty());
+        let author = request.pubkey();
+        let address = Address { pubkey: author, kind: 30_023, d_tag: "a" };
+        assert_eq!(
+            plan.after,
+            [
+                Change::Remember(Tombstone::Id { id: *own.id(), author }),
+                Change::Remove(Removal::Id(*own.id())),
+                Change::Remember(Tombstone::Id { id: *theirs.id(), author }),
+                Change::Remember(Tombstone::Id { id: *deletion.id(), author }),
+                Change::Remember(Tombstone::Address { address, until: 50 }),
+                Change::Remove(Removal::Address { address, until: 50 }),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_request_to_vanish_clears_before_its_own_insert() {
+        let request = event(&Keys::generate(), VANISH_KIND, &[["relay".to_owned(), "ALL_RELAYS".to_owned()]], 100);
+        let plan = plan(&request, &Facts::default()).unwrap();
+        let pubkey = request.pubkey();
+        assert_eq!(
+            plan.before,
+            [
+                Change::Remember(Tombstone::Vanished { pubkey, until: 100 }),
+                Change::Remove(Removal::Author { pubkey, until: 100 }),
+                Change::Remove(Removal::GiftWrapsTo { pubkey, until: 100 }),
+            ]
+        );
+        assert!(plan.after.is_empty());
+    }
+}
