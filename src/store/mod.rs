@@ -3,6 +3,7 @@
 
 pub mod jobs;
 pub mod postgres;
+mod rules;
 mod sqlite;
 pub mod writer;
 
@@ -238,17 +239,6 @@ pub async fn open(config: &DatabaseConfig, node: &str) -> Result<(Arc<dyn Store>
     }
     let path = config.sqlite_path().map_err(StoreError::new)?;
     Ok((Arc::new(SqliteStore::open(&path, config).await?), None))
-}
-
-const DELETION_KIND: u16 = 5;
-const VANISH_KIND: u16 = 62;
-
-/// Parses an `a` tag value, `<kind>:<pubkey hex>:<d tag>`.
-fn parse_address(value: &str) -> Option<(u16, Hash32, &str)> {
-    let mut parts = value.splitn(3, ':');
-    let kind = parts.next()?.parse().ok()?;
-    let pubkey = crate::protocol::filter::parse_hash(parts.next()?)?;
-    Some((kind, pubkey, parts.next().unwrap_or("")))
 }
 
 pub fn unix_now() -> u64 {

@@ -16,13 +16,14 @@ use futures_util::StreamExt;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
-use crate::protocol::filter::{Hash32, parse_hash};
-use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, SharedEvent};
 use crate::store::jobs::{JobSource, jobs_of};
+use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, Removal, Tombstone, Version};
 use crate::store::{
-    ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
-    ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
-    WriteTurn, WriteTurns, collect_within, db_time, parse_address, unix_now, unix_now_ms,
+    ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
+    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, WriteTurn, WriteTurns,
+    collect_within, db_time, unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -223,156 +224,154 @@ async fn announce(conn: &mut PgConnection, node: &str, seq: i64, event: &SharedE
     Ok(())
 }
 
-/// Stores one event under the NIP-01, NIP-09 and NIP-62 rules: its `seq` when stored, else why not.
+/// Stores one event under the NIP-01, NIP-09 and NIP-62 rules (`rules::plan`): its `seq` when stored, else why not.
 async fn write_event(
     conn: &mut PgConnection,
     node: &str,
     event: &SharedEvent,
 ) -> Result<Result<i64, WriteOutcome>, StoreError> {
-    let replacement_key = match event.class() {
-        KindClass::Replaceable => Some(""),
-        KindClass::Addressable => Some(event.d_tag()),
-        KindClass::Regular | KindClass::Ephemeral => None,
+    let plan = match rules::plan(event, &facts(conn, event).await?) {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(Err(refused)),
     };
-    let created_at = db_time(event.created_at());
-    let kind = i32::from(event.kind());
-    if is_deleted(conn, event, replacement_key).await? {
-        return Ok(Err(WriteOutcome::Deleted));
+    for change in plan.before {
+        apply(conn, change).await?;
     }
-    if let Some(d_tag) = replacement_key {
-        let current =
-            sqlx::query("SELECT seq, created_at, id FROM events WHERE pubkey = $1 AND kind = $2 AND d_tag = $3")
-                .bind(&event.pubkey()[..])
-                .bind(kind)
-                .bind(d_tag)
-                .fetch_optional(&mut *conn)
-                .await?;
-        if let Some(current) = current {
-            let (seq, stored_at, id): (i64, i64, Vec<u8>) =
-                (current.try_get(0)?, current.try_get(1)?, current.try_get(2)?);
-            if id == event.id() {
-                return Ok(Err(WriteOutcome::Duplicate));
-            }
-            if stored_at > created_at || (stored_at == created_at && id[..] < event.id()[..]) {
-                return Ok(Err(WriteOutcome::Superseded));
-            }
-            sqlx::query("DELETE FROM events WHERE seq = $1").bind(seq).execute(&mut *conn).await?;
-        }
+    let Some(seq) = insert(conn, node, event, plan.key).await? else { return Ok(Err(WriteOutcome::Duplicate)) };
+    for change in plan.after {
+        apply(conn, change).await?;
     }
-    if event.kind() == VANISH_KIND {
-        vanish(conn, event).await?;
+    Ok(Ok(seq))
+}
+
+/// The facts `rules::plan` decides from, read under the write lock (so other nodes' batches cannot slip in).
+async fn facts(conn: &mut PgConnection, event: &SharedEvent) -> Result<Facts, StoreError> {
+    let key = rules::replacement_key(event);
+    let (id_deleted, vanished_until, address_deleted_until) = sqlx::query_as(
+        "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = $1 AND pubkey = $2),
+                (SELECT until FROM vanished WHERE pubkey = $2),
+                (SELECT until FROM deleted_addresses WHERE pubkey = $2 AND kind = $3 AND d_tag = $4)",
+    )
+    .bind(&event.id()[..])
+    .bind(&event.pubkey()[..])
+    .bind(i32::from(event.kind()))
+    .bind(key)
+    .fetch_one(&mut *conn)
+    .await?;
+    let current = match key {
+        Some(d_tag) => current_version(conn, event, d_tag).await?,
+        None => None,
+    };
+    let named = named_events(conn, event).await?;
+    Ok(Facts { id_deleted, vanished_until, address_deleted_until, current, named })
+}
+
+async fn current_version(
+    conn: &mut PgConnection,
+    event: &SharedEvent,
+    d_tag: &str,
+) -> Result<Option<Version>, StoreError> {
+    let row = sqlx::query_as("SELECT seq, created_at, id FROM events WHERE pubkey = $1 AND kind = $2 AND d_tag = $3")
+        .bind(&event.pubkey()[..])
+        .bind(i32::from(event.kind()))
+        .bind(d_tag)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(row.map(|(seq, created_at, id)| Version { seq, created_at, id }))
+}
+
+async fn named_events(conn: &mut PgConnection, event: &SharedEvent) -> Result<Vec<Named>, StoreError> {
+    let ids = rules::named_ids(event);
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
-    let seq: Option<i64> = sqlx::query_scalar(
+    let rows: Vec<(Vec<u8>, Vec<u8>, i32)> = sqlx::query_as("SELECT id, pubkey, kind FROM events WHERE id = ANY($1)")
+        .bind(bytes_list(&ids))
+        .fetch_all(&mut *conn)
+        .await?;
+    rows.into_iter().map(|(id, pubkey, kind)| Ok(Named { id: hash(id)?, pubkey, kind: kind as u16 })).collect()
+}
+
+/// Inserts the event with its tags and this node's name; its `seq`, or none when its id is already stored.
+async fn insert(
+    conn: &mut PgConnection,
+    node: &str,
+    event: &SharedEvent,
+    key: Option<&str>,
+) -> Result<Option<i64>, StoreError> {
+    Ok(sqlx::query_scalar(
         "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
     .bind(&event.id()[..])
     .bind(&event.pubkey()[..])
-    .bind(created_at)
-    .bind(kind)
-    .bind(replacement_key)
+    .bind(db_time(event.created_at()))
+    .bind(i32::from(event.kind()))
+    .bind(key)
     .bind(&*event.json)
     .bind(event.expiration().map(db_time))
     .bind(node)
     .bind(event.indexed_tags().map(|(letter, value)| tag_key(letter, value)).collect::<Vec<_>>())
     .fetch_optional(&mut *conn)
-    .await?;
-    let Some(seq) = seq else { return Ok(Err(WriteOutcome::Duplicate)) };
-    if event.kind() == DELETION_KIND {
-        apply_deletion(conn, event).await?;
-    }
-    Ok(Ok(seq))
-}
-
-async fn is_deleted(
-    conn: &mut PgConnection,
-    event: &SharedEvent,
-    replacement_key: Option<&str>,
-) -> Result<bool, StoreError> {
-    Ok(sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = $1 AND pubkey = $2 AND $4 != 5)
-             OR EXISTS (SELECT 1 FROM vanished WHERE pubkey = $2 AND until >= $3)
-             OR EXISTS (SELECT 1 FROM deleted_addresses WHERE pubkey = $2 AND kind = $4 AND d_tag = $5 AND until >= $3)",
-    )
-    .bind(&event.id()[..])
-    .bind(&event.pubkey()[..])
-    .bind(db_time(event.created_at()))
-    .bind(i32::from(event.kind()))
-    .bind(replacement_key)
-    .fetch_one(&mut *conn)
     .await?)
 }
 
-/// NIP-09, as in the SQLite store.
-async fn apply_deletion(conn: &mut PgConnection, deletion: &SharedEvent) -> Result<(), StoreError> {
-    let author = &deletion.pubkey()[..];
-    let until = db_time(deletion.created_at());
-    for (letter, value) in deletion.indexed_tags() {
-        match letter {
-            'e' => {
-                let Some(id) = parse_hash(value) else { continue };
-                sqlx::query("INSERT INTO deleted_events (id, pubkey) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                    .bind(&id[..])
-                    .bind(author)
-                    .execute(&mut *conn)
-                    .await?;
-                sqlx::query("DELETE FROM events WHERE id = $1 AND pubkey = $2 AND kind != 5")
-                    .bind(&id[..])
-                    .bind(author)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            'a' => {
-                let Some((kind, pubkey, d_tag)) = parse_address(value) else { continue };
-                if pubkey[..] != *author || kind == DELETION_KIND {
-                    continue;
-                }
-                sqlx::query(
-                    "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = GREATEST(deleted_addresses.until, excluded.until)",
-                )
-                .bind(author)
+/// Carries out one change of a plan.
+async fn apply(conn: &mut PgConnection, change: Change<'_>) -> Result<(), StoreError> {
+    match change {
+        Change::Remove(removal) => remove(conn, removal).await,
+        Change::Remember(tombstone) => remember(conn, tombstone).await,
+    }
+}
+
+async fn remove(conn: &mut PgConnection, removal: Removal<'_>) -> Result<(), StoreError> {
+    let query = match removal {
+        Removal::Seq(seq) => sqlx::query("DELETE FROM events WHERE seq = $1").bind(seq),
+        Removal::Id(id) => sqlx::query("DELETE FROM events WHERE id = $1").bind(id.to_vec()),
+        Removal::Address { address: Address { pubkey, kind, d_tag }, until } => {
+            sqlx::query("DELETE FROM events WHERE pubkey = $1 AND kind = $2 AND d_tag = $3 AND created_at <= $4")
+                .bind(pubkey.to_vec())
                 .bind(i32::from(kind))
                 .bind(d_tag)
                 .bind(until)
-                .execute(&mut *conn)
-                .await?;
-                sqlx::query("DELETE FROM events WHERE pubkey = $1 AND kind = $2 AND d_tag = $3 AND created_at <= $4")
-                    .bind(author)
-                    .bind(i32::from(kind))
-                    .bind(d_tag)
-                    .bind(until)
-                    .execute(&mut *conn)
-                    .await?;
-            }
-            _ => {}
         }
-    }
+        Removal::Author { pubkey, until } => {
+            sqlx::query("DELETE FROM events WHERE pubkey = $1 AND created_at <= $2").bind(pubkey.to_vec()).bind(until)
+        }
+        Removal::GiftWrapsTo { pubkey, until } => {
+            sqlx::query("DELETE FROM events WHERE kind = $1 AND created_at <= $2 AND tags && $3")
+                .bind(i32::from(GIFT_WRAP_KIND))
+                .bind(until)
+                .bind(vec![tag_key('p', &hex::encode(pubkey))])
+        }
+    };
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 
-/// NIP-62, as in the SQLite store.
-async fn vanish(conn: &mut PgConnection, request: &SharedEvent) -> Result<(), StoreError> {
-    let pubkey = &request.pubkey()[..];
-    let until = db_time(request.created_at());
-    sqlx::query(
-        "INSERT INTO vanished (pubkey, until) VALUES ($1, $2)
-         ON CONFLICT (pubkey) DO UPDATE SET until = GREATEST(vanished.until, excluded.until)",
-    )
-    .bind(pubkey)
-    .bind(until)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query("DELETE FROM events WHERE pubkey = $1 AND created_at <= $2")
-        .bind(pubkey)
-        .bind(until)
-        .execute(&mut *conn)
-        .await?;
-    sqlx::query("DELETE FROM events WHERE kind = 1059 AND created_at <= $1 AND tags && $2")
-        .bind(until)
-        .bind(vec![tag_key('p', &hex::encode(pubkey))])
-        .execute(&mut *conn)
-        .await?;
+async fn remember(conn: &mut PgConnection, tombstone: Tombstone<'_>) -> Result<(), StoreError> {
+    let query = match tombstone {
+        Tombstone::Id { id, author } => {
+            sqlx::query("INSERT INTO deleted_events (id, pubkey) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                .bind(id.to_vec())
+                .bind(author.to_vec())
+        }
+        Tombstone::Address { address: Address { pubkey, kind, d_tag }, until } => sqlx::query(
+            "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES ($1, $2, $3, $4)
+             ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = GREATEST(deleted_addresses.until, excluded.until)",
+        )
+        .bind(pubkey.to_vec())
+        .bind(i32::from(kind))
+        .bind(d_tag)
+        .bind(until),
+        Tombstone::Vanished { pubkey, until } => sqlx::query(
+            "INSERT INTO vanished (pubkey, until) VALUES ($1, $2)
+             ON CONFLICT (pubkey) DO UPDATE SET until = GREATEST(vanished.until, excluded.until)",
+        )
+        .bind(pubkey.to_vec())
+        .bind(until),
+    };
+    query.execute(&mut *conn).await?;
     Ok(())
 }
 

@@ -11,9 +11,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
-use crate::protocol::filter::parse_hash;
-use crate::protocol::{KindClass, VerifiedEvent};
-use crate::store::{DELETION_KIND, StoreError, VANISH_KIND, WriteOutcome, db_time, parse_address};
+use crate::protocol::VerifiedEvent;
+use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, Removal, Tombstone, Version};
+use crate::store::{StoreError, WriteOutcome, db_time};
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -90,39 +90,68 @@ impl WriteConnection {
     }
 }
 
-/// Writes one event on the batch's transaction: deletion and replacement rules, the row, its tags, and what a
-/// deletion or a request to vanish removes.
+/// Writes one event on the batch's transaction: reads what the NIP rules need, then carries out their plan.
 pub(super) fn write_event(tx: &Transaction, event: &VerifiedEvent) -> Result<WriteOutcome, StoreError> {
-    let replacement_key = match event.class() {
-        KindClass::Replaceable => Some(""),
-        KindClass::Addressable => Some(event.d_tag()),
-        KindClass::Regular | KindClass::Ephemeral => None,
+    let plan = match rules::plan(event, &facts(tx, event)?) {
+        Ok(plan) => plan,
+        Err(refused) => return Ok(refused),
     };
-    let created_at = db_time(event.created_at());
-    if is_deleted(tx, event, replacement_key)? {
-        return Ok(WriteOutcome::Deleted);
+    for change in plan.before {
+        apply(tx, change)?;
     }
-    if let Some(d_tag) = replacement_key {
-        let current: Option<(i64, i64, Vec<u8>)> = tx
-            .prepare_cached("SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND d_tag = ?")?
-            .query_row(params![&event.pubkey()[..], event.kind(), d_tag], |row| {
-                Ok((row.get(0)?, row.get(1)?, row.get(2)?))
-            })
+    if !insert(tx, event, plan.key)? {
+        return Ok(WriteOutcome::Duplicate);
+    }
+    for change in plan.after {
+        apply(tx, change)?;
+    }
+    Ok(WriteOutcome::Stored)
+}
+
+/// The facts `rules::plan` decides from, read on the batch's transaction (so earlier events of the batch count).
+fn facts(tx: &Transaction, event: &VerifiedEvent) -> Result<Facts, StoreError> {
+    let key = rules::replacement_key(event);
+    let (id_deleted, vanished_until, address_deleted_until) = tx
+        .prepare_cached(
+            "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = ?1 AND pubkey = ?2),
+                    (SELECT until FROM vanished WHERE pubkey = ?2),
+                    (SELECT until FROM deleted_addresses WHERE pubkey = ?2 AND kind = ?3 AND d_tag = ?4)",
+        )?
+        .query_row(params![&event.id()[..], &event.pubkey()[..], event.kind(), key], |row| {
+            Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+        })?;
+    let current = match key {
+        Some(d_tag) => current_version(tx, event, d_tag)?,
+        None => None,
+    };
+    let named = named_events(tx, event)?;
+    Ok(Facts { id_deleted, vanished_until, address_deleted_until, current, named })
+}
+
+fn current_version(tx: &Transaction, event: &VerifiedEvent, d_tag: &str) -> Result<Option<Version>, StoreError> {
+    Ok(tx
+        .prepare_cached("SELECT seq, created_at, id FROM events WHERE pubkey = ? AND kind = ? AND d_tag = ?")?
+        .query_row(params![&event.pubkey()[..], event.kind(), d_tag], |row| {
+            Ok(Version { seq: row.get(0)?, created_at: row.get(1)?, id: row.get(2)? })
+        })
+        .optional()?)
+}
+
+fn named_events(tx: &Transaction, event: &VerifiedEvent) -> Result<Vec<Named>, StoreError> {
+    let mut named = Vec::new();
+    for id in rules::named_ids(event) {
+        let stored = tx
+            .prepare_cached("SELECT pubkey, kind FROM events WHERE id = ?")?
+            .query_row(params![&id[..]], |row| Ok(Named { id, pubkey: row.get(0)?, kind: row.get(1)? }))
             .optional()?;
-        if let Some((seq, stored_at, id)) = current {
-            if id == event.id() {
-                return Ok(WriteOutcome::Duplicate);
-            }
-            // Newest wins; on equal created_at the lowest id wins (NIP-01).
-            if stored_at > created_at || (stored_at == created_at && id[..] < event.id()[..]) {
-                return Ok(WriteOutcome::Superseded);
-            }
-            delete_where(tx, "seq = ?", params![seq])?;
-        }
+        named.extend(stored);
     }
-    if event.kind() == VANISH_KIND {
-        vanish(tx, event)?;
-    }
+    Ok(named)
+}
+
+/// Inserts the event and its tags; false when its id is already stored.
+fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>) -> Result<bool, StoreError> {
+    let created_at = db_time(event.created_at());
     let seq: Option<i64> = tx
         .prepare_cached(
             "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -134,14 +163,14 @@ pub(super) fn write_event(tx: &Transaction, event: &VerifiedEvent) -> Result<Wri
                 &event.pubkey()[..],
                 created_at,
                 event.kind(),
-                replacement_key,
+                key,
                 &*event.json,
                 event.expiration().map(db_time)
             ],
             |row| row.get(0),
         )
         .optional()?;
-    let Some(seq) = seq else { return Ok(WriteOutcome::Duplicate) };
+    let Some(seq) = seq else { return Ok(false) };
     // Each (name, value) once per event: the tag-driven queries rely on it.
     let tags: BTreeSet<(char, &str)> = event.indexed_tags().collect();
     if !tags.is_empty() {
@@ -152,80 +181,56 @@ pub(super) fn write_event(tx: &Transaction, event: &VerifiedEvent) -> Result<Wri
             insert.execute(params![seq, &*name.encode_utf8(&mut letter), value, created_at])?;
         }
     }
-    if event.kind() == DELETION_KIND {
-        apply_deletion(tx, event)?;
+    Ok(true)
+}
+
+/// Carries out one change of a plan.
+fn apply(tx: &Transaction, change: Change) -> Result<(), StoreError> {
+    match change {
+        Change::Remove(removal) => remove(tx, removal),
+        Change::Remember(tombstone) => remember(tx, tombstone),
     }
-    Ok(WriteOutcome::Stored)
 }
 
-/// True when a deletion (NIP-09) or a request to vanish (NIP-62) already covers the event. Deletions themselves
-/// cannot be deleted.
-fn is_deleted(tx: &Transaction, event: &VerifiedEvent, replacement_key: Option<&str>) -> Result<bool, StoreError> {
-    let deleted = tx
-        .prepare_cached(
-            "SELECT EXISTS (SELECT 1 FROM deleted_events WHERE id = ?1 AND pubkey = ?2 AND ?4 != 5)
-                 OR EXISTS (SELECT 1 FROM vanished WHERE pubkey = ?2 AND until >= ?3)
-                 OR EXISTS (SELECT 1 FROM deleted_addresses
-                            WHERE pubkey = ?2 AND kind = ?4 AND d_tag = ?5 AND until >= ?3)",
-        )?
-        .query_row(
-            params![&event.id()[..], &event.pubkey()[..], db_time(event.created_at()), event.kind(), replacement_key],
-            |row| row.get(0),
-        )?;
-    Ok(deleted)
-}
-
-/// NIP-09: deletes the author's own events named by `e` tags (remembering the ids, so that they are refused if they
-/// arrive later) and the versions of the author's addresses named by `a` tags up to the deletion's `created_at`.
-fn apply_deletion(tx: &Transaction, deletion: &VerifiedEvent) -> Result<(), StoreError> {
-    let author = &deletion.pubkey()[..];
-    let until = db_time(deletion.created_at());
-    for (letter, value) in deletion.indexed_tags() {
-        match letter {
-            'e' => {
-                let Some(id) = parse_hash(value) else { continue };
-                tx.prepare_cached("INSERT INTO deleted_events (id, pubkey) VALUES (?, ?) ON CONFLICT DO NOTHING")?
-                    .execute(params![&id[..], author])?;
-                delete_where(tx, "id = ? AND pubkey = ? AND kind != 5", params![&id[..], author])?;
-            }
-            'a' => {
-                let Some((kind, pubkey, d_tag)) = parse_address(value) else { continue };
-                if pubkey[..] != *author || kind == DELETION_KIND {
-                    continue;
-                }
-                tx.prepare_cached(
-                    "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES (?, ?, ?, ?)
-                     ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = max(until, excluded.until)",
-                )?
-                .execute(params![author, kind, d_tag, until])?;
-                delete_where(
-                    tx,
-                    "pubkey = ? AND kind = ? AND d_tag = ? AND created_at <= ?",
-                    params![author, kind, d_tag, until],
-                )?;
-            }
-            _ => {}
+fn remove(tx: &Transaction, removal: Removal) -> Result<(), StoreError> {
+    match removal {
+        Removal::Seq(seq) => delete_where(tx, "seq = ?", params![seq]),
+        Removal::Id(id) => delete_where(tx, "id = ?", params![&id[..]]),
+        Removal::Address { address: Address { pubkey, kind, d_tag }, until } => delete_where(
+            tx,
+            "pubkey = ? AND kind = ? AND d_tag = ? AND created_at <= ?",
+            params![&pubkey[..], kind, d_tag, until],
+        ),
+        Removal::Author { pubkey, until } => {
+            delete_where(tx, "pubkey = ? AND created_at <= ?", params![&pubkey[..], until])
         }
-    }
+        Removal::GiftWrapsTo { pubkey, until } => delete_where(
+            tx,
+            "kind = ? AND created_at <= ? AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = ?)",
+            params![GIFT_WRAP_KIND, until, hex::encode(pubkey)],
+        ),
+    }?;
     Ok(())
 }
 
-/// NIP-62: deletes everything of the pubkey up to the request's `created_at`, and the gift wraps addressed to it,
-/// and refuses such events from now on.
-fn vanish(tx: &Transaction, request: &VerifiedEvent) -> Result<(), StoreError> {
-    let pubkey = &request.pubkey()[..];
-    let until = db_time(request.created_at());
-    tx.prepare_cached(
-        "INSERT INTO vanished (pubkey, until) VALUES (?, ?)
-         ON CONFLICT (pubkey) DO UPDATE SET until = max(until, excluded.until)",
-    )?
-    .execute(params![pubkey, until])?;
-    delete_where(tx, "pubkey = ? AND created_at <= ?", params![pubkey, until])?;
-    delete_where(
-        tx,
-        "kind = 1059 AND created_at <= ? AND seq IN (SELECT event_seq FROM tags WHERE name = 'p' AND value = ?)",
-        params![until, hex::encode(pubkey)],
-    )?;
+fn remember(tx: &Transaction, tombstone: Tombstone) -> Result<(), StoreError> {
+    match tombstone {
+        Tombstone::Id { id, author } => tx
+            .prepare_cached("INSERT INTO deleted_events (id, pubkey) VALUES (?, ?) ON CONFLICT DO NOTHING")?
+            .execute(params![&id[..], &author[..]]),
+        Tombstone::Address { address: Address { pubkey, kind, d_tag }, until } => tx
+            .prepare_cached(
+                "INSERT INTO deleted_addresses (pubkey, kind, d_tag, until) VALUES (?, ?, ?, ?)
+                 ON CONFLICT (pubkey, kind, d_tag) DO UPDATE SET until = max(until, excluded.until)",
+            )?
+            .execute(params![&pubkey[..], kind, d_tag, until]),
+        Tombstone::Vanished { pubkey, until } => tx
+            .prepare_cached(
+                "INSERT INTO vanished (pubkey, until) VALUES (?, ?)
+                 ON CONFLICT (pubkey) DO UPDATE SET until = max(until, excluded.until)",
+            )?
+            .execute(params![&pubkey[..], until]),
+    }?;
     Ok(())
 }
 
