@@ -3,6 +3,7 @@
 
 pub mod jobs;
 pub mod postgres;
+pub mod registrations;
 mod sqlite;
 pub mod writer;
 
@@ -16,6 +17,7 @@ use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
 use jobs::{JobQueue, JobSource};
+use registrations::RegistrationStore;
 
 pub use postgres::PgStore;
 pub use sqlite::{IMMEDIATE, SqliteStore};
@@ -222,11 +224,11 @@ pub trait WriteTurns: Send + Sync {
     async fn write_turn(&self) -> WriteTurn;
 }
 
-/// Events, the job queue, leases and moderation, kept in one database so that events and jobs change in one
-/// transaction.
-pub trait Store: EventStore + JobQueue + Leases + ModerationStore + WriteTurns {}
+/// Events, the job queue, leases, moderation and registrations, kept in one database so that events and jobs change
+/// in one transaction.
+pub trait Store: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore + WriteTurns {}
 
-impl<T: EventStore + JobQueue + Leases + ModerationStore + WriteTurns> Store for T {}
+impl<T: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore + WriteTurns> Store for T {}
 
 /// Opens the store named by `[database] url` (`sqlite://PATH` or `postgres://...`), creating and migrating it as
 /// needed; the PostgreSQL store is also returned as such, for what only it does (listening to other nodes).

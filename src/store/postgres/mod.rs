@@ -7,6 +7,9 @@
 
 mod jobs;
 mod nodes;
+mod registrations;
+
+pub use registrations::REGISTRATIONS_CHANNEL;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -3,6 +3,7 @@
 //! event commit durable before the writer acknowledges it, and batching spreads that fsync over many events.
 
 mod jobs;
+mod registrations;
 mod write;
 
 use std::borrow::Cow;
