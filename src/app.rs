@@ -50,11 +50,7 @@ impl RelayHandle {
         store.release_leases(store::unix_now_ms()).await?;
         let subscriptions = Arc::new(SubscriptionIndex::default());
         let push = if config.push.enabled {
-            // The push registry names this node in its announcements: the same name as everything else, not a
-            // second random one.
-            let mut with_node = (*config).clone();
-            with_node.database.node_id = node.clone();
-            let push = PushService::start(&with_node, store.clone()).await.map_err(anyhow::Error::msg)?;
+            let push = PushService::start(&config, store.clone()).await.map_err(anyhow::Error::msg)?;
             let pubkey = push.public_key();
             tracing::info!(pubkey = %pubkey.to_hex(), npub = %push.npub(), "push pubkey");
             Some(push)
@@ -157,7 +153,6 @@ impl RelayHandle {
         let housekeeping = tokio::spawn(housekeeping(state.clone()));
         let shutdown = state.shutdown.clone();
         let connections = state.connections.clone();
-        let push_at_shutdown = push.clone();
         let done = tokio::spawn(async move {
             http::serve::serve(listener, app, handshake_timeout, shutdown).await;
             // Connections answer their in-flight events before they end; only then may the writer stop.
@@ -179,9 +174,6 @@ impl RelayHandle {
             // The writer ends once the last handle to it (held by the relay state) is gone and its queue is empty.
             if writer_task.await.is_err() {
                 tracing::error!("the writer task panicked");
-            }
-            if let Some(push) = push_at_shutdown {
-                push.close().await;
             }
             if let Some(liveness) = liveness {
                 let _ = liveness.await;

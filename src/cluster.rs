@@ -1,8 +1,8 @@
 //! Several relay nodes on one PostgreSQL database behaving as one relay.
 //!
 //! Each node announces what it commits: the store sends every stored event on `pushrelay_events` inside the
-//! event's transaction (so an announcement means a commit), this module sends ephemeral events, and the push
-//! registry sends the pubkeys whose registrations changed. Each node listens, and hands other nodes' events to
+//! event's transaction (so an announcement means a commit), and the pubkeys whose push registrations changed inside
+//! the change's; this module sends ephemeral events. Each node listens, and hands other nodes' events to
 //! its live subscriptions (and to push, for mute lists) and reloads changed registrations. After a lost
 //! connection it catches up from the last `seq` it saw, so no stored event is missed (ephemeral ones sent while
 //! it was away are gone, as ephemeral events are).
@@ -16,11 +16,8 @@ use tokio_util::sync::CancellationToken;
 use crate::protocol::filter::parse_hash;
 use crate::protocol::{KindClass, SharedEvent, VerifiedEvent};
 use crate::store::PgStore;
-use crate::store::postgres::EVENTS_CHANNEL;
+use crate::store::postgres::{EVENTS_CHANNEL, REGISTRATIONS_CHANNEL};
 use crate::store::writer::{AcceptListener, tell_elsewhere};
-
-/// The channel the push registry announces changed pubkeys on (`<node> <pubkey hex>`).
-pub use crate::push::registry::REGISTRATIONS_CHANNEL;
 
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: i64 = 1000;

@@ -25,7 +25,7 @@ use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, DELETION_KIND, EventStore, HOLD_LEASE, LIST_MODERATION, Leases,
     ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, VANISH_KIND, Visibility, WriteOutcome,
-    WriteTurn, WriteTurns, collect_within, db_time, parse_address, unix_now, unix_now_ms,
+    collect_within, db_time, parse_address, unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -167,13 +167,6 @@ impl EventStore for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl WriteTurns for PgStore {
-    async fn write_turn(&self) -> WriteTurn {
-        WriteTurn { _held: None }
     }
 }
 
