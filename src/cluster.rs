@@ -131,10 +131,13 @@ async fn handle(
     }
     let Ok(announced) = serde_json::from_str::<serde_json::Value>(notification.payload()) else { return };
     let seq = announced["seq"].as_i64();
+    // An event committed between this connection's LISTEN and its catch-up is in both: the catch-up handed it over.
+    // (Stored events commit one batch at a time, so announcements come in `seq` order.)
+    let caught_up = seq.is_some_and(|seq| seq <= *last_seq);
     if let Some(seq) = seq {
         *last_seq = (*last_seq).max(seq);
     }
-    if announced["node"].as_str() == Some(node) {
+    if announced["node"].as_str() == Some(node) || caught_up {
         return;
     }
     let json = match (announced["event"].as_str(), seq) {
