@@ -37,7 +37,6 @@ pub struct RelayHandle {
 struct Opened {
     store: Arc<dyn Store>,
     postgres: Option<Arc<PgStore>>,
-    push: Option<Arc<PushService>>,
     writer_task: JoinHandle<()>,
 }
 
@@ -50,7 +49,7 @@ impl RelayHandle {
         let lifecycle = Lifecycle::new();
         let node = config.database.node();
         let (store, postgres) = open_store(&config, &node).await?;
-        let push = start_push(&config, &node, &store).await?;
+        let push = start_push(&config, &store).await?;
         let activity = Arc::new(EventActivity::default());
         let (state, writer_task, peers_listeners) =
             relay_state(&config, &store, &postgres, &push, &activity, &lifecycle, &node).await?;
@@ -70,7 +69,7 @@ impl RelayHandle {
         tracing::info!(%local_addr, public_url = %config.server.public_url, "relay listening");
         start_metrics_server(&config, &state, &lifecycle).await?;
         lifecycle.spawn(housekeeping(state.clone()));
-        let opened = Opened { store, postgres, push: push.clone(), writer_task };
+        let opened = Opened { store, postgres, writer_task };
         let done = tokio::spawn(serve_then_stop(listener, app, state.clone(), lifecycle, opened));
         Ok(Self { local_addr, state, push, upstream_status, done })
     }
@@ -113,15 +112,11 @@ async fn open_store(config: &Config, node: &str) -> anyhow::Result<(Arc<dyn Stor
     Ok((store, postgres))
 }
 
-async fn start_push(config: &Config, node: &str, store: &Arc<dyn Store>) -> anyhow::Result<Option<Arc<PushService>>> {
+async fn start_push(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option<Arc<PushService>>> {
     if !config.push.enabled {
         return Ok(None);
     }
-    // The push registry names this node in its announcements: the same name as everything else, not a second
-    // random one.
-    let mut with_node = config.clone();
-    with_node.database.node_id = node.to_owned();
-    let push = PushService::start(&with_node, store.clone()).await.map_err(anyhow::Error::msg)?;
+    let push = PushService::start(config, store.clone()).await.map_err(anyhow::Error::msg)?;
     tracing::info!(pubkey = %push.public_key().to_hex(), npub = %push.npub(), "push pubkey");
     Ok(Some(push))
 }
@@ -234,8 +229,8 @@ fn handshake_timeout(config: &Config) -> Duration {
 }
 
 /// Serves until shutdown, then stops in order: connections answer their in-flight events; the background tasks
-/// end; the writer drains its queue (it ends once the last handle to it, held by the relay state, is gone); push
-/// finishes its own tasks; this node leaves the cluster; the store closes.
+/// end; the writer drains its queue (it ends once the last handle to it, held by the relay state, is gone); this
+/// node leaves the cluster; the store closes.
 async fn serve_then_stop(
     listener: TcpListener,
     app: axum::Router,
@@ -250,12 +245,9 @@ async fn serve_then_stop(
     connections.close();
     connections.wait().await;
     lifecycle.wait().await;
-    let Opened { store, postgres, push, writer_task } = opened;
+    let Opened { store, postgres, writer_task } = opened;
     if writer_task.await.is_err() {
         tracing::error!("the writer task panicked");
-    }
-    if let Some(push) = push {
-        push.close().await;
     }
     if let Some(postgres) = postgres
         && let Err(e) = postgres.leave().await

@@ -1,8 +1,8 @@
 //! Several relay nodes on one PostgreSQL database behaving as one relay.
 //!
 //! Each node announces what it commits: the store sends every stored event on `pushrelay_events` inside the
-//! event's transaction (so an announcement means a commit), this module sends ephemeral events, and the push
-//! registry sends the pubkeys whose registrations changed. Each node listens, and hands other nodes' events to
+//! event's transaction (so an announcement means a commit), and the pubkeys whose push registrations changed inside
+//! the change's; this module sends ephemeral events. Each node listens, and hands other nodes' events to
 //! its live subscriptions (and to push, for mute lists) and reloads changed registrations. After a lost
 //! connection it catches up from the last `seq` it saw, so no stored event is missed (ephemeral ones sent while
 //! it was away are gone, as ephemeral events are).
@@ -19,11 +19,8 @@ use crate::lifecycle::Lifecycle;
 use crate::protocol::filter::parse_hash;
 use crate::protocol::{KindClass, SharedEvent, VerifiedEvent};
 use crate::store::PgStore;
-use crate::store::postgres::EVENTS_CHANNEL;
+use crate::store::postgres::{EVENTS_CHANNEL, REGISTRATIONS_CHANNEL};
 use crate::store::writer::{AcceptListener, tell_elsewhere};
-
-/// The channel the push registry announces changed pubkeys on (`<node> <pubkey hex>`).
-pub use crate::push::registry::REGISTRATIONS_CHANNEL;
 
 /// Events read per catch-up query.
 const CATCH_UP_BATCH: i64 = 1000;
@@ -149,10 +146,13 @@ async fn handle(
     }
     let Ok(announced) = serde_json::from_str::<serde_json::Value>(notification.payload()) else { return };
     let seq = announced["seq"].as_i64();
+    // An event committed between this connection's LISTEN and its catch-up is in both: the catch-up handed it over.
+    // (Stored events commit one batch at a time, so announcements come in `seq` order.)
+    let caught_up = seq.is_some_and(|seq| seq <= *last_seq);
     if let Some(seq) = seq {
         *last_seq = (*last_seq).max(seq);
     }
-    if announced["node"].as_str() == Some(node) {
+    if announced["node"].as_str() == Some(node) || caught_up {
         return;
     }
     let json = match (announced["event"].as_str(), seq) {

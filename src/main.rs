@@ -58,11 +58,15 @@ async fn main() -> ExitCode {
         Some(Command::Keys) => return print_keys(&config),
         Some(Command::Import { file }) => return import(&config, &file).await,
         Some(Command::Devices { pubkey }) => {
-            return report(pushrelay::admin::inspect::devices(&config, pubkey.as_deref()).await);
+            let config = &config;
+            return with_store(config, |store| async move {
+                pushrelay::admin::inspect::devices(config, store, pubkey.as_deref()).await
+            })
+            .await;
         }
         Some(Command::Stats) => {
             let config = &config;
-            return with_store(config, |store| async move { pushrelay::admin::inspect::stats(config, &*store).await })
+            return with_store(config, |store| async move { pushrelay::admin::inspect::stats(config, store).await })
                 .await;
         }
         Some(Command::Export) => {

@@ -2,6 +2,7 @@
 //! are secrets of their users' phones, so they are shown shortened.
 
 use std::fmt::Write;
+use std::sync::Arc;
 
 use crate::config::Config;
 use crate::protocol::Filter;
@@ -11,12 +12,11 @@ use crate::push::registry::Registry;
 use crate::push::unix_now;
 use crate::store::{Store, Visibility};
 
-pub async fn stats(config: &Config, store: &dyn Store) -> Result<String, String> {
+pub async fn stats(config: &Config, store: Arc<dyn Store>) -> Result<String, String> {
     let events = store.count(&[Filter::default()], Visibility::default(), u64::MAX).await.map_err(|e| e.to_string())?;
     let pending = store.pending().await.map_err(|e| e.to_string())?;
-    let registry = open_registry(config).await?;
+    let registry = open_registry(config, store).await?;
     let (devices, online, offline) = registry.census(unix_now());
-    registry.close().await;
     let mut text = String::new();
     let _ = writeln!(text, "events stored        {events}");
     let _ = writeln!(text, "pushes waiting       {pending}");
@@ -27,8 +27,8 @@ pub async fn stats(config: &Config, store: &dyn Store) -> Result<String, String>
 }
 
 /// Device counts per platform; with `pubkey` (hex or npub), that pubkey's registrations.
-pub async fn devices(config: &Config, pubkey: Option<&str>) -> Result<String, String> {
-    let registry = open_registry(config).await?;
+pub async fn devices(config: &Config, store: Arc<dyn Store>, pubkey: Option<&str>) -> Result<String, String> {
+    let registry = open_registry(config, store).await?;
     let mut text = String::new();
     match pubkey {
         None => {
@@ -57,14 +57,11 @@ pub async fn devices(config: &Config, pubkey: Option<&str>) -> Result<String, St
             }
         }
     }
-    registry.close().await;
     Ok(text)
 }
 
-async fn open_registry(config: &Config) -> Result<Registry, String> {
-    Registry::open(&config.database, config.push.clone(), config.database.node(), None)
-        .await
-        .map_err(|e| format!("cannot read the registrations: {e}"))
+async fn open_registry(config: &Config, store: Arc<dyn Store>) -> Result<Registry, String> {
+    Registry::open(store, config.push.clone()).await.map_err(|e| format!("cannot read the registrations: {e}"))
 }
 
 fn parse_pubkey(text: &str) -> Result<[u8; 32], String> {

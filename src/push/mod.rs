@@ -90,7 +90,7 @@ impl PushService {
     pub async fn start(config: &Config, store: Arc<dyn Store>) -> Result<Arc<Self>, String> {
         let push = &config.push;
         let keys = keys::load_or_create(&push.secret_key_file)?;
-        let registry = Registry::open(&config.database, push.clone(), config.database.node(), Some(store.clone()))
+        let registry = Registry::open(store.clone(), push.clone())
             .await
             .map_err(|e| format!("cannot open push registrations: {e}"))?;
         let pubkey_hex = keys.public_key().to_hex();
@@ -209,10 +209,6 @@ impl PushService {
 
     pub fn registry(&self) -> &Registry {
         &self.registry
-    }
-
-    pub async fn close(&self) {
-        self.registry.close().await;
     }
 
     fn is_addressed_to_us(&self, event: &SharedEvent) -> bool {

@@ -1,25 +1,24 @@
-//! Registrations and presence: stored in the relay's database, mirrored in the in-memory index.
+//! Registrations and presence: stored in the relay's database (through the store's `RegistrationStore`, so that
+//! each database has one writer), mirrored in the in-memory index.
 //!
 //! Changes are serialised by one lock so that the database and the index change in the same order; the index is
-//! updated only after the database commit, so what the matcher sees is always something that was saved.
-//!
-//! The same statements serve SQLite and PostgreSQL through sqlx's Any driver. On PostgreSQL every change is also
-//! announced (`pg_notify` in its transaction) so that the other nodes reload that pubkey (see `cluster`).
+//! updated only after the database commit, so what the matcher sees is always something that was saved. On
+//! PostgreSQL the store announces every change to the other nodes, which reload that pubkey (see `cluster`).
 
 use std::sync::{Arc, RwLock};
 
-use sqlx::AnyConnection;
-use sqlx::any::{AnyPoolOptions, AnyRow};
-use sqlx::{AnyPool, Executor, Row};
 use tokio::sync::Mutex;
 
 use super::device::{Device, shorten};
 use super::index::{Presence, Registration, RegistrationIndex};
 use super::registration::RegistrationUpdate;
-use crate::config::{DatabaseConfig, PushConfig};
+use crate::config::PushConfig;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
-use crate::store::{IMMEDIATE, WriteTurn, WriteTurns};
+use crate::store::StoreError;
+use crate::store::registrations::{
+    ChangeOutcome, PresenceRow, RegistrationChange, RegistrationRow, RegistrationStore, SharedDeviceLimit,
+};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Applied {
@@ -32,74 +31,48 @@ pub enum Applied {
 pub enum ApplyError {
     /// The update is not acceptable; the text is the `OK false` reason.
     Refused(String),
-    Database(sqlx::Error),
+    Database(StoreError),
 }
 
-impl From<sqlx::Error> for ApplyError {
-    fn from(e: sqlx::Error) -> Self {
+impl From<StoreError> for ApplyError {
+    fn from(e: StoreError) -> Self {
         Self::Database(e)
     }
 }
 
-/// The channel registration changes are announced on, with `<node> <pubkey hex>`.
-pub const REGISTRATIONS_CHANNEL: &str = "pushrelay_registrations";
+/// A change to store, and what the index becomes once it is stored.
+struct Planned {
+    change: RegistrationChange,
+    targets: Vec<Registration>,
+    presence: Presence,
+}
 
 pub struct Registry {
-    pool: AnyPool,
-    /// PostgreSQL: several nodes may share the registrations, so changes are announced.
-    shared: bool,
-    node: String,
+    store: Arc<dyn RegistrationStore>,
     index: RwLock<RegistrationIndex>,
     changes: Mutex<()>,
     config: PushConfig,
-    turns: Option<Arc<dyn WriteTurns>>,
 }
 
 impl Registry {
-    /// Opens the registrations in the relay's database (already migrated by the store) and loads the index.
-    /// `turns`: the store's turns at writing, when the relay runs (see `store::WriteTurns`); a command beside a running
-    /// relay has none and waits for SQLite's lock as any other process.
-    pub async fn open(
-        database: &DatabaseConfig,
-        config: PushConfig,
-        node: String,
-        turns: Option<Arc<dyn WriteTurns>>,
-    ) -> Result<Self, sqlx::Error> {
-        sqlx::any::install_default_drivers();
-        let shared = database.is_postgres();
-        let pragmas = format!("PRAGMA busy_timeout = {}; PRAGMA synchronous = NORMAL", database.busy_timeout_ms);
-        let pool = AnyPoolOptions::new()
-            .max_connections(2)
-            // SQLite connections do not drop; the check before each use cost a round trip to the worker thread.
-            .test_before_acquire(shared)
-            .after_connect(move |conn, _| {
-                let pragmas = pragmas.clone();
-                Box::pin(async move {
-                    if !shared {
-                        // Registrations and heartbeats are re-sent by the app, so `synchronous = NORMAL` (safe
-                        // against a crash of the relay, not of the machine) spares an fsync per heartbeat.
-                        conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
-                    }
-                    Ok(())
-                })
-            })
-            .connect(&database.url)
-            .await?;
-        let registry = Self { pool, shared, node, index: RwLock::default(), changes: Mutex::new(()), config, turns };
+    /// Reads the registrations in the relay's database (already migrated by the store) into the index.
+    pub async fn open(store: Arc<dyn RegistrationStore>, config: PushConfig) -> Result<Self, StoreError> {
+        let registry = Self { store, index: RwLock::default(), changes: Mutex::new(()), config };
         registry.load().await?;
         Ok(registry)
     }
 
     /// Reads every registration and presence into a new index.
-    pub async fn load(&self) -> Result<(), sqlx::Error> {
+    pub async fn load(&self) -> Result<(), StoreError> {
         // Under the change lock, so that a change made here meanwhile is not overwritten by an older snapshot.
         let _serialised = self.changes.lock().await;
+        let rows = self.store.load_registrations(None).await?;
         let mut index = RegistrationIndex::default();
-        for registration in self.read_registrations(None).await? {
+        for registration in self.registrations(rows.registrations) {
             index.insert(registration);
         }
-        for (pubkey, presence) in self.read_presence(None).await? {
-            index.set_presence(pubkey, presence);
+        for presence in rows.presence {
+            index.set_presence(presence.pubkey, stored_presence(&presence));
         }
         tracing::info!(registrations = index.len(), "push registrations loaded");
         *self.index.write().expect("registration index lock") = index;
@@ -107,71 +80,32 @@ impl Registry {
     }
 
     /// Re-reads one pubkey's registrations and presence, after another node changed them.
-    pub async fn reload(&self, pubkey: &Hash32) -> Result<(), sqlx::Error> {
+    pub async fn reload(&self, pubkey: &Hash32) -> Result<(), StoreError> {
         let _serialised = self.changes.lock().await;
-        let registrations = self.read_registrations(Some(pubkey)).await?;
-        let presence = self.read_presence(Some(pubkey)).await?;
+        let rows = self.store.load_registrations(Some(pubkey)).await?;
+        let registrations = self.registrations(rows.registrations);
         let mut index = self.index.write().expect("registration index lock");
         index.remove_pubkey(pubkey);
         for registration in registrations {
             index.insert(registration);
         }
-        for (pubkey, presence) in presence {
-            index.set_presence(pubkey, presence);
+        for presence in rows.presence {
+            index.set_presence(presence.pubkey, stored_presence(&presence));
         }
         Ok(())
     }
 
-    async fn read_registrations(&self, pubkey: Option<&Hash32>) -> Result<Vec<Registration>, sqlx::Error> {
-        let rows = match pubkey {
-            Some(pubkey) => {
-                sqlx::query("SELECT * FROM push_registrations WHERE pubkey = $1")
-                    .bind(&pubkey[..])
-                    .fetch_all(&self.pool)
-                    .await?
-            }
-            None => sqlx::query("SELECT * FROM push_registrations").fetch_all(&self.pool).await?,
-        };
-        let mut registrations = Vec::with_capacity(rows.len());
-        for row in rows {
-            let device_id: String = row.try_get("device_id")?;
-            match self.parse_device(&device_id) {
-                Ok(device) => registrations.push(registration_from_row(&row, device)?),
-                Err(e) => tracing::warn!(device = shorten(&device_id), "stored registration skipped: {e}"),
-            }
-        }
-        Ok(registrations)
-    }
-
-    async fn read_presence(&self, pubkey: Option<&Hash32>) -> Result<Vec<(Hash32, Presence)>, sqlx::Error> {
-        const COLUMNS: &str = "SELECT pubkey, online, last_heartbeat FROM push_presence";
-        let rows = match pubkey {
-            Some(pubkey) => {
-                let sql = format!("{COLUMNS} WHERE pubkey = $1");
-                sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&pubkey[..]).fetch_all(&self.pool).await?
-            }
-            None => sqlx::query(COLUMNS).fetch_all(&self.pool).await?,
-        };
-        rows.iter()
-            .map(|row| {
-                let online: i64 = row.try_get("online")?;
-                let presence = Presence { online: online != 0, last_heartbeat: row.try_get("last_heartbeat")? };
-                Ok((hash(row.try_get("pubkey")?)?, presence))
+    /// The stored rows whose device this configuration accepts (a bundle id since removed, say, is skipped).
+    fn registrations(&self, rows: Vec<RegistrationRow>) -> Vec<Registration> {
+        rows.into_iter()
+            .filter_map(|row| match self.parse_device(&row.device_id) {
+                Ok(device) => Some(registration_from_row(row, device)),
+                Err(e) => {
+                    tracing::warn!(device = shorten(&row.device_id), "stored registration skipped: {e}");
+                    None
+                }
             })
             .collect()
-    }
-
-    /// Tells the other nodes (PostgreSQL only) that this pubkey's registrations changed, at the commit of `conn`'s
-    /// transaction.
-    async fn announce(&self, conn: &mut AnyConnection, pubkey: &Hash32) -> Result<(), sqlx::Error> {
-        if self.shared {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(REGISTRATIONS_CHANNEL)
-                .bind(format!("{} {}", self.node, hex::encode(pubkey)))
-                .execute(&mut *conn)
-                .await?;
-        }
-        Ok(())
     }
 
     /// Applies one decrypted registration event of `pubkey`, created at `created_at`, at relay time `now`.
@@ -183,121 +117,94 @@ impl Registry {
         now: i64,
     ) -> Result<Applied, ApplyError> {
         let _serialised = self.changes.lock().await;
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin_with(if self.shared { "BEGIN" } else { IMMEDIATE }).await?;
-        let last_applied: Option<i64> =
-            sqlx::query_scalar("SELECT last_applied_at FROM push_presence WHERE pubkey = $1")
-                .bind(&pubkey[..])
-                .fetch_optional(&mut *tx)
-                .await?;
-        if last_applied.is_some_and(|last| created_at < last) {
-            return Ok(Applied::Replay);
+        let planned = match self.plan(pubkey, created_at, &update, now) {
+            Ok(planned) => planned,
+            Err(refusal) => return self.replay_or(pubkey, created_at, refusal).await,
+        };
+        match self.store.apply_change(&planned.change).await? {
+            ChangeOutcome::Applied => {}
+            ChangeOutcome::Replay => return Ok(Applied::Replay),
+            ChangeOutcome::DeviceFull => return Err(ApplyError::Refused(self.device_full())),
         }
+        let mut index = self.index.write().expect("registration index lock");
+        if planned.change.remove_all {
+            index.remove_pubkey(&pubkey);
+        }
+        for registration in planned.targets {
+            index.insert(registration);
+        }
+        index.set_presence(pubkey, planned.presence);
+        Ok(Applied::Applied)
+    }
 
+    /// What an update changes, from the index as it is (under the change lock); Err: the refusal.
+    fn plan(&self, pubkey: Hash32, created_at: i64, update: &RegistrationUpdate, now: i64) -> Result<Planned, String> {
         let (current, presence) = {
             let index = self.index.read().expect("registration index lock");
             (index.registrations_of(&pubkey), index.presence(&pubkey))
         };
         let logout = update.is_logout();
-        let targets = if logout {
-            sqlx::query("DELETE FROM push_registrations WHERE pubkey = $1").bind(&pubkey[..]).execute(&mut *tx).await?;
-            Vec::new()
-        } else {
-            self.updated_registrations(&mut tx, pubkey, &current, &update, now).await?
-        };
-        for registration in &targets {
-            save(&mut tx, registration).await?;
-        }
-        if update.online == Some(true) {
-            sqlx::query("UPDATE push_registrations SET badge = 0 WHERE pubkey = $1")
-                .bind(&pubkey[..])
-                .execute(&mut *tx)
-                .await?;
-        }
+        let (targets, limit) =
+            if logout { (Vec::new(), None) } else { self.updated_registrations(pubkey, &current, update, now)? };
         let presence = match update.online {
             Some(true) => Presence { online: true, last_heartbeat: now },
             Some(false) => Presence { online: false, ..presence },
             None => presence,
         };
-        sqlx::query(
-            "INSERT INTO push_presence (pubkey, online, last_heartbeat, last_applied_at) VALUES ($1, $2, $3, $4)
-             ON CONFLICT (pubkey) DO UPDATE SET online = excluded.online, last_heartbeat = excluded.last_heartbeat,
-             last_applied_at = CASE WHEN push_presence.last_applied_at > excluded.last_applied_at
-                 THEN push_presence.last_applied_at ELSE excluded.last_applied_at END",
-        )
-        .bind(&pubkey[..])
-        .bind(i64::from(presence.online))
-        .bind(presence.last_heartbeat)
-        .bind(created_at)
-        .execute(&mut *tx)
-        .await?;
-        self.announce(&mut tx, &pubkey).await?;
-        tx.commit().await?;
+        let change = RegistrationChange {
+            pubkey,
+            created_at,
+            limit,
+            remove_all: logout,
+            save: targets.iter().map(row_of).collect(),
+            reset_badges: update.online == Some(true),
+            presence: PresenceRow { pubkey, online: presence.online, last_heartbeat: presence.last_heartbeat },
+        };
+        Ok(Planned { change, targets, presence })
+    }
 
-        let mut index = self.index.write().expect("registration index lock");
-        if logout {
-            index.remove_pubkey(&pubkey);
+    /// A replay is answered as one even when the update would also be refused: replays are checked first.
+    async fn replay_or(&self, pubkey: Hash32, created_at: i64, refusal: String) -> Result<Applied, ApplyError> {
+        match self.store.last_applied(&pubkey).await? {
+            Some(last) if created_at < last => Ok(Applied::Replay),
+            _ => Err(ApplyError::Refused(refusal)),
         }
-        for registration in targets {
-            index.insert(registration);
-        }
-        index.set_presence(pubkey, presence);
-        Ok(Applied::Applied)
+    }
+
+    fn device_full(&self) -> String {
+        format!("blocked: this device is registered by too many pubkeys (max {})", self.config.max_pubkeys_per_device)
     }
 
     /// The registrations an update rewrites: the named device (new or existing), or, with no device id, every
-    /// device of the pubkey.
-    async fn updated_registrations(
+    /// device of the pubkey; with, for a device new to the pubkey, the limit of pubkeys sharing it, which the store
+    /// checks in the change's transaction. Err: the refusal.
+    fn updated_registrations(
         &self,
-        tx: &mut AnyConnection,
         pubkey: Hash32,
         current: &[Arc<Registration>],
         update: &RegistrationUpdate,
         now: i64,
-    ) -> Result<Vec<Registration>, ApplyError> {
+    ) -> Result<(Vec<Registration>, Option<SharedDeviceLimit>), String> {
         let Some(device_id) = &update.device_id else {
             if !update.has_fields() {
-                return Ok(Vec::new());
+                return Ok((Vec::new(), None));
             }
-            return Ok(current.iter().map(|r| merged((**r).clone(), update, now)).collect());
+            return Ok((current.iter().map(|r| merged((**r).clone(), update, now)).collect(), None));
         };
         if device_id.is_empty() {
-            return Err(ApplyError::Refused("invalid: deviceId is empty (a logout also sends online: 0)".into()));
+            return Err("invalid: deviceId is empty (a logout also sends online: 0)".into());
         }
-        let device = self.parse_device(device_id).map_err(ApplyError::Refused)?;
+        let device = self.parse_device(device_id)?;
         if let Some(existing) = current.iter().find(|r| r.device_id == *device_id) {
-            return Ok(vec![merged((**existing).clone(), update, now)]);
+            return Ok((vec![merged((**existing).clone(), update, now)], None));
         }
         if current.len() >= self.config.max_devices_per_pubkey {
-            return Err(ApplyError::Refused(format!(
-                "blocked: this pubkey has too many devices (max {})",
-                self.config.max_devices_per_pubkey
-            )));
+            let max = self.config.max_devices_per_pubkey;
+            return Err(format!("blocked: this pubkey has too many devices (max {max})"));
         }
-        let sharing: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM push_registrations WHERE device_id = $1")
-            .bind(device_id)
-            .fetch_one(&mut *tx)
-            .await?;
-        if sharing >= self.config.max_pubkeys_per_device as i64 {
-            return Err(ApplyError::Refused(format!(
-                "blocked: this device is registered by too many pubkeys (max {})",
-                self.config.max_pubkeys_per_device
-            )));
-        }
-        let fresh = Registration {
-            pubkey,
-            device_id: device_id.clone(),
-            device,
-            kinds: Vec::new(),
-            p_tags: Vec::new(),
-            e_tags: Vec::new(),
-            authors: Vec::new(),
-            exclude_authors: Vec::new(),
-            relays: Vec::new(),
-            created_at: now,
-            updated_at: now,
-        };
-        Ok(vec![merged(fresh, update, now)])
+        let limit =
+            SharedDeviceLimit { device_id: device_id.clone(), max_pubkeys: self.config.max_pubkeys_per_device as u64 };
+        Ok((vec![merged(fresh(pubkey, device_id, device, now), update, now)], Some(limit)))
     }
 
     fn parse_device(&self, device_id: &str) -> Result<Device, String> {
@@ -334,36 +241,17 @@ impl Registry {
     }
 
     /// Forgets a device whose push service called its token dead, for every pubkey that registered it.
-    pub async fn remove_device(&self, device_id: &str) -> Result<(), sqlx::Error> {
+    pub async fn remove_device(&self, device_id: &str) -> Result<(), StoreError> {
         let _serialised = self.changes.lock().await;
-        let _turn = self.write_turn().await;
-        let mut tx = self.pool.begin_with(if self.shared { "BEGIN" } else { IMMEDIATE }).await?;
-        let pubkeys: Vec<Vec<u8>> =
-            sqlx::query_scalar("DELETE FROM push_registrations WHERE device_id = $1 RETURNING pubkey")
-                .bind(device_id)
-                .fetch_all(&mut *tx)
-                .await?;
-        for pubkey in pubkeys {
-            self.announce(&mut tx, &hash(pubkey)?).await?;
-        }
-        tx.commit().await?;
+        self.store.remove_device(device_id).await?;
         self.index.write().expect("registration index lock").remove_device(device_id);
         Ok(())
     }
 
     /// Adds `count` notifications (negative: takes them back) to the badge of `pubkey`'s registration of the
     /// device; returns the new badge number, or None when the registration is gone.
-    pub async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<u32>, sqlx::Error> {
-        let _turn = self.write_turn().await;
-        let badge: Option<i64> = sqlx::query_scalar(
-            "UPDATE push_registrations SET badge = CASE WHEN badge + $1 < 0 THEN 0 ELSE badge + $1 END
-             WHERE pubkey = $2 AND device_id = $3 RETURNING badge",
-        )
-        .bind(count)
-        .bind(&pubkey[..])
-        .bind(device_id)
-        .fetch_optional(&self.pool)
-        .await?;
+    pub async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<u32>, StoreError> {
+        let badge = self.store.add_to_badge(pubkey, device_id, count).await?;
         Ok(badge.map(|b| u32::try_from(b).unwrap_or(u32::MAX)))
     }
 
@@ -387,18 +275,6 @@ impl Registry {
     pub fn matching(&self, event: &VerifiedEvent, now: i64) -> Vec<Arc<Registration>> {
         let timeout = self.config.heartbeat_timeout_secs as i64;
         self.index.read().expect("registration index lock").matching(event, now, timeout)
-    }
-
-    /// The store's turn at writing, if the relay gave this registry its turns.
-    async fn write_turn(&self) -> Option<WriteTurn> {
-        match &self.turns {
-            Some(turns) => Some(turns.write_turn().await),
-            None => None,
-        }
-    }
-
-    pub async fn close(&self) {
-        self.pool.close().await;
     }
 }
 
@@ -426,53 +302,54 @@ fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64)
     registration
 }
 
-async fn save(tx: &mut AnyConnection, r: &Registration) -> Result<(), sqlx::Error> {
-    let json = |list: &[String]| serde_json::to_string(list).expect("strings serialize");
-    sqlx::query(
-        "INSERT INTO push_registrations
-           (pubkey, device_id, kinds, p_tags, e_tags, authors, exclude_authors, relays, platform, created_at, updated_at)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
-         ON CONFLICT (pubkey, device_id) DO UPDATE SET kinds = excluded.kinds, p_tags = excluded.p_tags,
-           e_tags = excluded.e_tags, authors = excluded.authors, exclude_authors = excluded.exclude_authors,
-           relays = excluded.relays, platform = excluded.platform, updated_at = excluded.updated_at",
-    )
-    .bind(&r.pubkey[..])
-    .bind(&r.device_id)
-    .bind(serde_json::to_string(&r.kinds).expect("integers serialize"))
-    .bind(json(&r.p_tags))
-    .bind(json(&r.e_tags))
-    .bind(json(&r.authors))
-    .bind(json(&r.exclude_authors))
-    .bind(json(&r.relays))
-    .bind(r.device.platform())
-    .bind(r.created_at)
-    .bind(r.updated_at)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
-}
-
-fn registration_from_row(row: &AnyRow, device: Device) -> Result<Registration, sqlx::Error> {
-    let list = |column: &str| -> Result<Vec<String>, sqlx::Error> {
-        let text: String = row.try_get(column)?;
-        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))
-    };
-    let kinds: String = row.try_get("kinds")?;
-    Ok(Registration {
-        pubkey: hash(row.try_get("pubkey")?)?,
-        device_id: row.try_get("device_id")?,
+fn fresh(pubkey: Hash32, device_id: &str, device: Device, now: i64) -> Registration {
+    Registration {
+        pubkey,
+        device_id: device_id.to_owned(),
         device,
-        kinds: serde_json::from_str(&kinds).map_err(|e| sqlx::Error::Decode(Box::new(e)))?,
-        p_tags: list("p_tags")?,
-        e_tags: list("e_tags")?,
-        authors: list("authors")?,
-        exclude_authors: list("exclude_authors")?,
-        relays: list("relays")?,
-        created_at: row.try_get("created_at")?,
-        updated_at: row.try_get("updated_at")?,
-    })
+        kinds: Vec::new(),
+        p_tags: Vec::new(),
+        e_tags: Vec::new(),
+        authors: Vec::new(),
+        exclude_authors: Vec::new(),
+        relays: Vec::new(),
+        created_at: now,
+        updated_at: now,
+    }
 }
 
-fn hash(bytes: Vec<u8>) -> Result<Hash32, sqlx::Error> {
-    bytes.try_into().map_err(|_| sqlx::Error::Decode("stored pubkey is not 32 bytes".into()))
+fn row_of(r: &Registration) -> RegistrationRow {
+    RegistrationRow {
+        pubkey: r.pubkey,
+        device_id: r.device_id.clone(),
+        kinds: r.kinds.clone(),
+        p_tags: r.p_tags.clone(),
+        e_tags: r.e_tags.clone(),
+        authors: r.authors.clone(),
+        exclude_authors: r.exclude_authors.clone(),
+        relays: r.relays.clone(),
+        platform: r.device.platform().to_owned(),
+        created_at: r.created_at,
+        updated_at: r.updated_at,
+    }
+}
+
+fn registration_from_row(row: RegistrationRow, device: Device) -> Registration {
+    Registration {
+        pubkey: row.pubkey,
+        device_id: row.device_id,
+        device,
+        kinds: row.kinds,
+        p_tags: row.p_tags,
+        e_tags: row.e_tags,
+        authors: row.authors,
+        exclude_authors: row.exclude_authors,
+        relays: row.relays,
+        created_at: row.created_at,
+        updated_at: row.updated_at,
+    }
+}
+
+fn stored_presence(row: &PresenceRow) -> Presence {
+    Presence { online: row.online, last_heartbeat: row.last_heartbeat }
 }

@@ -3,6 +3,7 @@
 
 pub mod jobs;
 pub mod postgres;
+pub mod registrations;
 mod rules;
 mod sqlite;
 pub mod writer;
@@ -17,9 +18,10 @@ use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
 use jobs::{JobQueue, JobSource};
+use registrations::RegistrationStore;
 
 pub use postgres::PgStore;
-pub use sqlite::{IMMEDIATE, SqliteStore};
+pub use sqlite::SqliteStore;
 
 /// What became of one event handed to the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,25 +211,13 @@ const HOLD_LEASE: &str = "INSERT INTO upstream_leases (relay, node, expires_at) 
      RETURNING node";
 const RELEASE_LEASE: &str = "DELETE FROM upstream_leases WHERE relay = $1 AND node = $2";
 
-/// A turn at writing the database, for another writer in this process (the push registry): while it is held, the
-/// store writes nothing.
-pub struct WriteTurn {
-    _held: Option<Box<dyn std::any::Any + Send>>,
-}
+/// Events, the job queue, leases, moderation and registrations, kept in one database so that events and jobs change
+/// in one transaction, with one writer per database: on SQLite, two connections writing at once wait on each other
+/// through SQLite's busy handler, which sleeps in growing steps (a push's badge update waiting on the event commits
+/// put publish-to-APNs p99 at 0.3 to 1.7 s at 1,000 events/s, and 6 ms once it queued behind them instead).
+pub trait Store: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore {}
 
-/// Turns at writing. On SQLite, two connections writing at once wait on each other through SQLite's busy handler,
-/// which sleeps in growing steps: a push's badge update waiting on the event commits put publish-to-APNs p99 at 0.3
-/// to 1.7 s at 1,000 events/s, and 6 ms when it takes its turn instead. PostgreSQL locks rows: its turns are free.
-#[async_trait]
-pub trait WriteTurns: Send + Sync {
-    async fn write_turn(&self) -> WriteTurn;
-}
-
-/// Events, the job queue, leases and moderation, kept in one database so that events and jobs change in one
-/// transaction.
-pub trait Store: EventStore + JobQueue + Leases + ModerationStore + WriteTurns {}
-
-impl<T: EventStore + JobQueue + Leases + ModerationStore + WriteTurns> Store for T {}
+impl<T: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore> Store for T {}
 
 /// Opens the store named by `[database] url` (`sqlite://PATH` or `postgres://...`), creating and migrating it as
 /// needed; the PostgreSQL store is also returned as such, for what only it does (listening to other nodes).

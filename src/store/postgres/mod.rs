@@ -7,6 +7,9 @@
 
 mod jobs;
 mod nodes;
+mod registrations;
+
+pub use registrations::REGISTRATIONS_CHANNEL;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,8 +25,8 @@ use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, Removal, Tombstone, Version};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
-    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, WriteTurn, WriteTurns,
-    collect_within, db_time, unix_now, unix_now_ms,
+    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, collect_within, db_time,
+    unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -165,13 +168,6 @@ impl EventStore for PgStore {
 
     async fn close(&self) {
         self.pool.close().await;
-    }
-}
-
-#[async_trait]
-impl WriteTurns for PgStore {
-    async fn write_turn(&self) -> WriteTurn {
-        WriteTurn { _held: None }
     }
 }
 

@@ -3,6 +3,7 @@
 //! event commit durable before the writer acknowledges it, and batching spreads that fsync over many events.
 
 mod jobs;
+mod registrations;
 mod write;
 
 use std::borrow::Cow;
@@ -25,15 +26,10 @@ use crate::protocol::{Filter, SharedEvent};
 use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
-    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, WriteTurn, WriteTurns,
-    collect_within, db_time, unix_now, unix_now_ms,
+    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, collect_within, db_time,
+    unix_now, unix_now_ms,
 };
 use write::{Synchronous, WriteConnection, delete_where, write_event};
-
-/// Write transactions take the write lock up front. A deferred transaction that reads first and writes later fails
-/// at once (SQLITE_BUSY_SNAPSHOT, busy timeout or not) when another connection committed in between; the push
-/// registry writes through its own connections, so that case is real.
-pub const IMMEDIATE: &str = "BEGIN IMMEDIATE";
 
 pub struct SqliteStore {
     writer: Arc<Mutex<WriteConnection>>,
@@ -198,13 +194,6 @@ impl EventStore for SqliteStore {
         if let Err(e) = self.write(|conn| conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE)")).await {
             tracing::warn!("checkpoint at shutdown failed: {e}");
         }
-    }
-}
-
-#[async_trait]
-impl WriteTurns for SqliteStore {
-    async fn write_turn(&self) -> WriteTurn {
-        WriteTurn { _held: Some(Box::new(self.writer.clone().lock_owned().await)) }
     }
 }
 

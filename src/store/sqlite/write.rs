@@ -36,8 +36,8 @@ pub(super) enum Synchronous {
     Normal,
 }
 
-/// The one connection that writes events, jobs, leases and moderation. (One rather than several: two writing
-/// connections wait on each other through SQLite's busy handler, which sleeps.)
+/// The one connection that writes events, jobs, leases, moderation and registrations. (One rather than several:
+/// two writing connections wait on each other through SQLite's busy handler, which sleeps.)
 pub(super) struct WriteConnection {
     conn: Connection,
     synchronous: Synchronous,
@@ -62,8 +62,8 @@ impl WriteConnection {
     }
 
     /// Runs `work` in one immediate transaction (the write lock taken up front: a deferred transaction that reads
-    /// first fails at once with SQLITE_BUSY_SNAPSHOT when the push registry's connection committed in between) and
-    /// commits it at the given durability. Each caller names the level it needs, so no path can leave the event
+    /// first fails at once with SQLITE_BUSY_SNAPSHOT when another process, an admin command, committed in between)
+    /// and commits it at the given durability. Each caller names the level it needs, so no path can leave the event
     /// writer with a weaker one.
     pub(super) fn transaction<T>(
         &mut self,

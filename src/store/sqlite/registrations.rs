@@ -1,0 +1,125 @@
+//! The registration tables in SQLite: changes go through the write connection, like events and jobs, so the file has
+//! one writer; reads go to the read pool.
+
+use async_trait::async_trait;
+use rusqlite::{OptionalExtension, Transaction, params};
+
+use super::SqliteStore;
+use super::write::Synchronous;
+use crate::protocol::filter::Hash32;
+use crate::store::StoreError;
+use crate::store::registrations::{
+    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, RESET_BADGES,
+    RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE, SAVE_REGISTRATION,
+    SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
+};
+
+// Registrations and heartbeats are re-sent by the apps, so their commits are `Synchronous::Normal`: safe against a
+// crash of the relay, not of the machine, and no fsync per heartbeat.
+
+#[async_trait]
+impl RegistrationStore for SqliteStore {
+    async fn load_registrations(&self, pubkey: Option<&Hash32>) -> Result<RegistrationRows, StoreError> {
+        let (registrations, presence) = match pubkey {
+            Some(pubkey) => {
+                let registrations = format!("{SELECT_REGISTRATIONS} WHERE pubkey = $1");
+                let presence = format!("{SELECT_PRESENCE} WHERE pubkey = $1");
+                (
+                    sqlx::query_as(sqlx::AssertSqlSafe(registrations))
+                        .bind(&pubkey[..])
+                        .fetch_all(&self.readers)
+                        .await?,
+                    sqlx::query_as(sqlx::AssertSqlSafe(presence)).bind(&pubkey[..]).fetch_all(&self.readers).await?,
+                )
+            }
+            None => (
+                sqlx::query_as(SELECT_REGISTRATIONS).fetch_all(&self.readers).await?,
+                sqlx::query_as(SELECT_PRESENCE).fetch_all(&self.readers).await?,
+            ),
+        };
+        decoded(registrations, presence)
+    }
+
+    async fn last_applied(&self, pubkey: &Hash32) -> Result<Option<i64>, StoreError> {
+        Ok(sqlx::query_scalar(LAST_APPLIED).bind(&pubkey[..]).fetch_optional(&self.readers).await?)
+    }
+
+    async fn apply_change(&self, change: &RegistrationChange) -> Result<ChangeOutcome, StoreError> {
+        let change = change.clone();
+        self.write(move |conn| conn.transaction(Synchronous::Normal, |tx| apply(tx, &change))).await
+    }
+
+    async fn remove_device(&self, device_id: &str) -> Result<Vec<Hash32>, StoreError> {
+        let device_id = device_id.to_owned();
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| {
+                let mut remove = tx.prepare_cached(REMOVE_DEVICE)?;
+                let removed = remove.query_map(params![device_id], |row| row.get::<_, Vec<u8>>(0))?;
+                removed.map(|bytes| pubkey(bytes?)).collect()
+            })
+        })
+        .await
+    }
+
+    async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<i64>, StoreError> {
+        let (pubkey, device_id) = (*pubkey, device_id.to_owned());
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| {
+                let mut add = tx.prepare_cached(ADD_TO_BADGE)?;
+                Ok(add.query_row(params![count, &pubkey[..], device_id], |row| row.get(0)).optional()?)
+            })
+        })
+        .await
+    }
+}
+
+/// The change on the write connection's transaction, in the order `RegistrationChange` gives.
+fn apply(tx: &Transaction, change: &RegistrationChange) -> Result<ChangeOutcome, StoreError> {
+    let pubkey = &change.pubkey[..];
+    let last_applied: Option<i64> =
+        tx.prepare_cached(LAST_APPLIED)?.query_row(params![pubkey], |row| row.get(0)).optional()?;
+    if last_applied.is_some_and(|last| change.created_at < last) {
+        return Ok(ChangeOutcome::Replay);
+    }
+    if let Some(limit) = &change.limit {
+        let sharing: i64 = tx.prepare_cached(COUNT_DEVICE)?.query_row(params![limit.device_id], |row| row.get(0))?;
+        if sharing >= limit.max_pubkeys as i64 {
+            return Ok(ChangeOutcome::DeviceFull);
+        }
+    }
+    if change.remove_all {
+        tx.prepare_cached(REMOVE_PUBKEY)?.execute(params![pubkey])?;
+    }
+    for row in &change.save {
+        save(tx, row)?;
+    }
+    if change.reset_badges {
+        tx.prepare_cached(RESET_BADGES)?.execute(params![pubkey])?;
+    }
+    let presence = &change.presence;
+    tx.prepare_cached(SAVE_PRESENCE)?.execute(params![
+        pubkey,
+        presence.online,
+        presence.last_heartbeat,
+        change.created_at
+    ])?;
+    Ok(ChangeOutcome::Applied)
+}
+
+fn save(tx: &Transaction, row: &RegistrationRow) -> Result<(), StoreError> {
+    let [kinds, p_tags, e_tags, authors, exclude_authors, relays] = encoded_lists(row);
+    tx.prepare_cached(SAVE_REGISTRATION)?.execute(params![
+        &row.pubkey[..],
+        row.device_id,
+        kinds,
+        p_tags,
+        e_tags,
+        authors,
+        exclude_authors,
+        relays,
+        row.platform,
+        row.created_at,
+        row.updated_at
+    ])?;
+    Ok(())
+}
