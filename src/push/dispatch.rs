@@ -164,38 +164,91 @@ pub async fn run(service: Arc<PushService>, shutdown: CancellationToken) {
         tokio::time::timeout(Duration::from_secs(15), async { while deliveries.join_next().await.is_some() {} }).await;
 }
 
+/// One device's claimed jobs, as the delivery reads them.
+struct Claimed {
+    ids: Vec<i64>,
+    pushes: Vec<PushJob>,
+    /// The most attempts any of them had.
+    attempts: u32,
+    /// When the oldest was queued, and now (milliseconds).
+    oldest_ms: i64,
+    now_ms: i64,
+}
+
+impl Claimed {
+    fn of(jobs: &[Job]) -> Self {
+        let now_ms = unix_now_ms();
+        Self {
+            ids: jobs.iter().map(|j| j.id).collect(),
+            pushes: jobs.iter().filter_map(|j| serde_json::from_str(&j.payload).ok()).collect(),
+            attempts: jobs.iter().map(|j| j.attempts).max().unwrap_or(0),
+            oldest_ms: jobs.iter().map(|j| j.created_at).min().unwrap_or(now_ms),
+            now_ms,
+        }
+    }
+}
+
 impl PushService {
     /// Sends one device's due jobs: one notification, merged when there are several.
     async fn deliver(&self, device_id: &str, jobs: Vec<Job>) {
-        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
-        let now_ms = unix_now_ms();
-        let pushes: Vec<PushJob> = jobs.iter().filter_map(|j| serde_json::from_str(&j.payload).ok()).collect();
-        // Logged out or dead since: nothing to send. Came online since: the app shows it, no push.
-        let now = now_ms / 1000;
-        let still_due = self.registry.has_device(device_id)
-            && pushes.iter().any(|p| parse_hash(&p.pubkey).is_some_and(|pk| !self.registry.is_online(&pk, now)));
-        let Some(newest) = pushes.last().filter(|_| still_due) else {
-            return self.finish(&ids, now_ms).await;
+        let claimed = Claimed::of(&jobs);
+        let Some(newest) = self.still_due(device_id, &claimed) else {
+            return self.finish(&claimed.ids, claimed.now_ms).await;
         };
         if let Err(not_until) = self.device_limiter.check_key(&device_id.to_owned()) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
-            return self.reschedule(&ids, now_ms + wait.as_millis() as i64 + 1, attempts).await;
+            return self.reschedule(&claimed.ids, claimed.now_ms + wait.as_millis() as i64 + 1, claimed.attempts).await;
         }
-        let device = match Device::parse(
-            device_id,
-            &self.config.apns.bundle_ids,
-            self.config.unifiedpush.allow_private_addresses,
-        ) {
-            Ok(device) => device,
+        let Some(device) = self.usable_device(device_id, &claimed).await else { return };
+        // The badge counts the events notified: a merged notification of three adds three.
+        let notified = claimed.pushes.len() as i64;
+        let recipient = parse_hash(&newest.pubkey).unwrap_or_default();
+        let notification = self.notification(device_id, &claimed, newest, &recipient, notified).await;
+        let outcome = self.senders.send(&device, &notification).await;
+        let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
+        if not_shown && let Err(e) = self.registry.add_to_badge(&recipient, device_id, -notified).await {
+            tracing::error!("cannot take back the badge count: {e}");
+        }
+        self.record(device_id, device.platform(), &claimed, outcome).await;
+    }
+
+    /// The newest push, unless there is no one to wake: the device was logged out or found dead since, or every
+    /// pubkey it was for came online since (the app shows the event itself).
+    fn still_due<'a>(&self, device_id: &str, claimed: &'a Claimed) -> Option<&'a PushJob> {
+        let now = claimed.now_ms / 1000;
+        let due = self.registry.has_device(device_id)
+            && claimed
+                .pushes
+                .iter()
+                .any(|p| parse_hash(&p.pubkey).is_some_and(|pk| !self.registry.is_online(&pk, now)));
+        claimed.pushes.last().filter(|_| due)
+    }
+
+    /// The device the id names; one of no known form (no longer configured, say) finishes its jobs as dropped.
+    async fn usable_device(&self, device_id: &str, claimed: &Claimed) -> Option<Device> {
+        let config = &self.config;
+        match Device::parse(device_id, &config.apns.bundle_ids, config.unifiedpush.allow_private_addresses) {
+            Ok(device) => Some(device),
             Err(e) => {
                 tracing::warn!("push job for an unusable device: {e}");
-                self.finish(&ids, now_ms).await;
-                return self.stats.count("unknown", Outcome::Dropped("unusable_device"), ids.len());
+                self.finish(&claimed.ids, claimed.now_ms).await;
+                self.stats.count("unknown", Outcome::Dropped("unusable_device"), claimed.ids.len());
+                None
             }
-        };
-        let body = if pushes.len() > 1 {
-            text::merged(pushes.len())
+        }
+    }
+
+    /// The notification: the event's text (or "N new messages" when merged) and the device's new badge count.
+    async fn notification(
+        &self,
+        device_id: &str,
+        claimed: &Claimed,
+        newest: &PushJob,
+        recipient: &crate::protocol::filter::Hash32,
+        notified: i64,
+    ) -> Notification {
+        let body = if claimed.pushes.len() > 1 {
+            text::merged(claimed.pushes.len())
         } else {
             let name = match newest.summary.actor(&newest.author) {
                 Some(actor) => self.author_name(actor).await,
@@ -203,73 +256,61 @@ impl PushService {
             };
             text::body(name.as_deref(), newest.kind, &newest.summary)
         };
-        // The badge counts the events notified: a merged notification of three adds three.
-        let notified = pushes.len() as i64;
-        let recipient = parse_hash(&newest.pubkey).unwrap_or_default();
-        let badge = match self.registry.add_to_badge(&recipient, device_id, notified).await {
+        let badge = match self.registry.add_to_badge(recipient, device_id, notified).await {
             Ok(badge) => badge,
             Err(e) => {
                 tracing::error!("cannot count the badge: {e}");
                 None
             }
         };
-        let notification = Notification {
+        Notification {
             title: self.relay_name.clone(),
             body,
             event_id: newest.event_id.clone(),
             kind: newest.kind,
             author: newest.author.clone(),
             badge,
-        };
-        let outcome = self.senders.send(&device, &notification).await;
-        let service = device.platform();
-        let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
-        if not_shown && let Err(e) = self.registry.add_to_badge(&recipient, device_id, -notified).await {
-            tracing::error!("cannot take back the badge count: {e}");
         }
+    }
+
+    /// Records what the service said. Each outcome is counted once the queue has recorded it, so that the figures
+    /// never run ahead of it.
+    async fn record(&self, device_id: &str, service: &'static str, claimed: &Claimed, outcome: SendOutcome) {
+        let (ids, now_ms) = (&claimed.ids, claimed.now_ms);
+        let shortened = super::device::shorten(device_id);
         match outcome {
-            // Each outcome is counted once the queue has recorded it, so that the figures never run ahead of it.
             SendOutcome::Delivered => {
-                self.finish(&ids, now_ms).await;
+                self.finish(ids, now_ms).await;
                 self.stats.count(service, Outcome::Sent, 1);
                 self.stats.count(service, Outcome::Merged, ids.len() - 1);
                 self.stats.delivered(service);
             }
             SendOutcome::Retry { after, reason } => {
                 self.stats.failed(service, &reason);
-                let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0) + 1;
-                let oldest = jobs.iter().map(|j| j.created_at).min().unwrap_or(now_ms);
-                if now_ms - oldest > self.config.max_job_age_secs as i64 * 1000 {
-                    tracing::warn!(
-                        device = super::device::shorten(device_id),
-                        "push given up after {attempts} attempts: {reason}"
-                    );
-                    self.finish(&ids, now_ms).await;
+                let attempts = claimed.attempts + 1;
+                if now_ms - claimed.oldest_ms > self.config.max_job_age_secs as i64 * 1000 {
+                    tracing::warn!(device = shortened, "push given up after {attempts} attempts: {reason}");
+                    self.finish(ids, now_ms).await;
                     return self.stats.count(service, Outcome::Dropped("too_old"), ids.len());
                 }
                 let delay = self.backoff(attempts).max(after.unwrap_or_default());
-                tracing::info!(
-                    device = super::device::shorten(device_id),
-                    attempts,
-                    ?delay,
-                    "push will be retried: {reason}"
-                );
-                self.reschedule(&ids, now_ms + delay.as_millis() as i64, attempts).await;
+                tracing::info!(device = shortened, attempts, ?delay, "push will be retried: {reason}");
+                self.reschedule(ids, now_ms + delay.as_millis() as i64, attempts).await;
                 self.stats.count(service, Outcome::Retried, ids.len());
             }
             SendOutcome::DeadToken(reason) => {
-                tracing::info!(device = super::device::shorten(device_id), "dead push token, device removed: {reason}");
+                tracing::info!(device = shortened, "dead push token, device removed: {reason}");
                 if let Err(e) = self.registry.remove_device(device_id).await {
                     tracing::error!("cannot remove a dead device: {e}");
                 }
                 self.plan_changed.notify_one();
-                self.finish(&ids, now_ms).await;
+                self.finish(ids, now_ms).await;
                 self.stats.dead_token(service);
             }
             SendOutcome::Failed(reason) => {
-                tracing::warn!(device = super::device::shorten(device_id), "push dropped: {reason}");
+                tracing::warn!(device = shortened, "push dropped: {reason}");
                 self.stats.failed(service, &reason);
-                self.finish(&ids, now_ms).await;
+                self.finish(ids, now_ms).await;
                 self.stats.count(service, Outcome::Dropped("refused"), ids.len());
             }
         }
