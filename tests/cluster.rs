@@ -217,17 +217,7 @@ async fn a_watched_relay_is_taken_over_when_its_node_is_killed() {
 /// A node process configured with nothing but the database, its address and the key files: the node id is left
 /// to the relay.
 fn bare_node(database: &PgDatabase, keys: &std::path::Path) -> std::process::Command {
-    let config = keys.join("empty.toml");
-    std::fs::write(&config, "").unwrap();
-    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
-    command
-        .arg("--config")
-        .arg(&config)
-        .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
-        .env("PUSHRELAY_DATABASE__URL", &database.url)
-        .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", keys.join("push.key"))
-        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", keys.join("vapid.key"));
-    command
+    bare_relay_command(keys, &database.url)
 }
 
 /// A node process, killed when the test ends (even by a panic).

@@ -279,8 +279,9 @@ pub fn id_of(event: &Event) -> String {
     event.id.to_hex()
 }
 
-/// The relay binary on a database in `dir`, with `extra` environment overrides (no rate limits on events).
-pub fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::process::Command {
+/// The relay binary configured with nothing but `database_url`, a free loopback address and key files in `dir`
+/// (an empty configuration file: every other setting is the default).
+pub fn bare_relay_command(dir: &std::path::Path, database_url: &str) -> std::process::Command {
     let config = dir.join("config.toml");
     std::fs::write(&config, "").unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
@@ -288,11 +289,16 @@ pub fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::pr
         .arg("--config")
         .arg(&config)
         .env("PUSHRELAY_SERVER__BIND", "127.0.0.1:0")
-        .env("PUSHRELAY_DATABASE__URL", format!("sqlite://{}/relay.db", dir.display()))
+        .env("PUSHRELAY_DATABASE__URL", database_url)
         .env("PUSHRELAY_PUSH__SECRET_KEY_FILE", dir.join("push.key"))
-        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", dir.join("vapid.key"))
-        .env("PUSHRELAY_LIMITS__IP_EVENTS_PER_MINUTE", "0")
-        .env("PUSHRELAY_LIMITS__PUBKEY_EVENTS_PER_MINUTE", "0");
+        .env("PUSHRELAY_PUSH__WEBPUSH__VAPID_KEY_FILE", dir.join("vapid.key"));
+    command
+}
+
+/// The relay binary on a database in `dir`, with `extra` environment overrides (no rate limits on events).
+pub fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::process::Command {
+    let mut command = bare_relay_command(dir, &format!("sqlite://{}/relay.db", dir.display()));
+    command.env("PUSHRELAY_LIMITS__IP_EVENTS_PER_MINUTE", "0").env("PUSHRELAY_LIMITS__PUBKEY_EVENTS_PER_MINUTE", "0");
     for (key, value) in extra {
         command.env(key, value);
     }
