@@ -21,7 +21,8 @@ fn store_queries(c: &mut Criterion) {
         url: format!("sqlite://{}", dir.path().join("bench.db").display()),
         ..DatabaseConfig::default()
     };
-    let store: Arc<dyn EventStore> = runtime.block_on(pushrelay::store::open(&config, "bench")).unwrap().0;
+    let store: Arc<dyn EventStore> =
+        runtime.block_on(pushrelay::store::open(&config, "bench", pushrelay::clock::Clock::system())).unwrap().0;
 
     // Notes by 2,000 authors over the last 100,000 seconds, each mentioning another author and carrying one of
     // 100 hashtags.

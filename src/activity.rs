@@ -3,22 +3,26 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::protocol::SharedEvent;
 use crate::report::{Chart, Reporter, Section};
-use crate::store::unix_now;
 use crate::store::writer::AcceptListener;
 
 pub const MINUTES: usize = 60;
 
-#[derive(Default)]
 pub struct Timeline {
+    clock: Clock,
     /// (minute since the epoch, count), oldest first, at most `MINUTES` entries.
     minutes: Mutex<VecDeque<(u64, u64)>>,
 }
 
 impl Timeline {
+    pub fn new(clock: Clock) -> Self {
+        Self { clock, minutes: Mutex::default() }
+    }
+
     pub fn add(&self, count: u64) {
-        let minute = unix_now() / 60;
+        let minute = self.clock.secs() / 60;
         let mut minutes = self.minutes.lock().expect("timeline lock");
         match minutes.back_mut() {
             Some((last, total)) if *last == minute => *total += count,
@@ -31,7 +35,7 @@ impl Timeline {
 
     /// The counts of the last `MINUTES` minutes, oldest first, the current minute last.
     pub fn series(&self) -> Vec<u64> {
-        let now = unix_now() / 60;
+        let now = self.clock.secs() / 60;
         let minutes = self.minutes.lock().expect("timeline lock");
         (0..MINUTES as u64)
             .rev()
@@ -41,9 +45,14 @@ impl Timeline {
 }
 
 /// Counts every accepted event (stored or ephemeral, here or on another node).
-#[derive(Default)]
 pub struct EventActivity {
     pub timeline: Timeline,
+}
+
+impl EventActivity {
+    pub fn new(clock: Clock) -> Self {
+        Self { timeline: Timeline::new(clock) }
+    }
 }
 
 impl AcceptListener for EventActivity {
@@ -70,7 +79,7 @@ mod tests {
 
     #[test]
     fn counts_land_in_the_current_minute() {
-        let timeline = Timeline::default();
+        let timeline = Timeline::new(Clock::system());
         timeline.add(2);
         timeline.add(3);
         let series = timeline.series();

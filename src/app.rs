@@ -9,11 +9,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use crate::activity::EventActivity;
+use crate::clock::Clock;
 use crate::cluster::{self, EphemeralAnnouncer};
 use crate::config::Config;
 use crate::hooks::{EventConsumer, RemoteEvents, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
-use crate::push::{PushService, dispatch};
+use crate::push::PushService;
 use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{RelayState, RelayWiring};
 use crate::report::Reporter;
@@ -30,7 +31,15 @@ pub struct RelayHandle {
     state: Arc<RelayState>,
     push: Option<Arc<PushService>>,
     upstream_status: Option<StatusBoard>,
+    clock: Clock,
     done: JoinHandle<()>,
+}
+
+/// What every part of one run of the relay shares: the lifecycle its tasks run under, the clock, the node's name.
+struct Run {
+    lifecycle: Lifecycle,
+    clock: Clock,
+    node: String,
 }
 
 /// What start-up opened, handed to the orderly stop.
@@ -43,18 +52,23 @@ struct Opened {
 impl RelayHandle {
     /// Starts a relay on `config.server.bind` (port 0 picks a free port: see `local_addr`).
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        Self::start_with_clock(config, Clock::system()).await
+    }
+
+    /// Starts a relay that reads the time from `clock` (tests move it instead of sleeping).
+    pub async fn start_with_clock(config: Config, clock: Clock) -> anyhow::Result<Self> {
         // Two TLS providers are compiled in (through different crates); name the one to use, or rustls refuses.
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let config = Arc::new(config);
-        let lifecycle = Lifecycle::new();
-        let node = config.database.node();
-        let (store, postgres) = open_store(&config, &node).await?;
-        let push = start_push(&config, &store).await?;
-        let activity = Arc::new(EventActivity::default());
+        let run = Run { lifecycle: Lifecycle::new(), clock: clock.clone(), node: config.database.node() };
+        let (store, postgres) = open_store(&config, &run).await?;
+        let push = start_push(&config, &store, &run).await?;
+        let activity = Arc::new(EventActivity::new(clock.clone()));
         let (state, writer_task, peers_listeners) =
-            relay_state(&config, &store, &postgres, &push, &activity, &lifecycle, &node).await?;
-        start_peers(&postgres, &push, peers_listeners, &lifecycle, &node).await?;
-        let upstream = start_upstream(&config, &state, &store, &push, &lifecycle, &node);
+            relay_state(&config, &store, &postgres, &push, &activity, &run).await?;
+        start_peers(&postgres, &push, peers_listeners, &run).await?;
+        let upstream = start_upstream(&config, &state, &store, &push, &run);
+        let Run { lifecycle, .. } = run;
         let upstream_status = upstream.as_ref().map(|u| u.status.clone());
         let mut reporters: Vec<Arc<dyn Reporter>> = vec![activity];
         reporters.extend(push.clone().map(|p| p as Arc<dyn Reporter>));
@@ -71,7 +85,7 @@ impl RelayHandle {
         lifecycle.spawn(housekeeping(state.clone()));
         let opened = Opened { store, postgres, writer_task };
         let done = tokio::spawn(serve_then_stop(listener, app, state.clone(), lifecycle, opened));
-        Ok(Self { local_addr, state, push, upstream_status, done })
+        Ok(Self { local_addr, state, push, upstream_status, clock, done })
     }
 
     /// Applies a reloaded configuration file (SIGHUP): see `RelayState::reload` for which keys take effect.
@@ -82,6 +96,11 @@ impl RelayHandle {
     /// The push service, when `[push] enabled`.
     pub fn push(&self) -> Option<&Arc<PushService>> {
         self.push.as_ref()
+    }
+
+    /// The clock the relay reads the time from.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
     }
 
     /// The watched remote relays and their state, when `[upstream] enabled`.
@@ -99,8 +118,8 @@ impl RelayHandle {
 }
 
 /// Opens the database; on PostgreSQL, joins the other nodes. Leases held by workers that no longer run are freed.
-async fn open_store(config: &Config, node: &str) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<PgStore>>)> {
-    let (store, postgres) = store::open(&config.database, node).await?;
+async fn open_store(config: &Config, run: &Run) -> anyhow::Result<(Arc<dyn Store>, Option<Arc<PgStore>>)> {
+    let (store, postgres) = store::open(&config.database, &run.node, run.clock.clone()).await?;
     if let Some(postgres) = &postgres {
         // Refuses an id a live node has, and releases the leases of nodes that are gone (under a random id, a
         // node never restarts under its old one to release its own).
@@ -108,15 +127,18 @@ async fn open_store(config: &Config, node: &str) -> anyhow::Result<(Arc<dyn Stor
     }
     // No worker survives a restart, so every job one held is due again now. (Only the relay does this: an admin
     // command opening the same database must not take leases from a running relay's workers.)
-    store.release_leases(store::unix_now_ms()).await?;
+    store.release_leases(run.clock.millis()).await?;
     Ok((store, postgres))
 }
 
-async fn start_push(config: &Config, store: &Arc<dyn Store>) -> anyhow::Result<Option<Arc<PushService>>> {
+/// Push and its tasks (the intake of unwritten events' jobs, the delivery loop), when `[push] enabled`.
+async fn start_push(config: &Config, store: &Arc<dyn Store>, run: &Run) -> anyhow::Result<Option<Arc<PushService>>> {
     if !config.push.enabled {
         return Ok(None);
     }
-    let push = PushService::start(config, store.clone()).await.map_err(anyhow::Error::msg)?;
+    let push = PushService::start(config, store.clone(), &run.lifecycle, run.clock.clone())
+        .await
+        .map_err(anyhow::Error::msg)?;
     tracing::info!(pubkey = %push.public_key().to_hex(), npub = %push.npub(), "push pubkey");
     Ok(Some(push))
 }
@@ -129,19 +151,18 @@ async fn relay_state(
     postgres: &Option<Arc<PgStore>>,
     push: &Option<Arc<PushService>>,
     activity: &Arc<EventActivity>,
-    lifecycle: &Lifecycle,
-    node: &str,
+    run: &Run,
 ) -> anyhow::Result<(Arc<RelayState>, JoinHandle<()>, Vec<Arc<dyn AcceptListener>>)> {
     let subscriptions = Arc::new(SubscriptionIndex::default());
     let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone(), activity.clone()];
-    listeners.extend(push.clone().map(|p| p as Arc<dyn AcceptListener>));
+    listeners.extend(push.as_ref().map(|p| p.matching.clone() as Arc<dyn AcceptListener>));
     // What the other nodes on the same PostgreSQL database hear of this one's events, and tell it of theirs.
     let peers_listeners = listeners.clone();
     if let Some(postgres) = postgres {
-        let announcer = EphemeralAnnouncer::start(postgres.pool().clone(), node.to_owned(), lifecycle);
+        let announcer = EphemeralAnnouncer::start(postgres.pool().clone(), run.node.clone(), &run.lifecycle);
         listeners.push(Arc::new(announcer));
     }
-    let job_source = push.clone().map(|p| p as Arc<dyn JobSource>);
+    let job_source = push.as_ref().map(|p| p.matching.clone() as Arc<dyn JobSource>);
     let events: Arc<dyn EventStore> = store.clone();
     let (writer, writer_task) = Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
     let wiring = RelayWiring {
@@ -149,16 +170,16 @@ async fn relay_state(
         writer,
         subscriptions,
         listeners,
-        consumer: push.clone().map(|p| p as Arc<dyn EventConsumer>),
+        consumer: push.as_ref().map(|p| p.intake.clone() as Arc<dyn EventConsumer>),
         moderation_store: store.clone(),
-        shutdown: lifecycle.shutdown(),
+        shutdown: run.lifecycle.shutdown(),
+        clock: run.clock.clone(),
     };
     let state = Arc::new(RelayState::new(config.clone(), wiring));
     let mut nip11_extra = serde_json::Map::new();
     if let Some(push) = push {
         nip11_extra.insert("self".into(), push.public_key().to_hex().into());
         nip11_extra.insert("push".into(), push.nip11());
-        lifecycle.spawn(dispatch::run(push.clone(), lifecycle.shutdown()));
     }
     state.set_nip11_extra(nip11_extra);
     state.refresh_moderation().await?;
@@ -170,16 +191,16 @@ async fn start_peers(
     postgres: &Option<Arc<PgStore>>,
     push: &Option<Arc<PushService>>,
     listeners: Vec<Arc<dyn AcceptListener>>,
-    lifecycle: &Lifecycle,
-    node: &str,
+    run: &Run,
 ) -> anyhow::Result<()> {
     let Some(postgres) = postgres else { return Ok(()) };
+    let (lifecycle, node) = (&run.lifecycle, &run.node);
     lifecycle.spawn(postgres.clone().keep_alive(lifecycle.shutdown()));
     // Read before this node serves anyone: whatever the others commit from now on reaches it.
     let since = cluster::starting_seq(postgres).await?;
-    let registrations = push.clone().map(|p| Arc::new(p) as Arc<dyn SharedRegistrations>);
+    let registrations = push.as_ref().map(|p| p.intake.clone() as Arc<dyn SharedRegistrations>);
     let shutdown = lifecycle.shutdown();
-    lifecycle.spawn(cluster::listen(postgres.clone(), node.to_owned(), since, listeners, registrations, shutdown));
+    lifecycle.spawn(cluster::listen(postgres.clone(), node.clone(), since, listeners, registrations, shutdown));
     Ok(())
 }
 
@@ -189,27 +210,27 @@ fn start_upstream(
     state: &Arc<RelayState>,
     store: &Arc<dyn Store>,
     push: &Option<Arc<PushService>>,
-    lifecycle: &Lifecycle,
-    node: &str,
+    run: &Run,
 ) -> Option<Arc<Upstream>> {
+    let lifecycle = &run.lifecycle;
     let push = push.clone().filter(|_| config.upstream.enabled)?;
     let leases: Arc<dyn Leases> = store.clone();
     // Watchers authenticate to remotes as the relay's push key, and ask for what this relay gates apart.
     let watch_as =
         WatchAs { keys: Some(push.keys().clone()), private_kinds: config.auth.read_restricted_kinds.clone() };
     let url = &config.server.public_url;
-    let upstream = Upstream::new(config.upstream.clone(), watch_as, url, leases, node.to_owned());
+    let upstream = Upstream::new(config.upstream.clone(), watch_as, url, leases, run.node.clone(), run.clock.clone());
     let sink: Arc<dyn RemoteEvents> = if config.upstream.store_events {
         Arc::new(StoreFirst {
             writer: state.writer.clone(),
-            then: push.clone(),
+            then: push.matching.clone(),
             writes: Arc::new(tokio::sync::Semaphore::new(config.upstream.max_pending_writes)),
             lifecycle: lifecycle.clone(),
         })
     } else {
-        push.clone()
+        push.matching.clone()
     };
-    lifecycle.spawn(upstream.clone().run(push, sink, lifecycle.clone()));
+    lifecycle.spawn(upstream.clone().run(push.audience.clone(), sink, lifecycle.clone()));
     Some(upstream)
 }
 
@@ -268,7 +289,7 @@ async fn housekeeping(state: Arc<RelayState>) {
             _ = state.shutdown.cancelled() => return,
             _ = ticks.tick() => {}
         }
-        match state.store.purge_expired(store::unix_now()).await {
+        match state.store.purge_expired(state.clock.secs()).await {
             Ok(0) => {}
             Ok(purged) => tracing::info!(purged, "expired events purged"),
             Err(e) => tracing::error!("purging expired events failed: {e}"),

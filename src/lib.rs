@@ -3,6 +3,7 @@
 pub mod activity;
 pub mod admin;
 pub mod app;
+pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod hooks;

@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
+use pushrelay::clock::Clock;
 use pushrelay::{Config, RelayHandle};
 use tracing_subscriber::EnvFilter;
 
@@ -137,7 +138,7 @@ fn print_keys(config: &Config) -> ExitCode {
 }
 
 async fn import(config: &Config, file: &Path) -> ExitCode {
-    let store = match pushrelay::store::open(&config.database, &config.database.node()).await {
+    let store = match pushrelay::store::open(&config.database, &config.database.node(), Clock::system()).await {
         Ok((store, _)) => store,
         Err(e) => {
             eprintln!("pushrelay: cannot open the database: {e}");
@@ -190,7 +191,7 @@ where
     F: FnOnce(std::sync::Arc<dyn pushrelay::store::Store>) -> Fut,
     Fut: std::future::Future<Output = Result<String, String>>,
 {
-    let store = match pushrelay::store::open(&config.database, &config.database.node()).await {
+    let store = match pushrelay::store::open(&config.database, &config.database.node(), Clock::system()).await {
         Ok((store, _)) => store,
         Err(e) => {
             eprintln!("pushrelay: cannot open the database: {e}");

@@ -248,7 +248,7 @@ async fn two_unconfigured_nodes_on_one_host_hear_each_other_and_release_what_the
     // What a node that died holds (its id is in no live row) and what node a holds (live).
     let mut db = sqlx::PgConnection::connect(&database.url).await.unwrap();
     let a_id: String = sqlx::query_scalar("SELECT node FROM nodes").fetch_one(&mut db).await.unwrap();
-    let far = pushrelay::store::unix_now_ms() + 3_600_000;
+    let far = pushrelay::clock::Clock::system().millis() + 3_600_000;
     for (key, holder) in [("gone-job", "gone-node"), ("live-job", a_id.as_str())] {
         sqlx::query(
             "INSERT INTO jobs (dedup_key, group_key, payload, created_at, due_at, leased_by) VALUES ($1, 'd', '{}', 0, $2, $3)",

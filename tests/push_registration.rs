@@ -61,14 +61,14 @@ fn registrations(relay: &TestRelay, user: &Keys) -> Vec<Arc<Registration>> {
 }
 
 fn online(relay: &TestRelay, user: &Keys) -> bool {
-    push(relay).registry().is_online(user.public_key().as_bytes(), now() as i64)
+    push(relay).registry().is_online(user.public_key().as_bytes(), relay.clock().db_secs())
 }
 
 /// The devices that an event from `author` p-tagging `user` would notify now.
 fn notified_by_dm(relay: &TestRelay, author: &Keys, user: &Keys, kind: u16) -> Vec<String> {
     let event = sign(author, kind, "ciphertext", &[&["p", &user.public_key().to_hex()]], now());
     let event = VerifiedEvent::new(event);
-    push(relay).registry().matching(&event, now() as i64).iter().map(|r| r.device_id.clone()).collect()
+    push(relay).registry().matching(&event, relay.clock().db_secs()).iter().map(|r| r.device_id.clone()).collect()
 }
 
 async fn nip11_advertises_the_push_pubkey_as_self() {
@@ -155,7 +155,7 @@ async fn heartbeat_online_zero_and_timeout_drive_presence() {
     // Older apps put online: 1 in the registration itself.
     assert!(register(&mut client, &relay, &user, json!({"online": 1, "kinds": [4]})).await.0);
     assert!(online(&relay, &user));
-    tokio::time::sleep(Duration::from_millis(2200)).await;
+    relay.clock().advance(Duration::from_secs(3));
     assert!(!online(&relay, &user), "no heartbeat within the timeout: offline");
     assert_eq!(notified_by_dm(&relay, &friend, &user, 4), vec![apns_device(1)]);
 }

@@ -4,9 +4,10 @@
 
 use std::io::BufRead;
 
+use crate::clock::Clock;
 use crate::protocol::verify::verify_event;
 use crate::protocol::{KindClass, SharedEvent, VerifiedEvent};
-use crate::store::{EventStore, WriteOutcome, unix_now};
+use crate::store::{EventStore, WriteOutcome};
 
 /// Lines verified and written together: one transaction, and one verification task per core, per batch.
 const BATCH: usize = 2000;
@@ -114,7 +115,7 @@ fn check(line: &str) -> Result<SharedEvent, String> {
     if event.class() == KindClass::Ephemeral {
         return Err("ephemeral events are not stored".into());
     }
-    if event.expiration().is_some_and(|at| at <= unix_now()) {
+    if event.expiration().is_some_and(|at| at <= Clock::system().secs()) {
         return Err("expired".into());
     }
     Ok(std::sync::Arc::new(event))

@@ -4,19 +4,19 @@
 use std::fmt::Write;
 use std::sync::Arc;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::protocol::Filter;
 use crate::protocol::filter::parse_hash;
 use crate::push::device::shorten;
 use crate::push::registry::Registry;
-use crate::push::unix_now;
 use crate::store::{Store, Visibility};
 
 pub async fn stats(config: &Config, store: Arc<dyn Store>) -> Result<String, String> {
     let events = store.count(&[Filter::default()], Visibility::default(), u64::MAX).await.map_err(|e| e.to_string())?;
     let pending = store.pending().await.map_err(|e| e.to_string())?;
     let registry = open_registry(config, store).await?;
-    let (devices, online, offline) = registry.census(unix_now());
+    let (devices, online, offline) = registry.census(Clock::system().db_secs());
     let mut text = String::new();
     let _ = writeln!(text, "events stored        {events}");
     let _ = writeln!(text, "pushes waiting       {pending}");
@@ -41,7 +41,7 @@ pub async fn devices(config: &Config, store: Arc<dyn Store>, pubkey: Option<&str
         }
         Some(pubkey) => {
             let key = parse_pubkey(pubkey)?;
-            let online = registry.is_online(&key, unix_now());
+            let online = registry.is_online(&key, Clock::system().db_secs());
             let _ = writeln!(text, "{} ({})", hex::encode(key), if online { "online" } else { "offline" });
             for r in registry.registrations_of(&key) {
                 let _ = writeln!(

@@ -36,7 +36,9 @@ pub async fn handle(State(state): State<Arc<RelayState>>, headers: HeaderMap, bo
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
-    if let Err(reason) = super::nip98::authorize(&state.config(), &headers, &Method::POST, "/", &body) {
+    if let Err(reason) =
+        super::nip98::authorize(&state.config(), &headers, &Method::POST, "/", &body, state.clock.secs())
+    {
         return (StatusCode::UNAUTHORIZED, Json(json!({"error": reason}))).into_response();
     }
     let request: Value = match serde_json::from_slice(&body) {

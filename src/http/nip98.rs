@@ -8,14 +8,21 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
-use crate::store::unix_now;
 
 const HTTP_AUTH_KIND: u16 = 27235;
 /// How far the NIP-98 event's `created_at` may be from now.
 const MAX_SKEW_SECS: u64 = 60;
 
 /// Ok when the request (`method` on `path` of this relay, with `body`) is authorised by an administrator.
-pub fn authorize(config: &Config, headers: &HeaderMap, method: &Method, path: &str, body: &[u8]) -> Result<(), String> {
+/// `now`: the relay clock's Unix time.
+pub fn authorize(
+    config: &Config,
+    headers: &HeaderMap,
+    method: &Method,
+    path: &str,
+    body: &[u8],
+    now: u64,
+) -> Result<(), String> {
     if config.auth.admin_pubkeys.is_empty() {
         return Err("administration over HTTP is off: no [auth] admin_pubkeys".into());
     }
@@ -31,7 +38,7 @@ pub fn authorize(config: &Config, headers: &HeaderMap, method: &Method, path: &s
     if event.kind.as_u16() != HTTP_AUTH_KIND {
         return Err(format!("authorization event must be kind {HTTP_AUTH_KIND}"));
     }
-    if event.created_at.as_secs().abs_diff(unix_now()) > MAX_SKEW_SECS {
+    if event.created_at.as_secs().abs_diff(now) > MAX_SKEW_SECS {
         return Err("authorization event is too old or too new".into());
     }
     let tag = |name: &str| {

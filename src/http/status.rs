@@ -35,7 +35,7 @@ pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
 /// administrator authenticated with NIP-98. Never cached.
 pub async fn relays(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
     let config = state.config();
-    if let Err(reason) = nip98::authorize(&config, &headers, &Method::GET, "/status/relays", b"") {
+    if let Err(reason) = nip98::authorize(&config, &headers, &Method::GET, "/status/relays", b"", state.clock.secs()) {
         return (StatusCode::UNAUTHORIZED, [(header::CACHE_CONTROL, "no-store")], format!("{reason}\n"))
             .into_response();
     }

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 
 use crate::store::StoreError;
 use crate::store::jobs::{JobQueue, JobUpdate};
@@ -14,16 +15,18 @@ const MAX_BATCH: usize = 256;
 
 type Request = (JobUpdate, oneshot::Sender<Result<(), StoreError>>);
 
-/// A handle on the recording task; it ends once every handle is dropped.
+/// A handle on the recording task; it ends once every handle is dropped (the delivery loop drops its own last,
+/// once its deliveries have reported, and awaits the task).
+#[derive(Clone)]
 pub struct Bookkeeper {
     requests: mpsc::UnboundedSender<Request>,
 }
 
 impl Bookkeeper {
-    pub fn start(queue: Arc<dyn JobQueue>) -> Self {
+    /// The handle, and the task to await once every handle is dropped.
+    pub fn start(queue: Arc<dyn JobQueue>) -> (Self, JoinHandle<()>) {
         let (requests, waiting) = mpsc::unbounded_channel();
-        tokio::spawn(run(queue, waiting));
-        Self { requests }
+        (Self { requests }, tokio::spawn(run(queue, waiting)))
     }
 
     /// Records one outcome; returns once it is committed (with others that were waiting).

@@ -1,28 +1,29 @@
 //! The delivery loop: takes due push jobs from the durable queue, a device at a time, and hands them to the
-//! senders on a bounded pool of workers; records each outcome (done, retry later, device dead, dropped).
+//! senders on a bounded pool of workers; records each outcome (done, retry later, device dead, dropped) through
+//! the bookkeeper, which the loop starts and, once its last delivery has reported, closes.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::ops::Deref;
+use std::sync::Arc;
 use std::time::Duration;
 
-use governor::clock::{Clock, DefaultClock};
+use governor::clock::{Clock as _, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::PushService;
+use super::audience::Audience;
+use super::bookkeeping::Bookkeeper;
 use super::device::Device;
 use super::jobs::PushJob;
-use super::senders::{Notification, SendOutcome};
+use super::senders::{Notification, SendOutcome, Senders};
+use super::stats::{Outcome, PushStats};
 use super::text;
-use crate::activity::Timeline;
-use crate::protocol::Filter;
+use crate::config::PushConfig;
 use crate::protocol::filter::parse_hash;
-use crate::store::jobs::{Job, JobUpdate};
-use crate::store::{Visibility, unix_now, unix_now_ms};
+use crate::store::jobs::{Job, JobQueue, JobUpdate};
 
 /// Jobs taken per round.
 const CLAIM_BATCH: usize = 256;
@@ -35,70 +36,6 @@ const SHED_INTERVAL: Duration = Duration::from_secs(5);
 /// Finished jobs are kept this long, so that an event seen again later does not push twice.
 const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// Counters of what happened to push jobs, the senders' health, and pushes per minute.
-#[derive(Default)]
-pub struct PushStats {
-    pub sent: AtomicU64,
-    pub merged: AtomicU64,
-    pub retried: AtomicU64,
-    pub dropped: AtomicU64,
-    pub dead_tokens: AtomicU64,
-    health: Mutex<BTreeMap<&'static str, SenderHealth>>,
-    pub timeline: Timeline,
-}
-
-/// When a sender last delivered, and its last error.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SenderHealth {
-    pub last_success: Option<u64>,
-    pub last_error: Option<(u64, String)>,
-}
-
-#[derive(Clone, Copy)]
-enum Outcome {
-    Sent,
-    Merged,
-    Retried,
-    /// With why: `unusable_device`, `too_old` (retried past `max_job_age_secs`), `refused` (by the service, or no
-    /// sender configured) or `queue_full` (shed beyond `max_queued_jobs`).
-    Dropped(&'static str),
-}
-
-impl PushStats {
-    /// `n` jobs for `service` ended so (Prometheus: `pushrelay_push_jobs_total`).
-    fn count(&self, service: &'static str, outcome: Outcome, n: usize) {
-        let (counter, name, reason) = match outcome {
-            Outcome::Sent => (&self.sent, "sent", ""),
-            Outcome::Merged => (&self.merged, "merged", ""),
-            Outcome::Retried => (&self.retried, "retried", ""),
-            Outcome::Dropped(reason) => (&self.dropped, "dropped", reason),
-        };
-        counter.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => name, "reason" => reason)
-            .increment(n as u64);
-    }
-
-    fn delivered(&self, service: &'static str) {
-        self.health.lock().expect("health lock").entry(service).or_default().last_success = Some(unix_now());
-        self.timeline.add(1);
-    }
-
-    fn failed(&self, service: &'static str, reason: &str) {
-        self.health.lock().expect("health lock").entry(service).or_default().last_error =
-            Some((unix_now(), reason.to_owned()));
-    }
-
-    fn dead_token(&self, service: &'static str) {
-        self.dead_tokens.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!(crate::metrics::DEAD_TOKENS, "service" => service).increment(1);
-    }
-
-    /// Each sender that sent or failed since start.
-    pub fn health(&self) -> BTreeMap<&'static str, SenderHealth> {
-        self.health.lock().expect("health lock").clone()
-    }
-}
-
 /// Per-device limit: beyond it, a device's jobs wait and are then sent as one merged notification.
 pub fn device_limiter(burst: u32, refill: Duration) -> DefaultKeyedRateLimiter<String> {
     let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
@@ -106,62 +43,122 @@ pub fn device_limiter(burst: u32, refill: Duration) -> DefaultKeyedRateLimiter<S
     RateLimiter::keyed(quota)
 }
 
-pub async fn run(service: Arc<PushService>, shutdown: CancellationToken) {
-    let workers = Arc::new(Semaphore::new(service.config.workers));
-    let mut deliveries = JoinSet::new();
-    let mut last_purge = tokio::time::Instant::now();
-    let mut last_shed = tokio::time::Instant::now();
-    'rounds: while !shutdown.is_cancelled() {
-        if service.config.max_queued_jobs > 0 && last_shed.elapsed() > SHED_INTERVAL {
-            last_shed = tokio::time::Instant::now();
-            service.shed_oldest().await;
+/// Delivery: the queue, the senders, and what limits and counts their work.
+pub struct Delivery {
+    pub config: PushConfig,
+    pub queue: Arc<dyn JobQueue>,
+    pub audience: Arc<Audience>,
+    pub senders: Senders,
+    pub device_limiter: DefaultKeyedRateLimiter<String>,
+    pub stats: PushStats,
+    /// Notification titles name the relay.
+    pub relay_name: String,
+    /// Woken when jobs were added, so that delivery does not wait for the next poll.
+    pub wake: Arc<Notify>,
+}
+
+/// One delivery's view: the service, and the bookkeeper of this run of the loop.
+struct Worker {
+    delivery: Arc<Delivery>,
+    books: Bookkeeper,
+}
+
+impl Deref for Worker {
+    type Target = Delivery;
+    fn deref(&self) -> &Delivery {
+        &self.delivery
+    }
+}
+
+impl Delivery {
+    /// Runs until shutdown; then lets deliveries under way finish (15 s at most), and closes the bookkeeper once
+    /// their outcomes are recorded. Jobs not yet taken wait in the queue for the next start.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let (books, recording) = Bookkeeper::start(self.queue.clone());
+        let mut deliveries = JoinSet::new();
+        self.rounds(&books, &mut deliveries, &shutdown).await;
+        let finished = async { while deliveries.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(15), finished).await.is_err() {
+            deliveries.shutdown().await;
         }
-        let jobs = match service.queue.claim_due(unix_now_ms(), CLAIM_BATCH, LEASE.as_millis() as i64).await {
-            Ok(jobs) => jobs,
-            Err(e) => {
-                tracing::error!("cannot take push jobs: {e}");
-                Vec::new()
+        drop(books);
+        let _ = recording.await;
+    }
+
+    async fn rounds(self: &Arc<Self>, books: &Bookkeeper, deliveries: &mut JoinSet<()>, shutdown: &CancellationToken) {
+        let workers = Arc::new(Semaphore::new(self.config.workers));
+        let mut last_purge = tokio::time::Instant::now();
+        let mut last_shed = tokio::time::Instant::now();
+        while !shutdown.is_cancelled() {
+            if self.config.max_queued_jobs > 0 && last_shed.elapsed() > SHED_INTERVAL {
+                last_shed = tokio::time::Instant::now();
+                self.shed_oldest().await;
             }
-        };
-        if jobs.is_empty() {
-            let wait = match service.queue.next_due().await {
-                Ok(Some(due)) => {
-                    Duration::from_millis((due - unix_now_ms()).clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+            let jobs = self.claim().await;
+            if jobs.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.idle_wait().await) => {}
+                    _ = shutdown.cancelled() => return,
                 }
-                _ => IDLE_POLL,
-            };
-            tokio::select! {
-                _ = service.wake.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.cancelled() => break,
             }
-        }
-        let mut by_device: BTreeMap<String, Vec<Job>> = BTreeMap::new();
-        for job in jobs {
-            by_device.entry(job.group_key.clone()).or_default().push(job);
-        }
-        for (device_id, jobs) in by_device {
-            let permit = tokio::select! {
-                permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
-                _ = shutdown.cancelled() => break 'rounds,
-            };
-            let service = service.clone();
-            deliveries.spawn(async move {
-                service.deliver(&device_id, jobs).await;
-                drop(permit);
-            });
-        }
-        while deliveries.try_join_next().is_some() {}
-        if last_purge.elapsed() > Duration::from_secs(600) {
-            last_purge = tokio::time::Instant::now();
-            if let Err(e) = service.queue.purge_finished(unix_now_ms() - DEDUP_WINDOW.as_millis() as i64).await {
-                tracing::error!("cannot purge finished push jobs: {e}");
+            let mut by_device: BTreeMap<String, Vec<Job>> = BTreeMap::new();
+            for job in jobs {
+                by_device.entry(job.group_key.clone()).or_default().push(job);
+            }
+            for (device_id, jobs) in by_device {
+                let permit = tokio::select! {
+                    permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
+                    _ = shutdown.cancelled() => return,
+                };
+                let worker = Worker { delivery: self.clone(), books: books.clone() };
+                deliveries.spawn(async move {
+                    worker.deliver(&device_id, jobs).await;
+                    drop(permit);
+                });
+            }
+            while deliveries.try_join_next().is_some() {}
+            if last_purge.elapsed() > Duration::from_secs(600) {
+                last_purge = tokio::time::Instant::now();
+                let before = self.audience.clock.millis() - DEDUP_WINDOW.as_millis() as i64;
+                if let Err(e) = self.queue.purge_finished(before).await {
+                    tracing::error!("cannot purge finished push jobs: {e}");
+                }
             }
         }
     }
-    // Deliveries under way finish (their outcome is recorded); jobs not yet taken wait in the queue for the next start.
-    let _ =
-        tokio::time::timeout(Duration::from_secs(15), async { while deliveries.join_next().await.is_some() {} }).await;
+
+    async fn claim(&self) -> Vec<Job> {
+        let now_ms = self.audience.clock.millis();
+        self.queue.claim_due(now_ms, CLAIM_BATCH, LEASE.as_millis() as i64).await.unwrap_or_else(|e| {
+            tracing::error!("cannot take push jobs: {e}");
+            Vec::new()
+        })
+    }
+
+    /// Until the next job is due, at most `IDLE_POLL`.
+    async fn idle_wait(&self) -> Duration {
+        match self.queue.next_due().await {
+            Ok(Some(due)) => {
+                let wait = due - self.audience.clock.millis();
+                Duration::from_millis(wait.clamp(0, IDLE_POLL.as_millis() as i64) as u64)
+            }
+            _ => IDLE_POLL,
+        }
+    }
+
+    /// Keeps the queue within `max_queued_jobs`: the oldest waiting pushes go, counted and logged.
+    async fn shed_oldest(&self) {
+        let keep = self.config.max_queued_jobs;
+        match self.queue.shed(keep, self.audience.clock.millis()).await {
+            Ok(0) => {}
+            Ok(shed) => {
+                tracing::warn!(shed, "push queue over max_queued_jobs ({keep}): the oldest waiting pushes dropped");
+                self.stats.count("any", Outcome::Dropped("queue_full"), shed as usize);
+            }
+            Err(e) => tracing::error!("cannot shed push jobs: {e}"),
+        }
+    }
 }
 
 /// One device's claimed jobs, as the delivery reads them.
@@ -176,8 +173,7 @@ struct Claimed {
 }
 
 impl Claimed {
-    fn of(jobs: &[Job]) -> Self {
-        let now_ms = unix_now_ms();
+    fn of(jobs: &[Job], now_ms: i64) -> Self {
         Self {
             ids: jobs.iter().map(|j| j.id).collect(),
             pushes: jobs.iter().filter_map(|j| serde_json::from_str(&j.payload).ok()).collect(),
@@ -188,10 +184,10 @@ impl Claimed {
     }
 }
 
-impl PushService {
+impl Worker {
     /// Sends one device's due jobs: one notification, merged when there are several.
     async fn deliver(&self, device_id: &str, jobs: Vec<Job>) {
-        let claimed = Claimed::of(&jobs);
+        let claimed = Claimed::of(&jobs, self.audience.clock.millis());
         let Some(newest) = self.still_due(device_id, &claimed) else {
             return self.finish(&claimed.ids, claimed.now_ms).await;
         };
@@ -206,7 +202,7 @@ impl PushService {
         let notification = self.notification(device_id, &claimed, newest, &recipient, notified).await;
         let outcome = self.senders.send(&device, &notification).await;
         let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
-        if not_shown && let Err(e) = self.registry.add_to_badge(&recipient, device_id, -notified).await {
+        if not_shown && let Err(e) = self.audience.registry.add_to_badge(&recipient, device_id, -notified).await {
             tracing::error!("cannot take back the badge count: {e}");
         }
         self.record(device_id, device.platform(), &claimed, outcome).await;
@@ -216,11 +212,11 @@ impl PushService {
     /// pubkey it was for came online since (the app shows the event itself).
     fn still_due<'a>(&self, device_id: &str, claimed: &'a Claimed) -> Option<&'a PushJob> {
         let now = claimed.now_ms / 1000;
-        let due = self.registry.has_device(device_id)
+        let due = self.audience.registry.has_device(device_id)
             && claimed
                 .pushes
                 .iter()
-                .any(|p| parse_hash(&p.pubkey).is_some_and(|pk| !self.registry.is_online(&pk, now)));
+                .any(|p| parse_hash(&p.pubkey).is_some_and(|pk| !self.audience.registry.is_online(&pk, now)));
         claimed.pushes.last().filter(|_| due)
     }
 
@@ -251,12 +247,15 @@ impl PushService {
             text::merged(claimed.pushes.len())
         } else {
             let name = match newest.summary.actor(&newest.author) {
-                Some(actor) => self.author_name(actor).await,
+                Some(actor) => match parse_hash(actor) {
+                    Some(actor) => self.audience.author_name(&actor).await,
+                    None => None,
+                },
                 None => None,
             };
             text::body(name.as_deref(), newest.kind, &newest.summary)
         };
-        let badge = match self.registry.add_to_badge(recipient, device_id, notified).await {
+        let badge = match self.audience.registry.add_to_badge(recipient, device_id, notified).await {
             Ok(badge) => badge,
             Err(e) => {
                 tracing::error!("cannot count the badge: {e}");
@@ -300,10 +299,10 @@ impl PushService {
             }
             SendOutcome::DeadToken(reason) => {
                 tracing::info!(device = shortened, "dead push token, device removed: {reason}");
-                if let Err(e) = self.registry.remove_device(device_id).await {
+                if let Err(e) = self.audience.registry.remove_device(device_id).await {
                     tracing::error!("cannot remove a dead device: {e}");
                 }
-                self.plan_changed.notify_one();
+                self.audience.changed();
                 self.finish(ids, now_ms).await;
                 self.stats.dead_token(service);
             }
@@ -324,40 +323,16 @@ impl PushService {
         Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)
     }
 
-    async fn author_name(&self, author: &str) -> Option<String> {
-        let filter = Filter {
-            authors: Some(vec![parse_hash(author)?]),
-            kinds: Some(vec![0]),
-            limit: Some(1),
-            ..Filter::default()
-        };
-        let profile = self.events.query_filter(&filter, Visibility::default(), usize::MAX).await.ok()?.pop()?;
-        text::profile_name(&profile.json)
-    }
-
-    /// Keeps the queue within `max_queued_jobs`: the oldest waiting pushes go, counted and logged.
-    async fn shed_oldest(&self) {
-        let keep = self.config.max_queued_jobs;
-        match self.queue.shed(keep, unix_now_ms()).await {
-            Ok(0) => {}
-            Ok(shed) => {
-                tracing::warn!(shed, "push queue over max_queued_jobs ({keep}): the oldest waiting pushes dropped");
-                self.stats.count("any", Outcome::Dropped("queue_full"), shed as usize);
-            }
-            Err(e) => tracing::error!("cannot shed push jobs: {e}"),
-        }
-    }
-
     async fn finish(&self, ids: &[i64], now_ms: i64) {
         let update = JobUpdate::Finished { ids: ids.to_vec(), at_ms: now_ms };
-        if let Err(e) = self.bookkeeper.record(update).await {
+        if let Err(e) = self.books.record(update).await {
             tracing::error!("cannot record finished push jobs: {e}");
         }
     }
 
     async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
         let update = JobUpdate::Rescheduled { ids: ids.to_vec(), due_ms, attempts };
-        if let Err(e) = self.bookkeeper.record(update).await {
+        if let Err(e) = self.books.record(update).await {
             tracing::error!("cannot reschedule push jobs: {e}");
         }
     }

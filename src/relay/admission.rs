@@ -2,7 +2,6 @@
 //! blocking thread since the signature check is CPU work), then the operator's policy (`Policy`).
 
 use std::collections::HashSet;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde_json::value::RawValue;
 
@@ -21,7 +20,8 @@ pub struct Refusal {
     pub reason: String,
 }
 
-pub fn admit(raw: &RawValue, limits: &LimitsConfig) -> Result<VerifiedEvent, Refusal> {
+/// `now`: the relay clock's Unix time, for the `created_at` window.
+pub fn admit(raw: &RawValue, limits: &LimitsConfig, now: u64) -> Result<VerifiedEvent, Refusal> {
     let event = parse_event(raw).map_err(|reason| Refusal { event_id: event_id_of(raw), reason })?;
     let refuse = |reason: String| Refusal { event_id: Some(event.id.to_hex()), reason };
     if event.tags.len() > limits.max_event_tags {
@@ -30,7 +30,6 @@ pub fn admit(raw: &RawValue, limits: &LimitsConfig) -> Result<VerifiedEvent, Ref
     if event.content.chars().count() > limits.max_content_length {
         return Err(refuse(format!("invalid: content too long (max {} characters)", limits.max_content_length)));
     }
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let created_at = event.created_at.as_secs();
     if limits.created_at_lower_limit > 0 && created_at < now.saturating_sub(limits.created_at_lower_limit) {
         return Err(refuse("invalid: created_at is too far in the past".into()));

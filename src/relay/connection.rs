@@ -25,7 +25,7 @@ use super::rate::{ClientAddress, ConnectionSlot};
 use super::subscriptions::{Outbox, SubscriptionKey};
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
 use crate::protocol::{Filter, KindClass};
-use crate::store::{WriteOutcome, unix_now};
+use crate::store::WriteOutcome;
 
 /// How long a closing connection waits for its in-flight events to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -348,13 +348,13 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         };
         return message::ok(&id, false, "rate-limited: too many events from your address, slow down");
     }
-    let event = match state.verifier.admit(raw, state.config()).await {
+    let event = match state.verifier.admit(raw, state.config(), state.clock.secs()).await {
         Ok(event) => Arc::new(event),
         Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
-    if let Err(reason) = state.policy().check(&event, &peer.reader, unix_now()) {
+    if let Err(reason) = state.policy().check(&event, &peer.reader, state.clock.secs()) {
         return message::ok(&id, false, &reason);
     }
     if !state.rate_limits().allow_event_from_pubkey(event.pubkey()) {
@@ -380,7 +380,7 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
 
 /// Checks a NIP-42 AUTH event; on success the connection may read what is addressed to that pubkey.
 async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
-    let event = match state.verifier.admit(raw, state.config()).await {
+    let event = match state.verifier.admit(raw, state.config(), state.clock.secs()).await {
         Ok(event) => event,
         Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
         Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
@@ -393,7 +393,7 @@ async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue
         &peer.challenge,
         &config.server.public_url,
         auth.max_clock_skew_secs,
-        unix_now(),
+        state.clock.secs(),
     ) {
         Ok(()) => {
             peer.reader.authenticate(*event.pubkey());

@@ -15,6 +15,7 @@ use std::sync::{Arc, OnceLock, RwLock};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clock::Clock;
 use crate::config::Config;
 use crate::hooks::EventConsumer;
 use crate::report::Reporter;
@@ -58,6 +59,7 @@ pub struct RelayWiring {
     pub consumer: Option<Arc<dyn EventConsumer>>,
     pub moderation_store: Arc<dyn ModerationStore>,
     pub shutdown: CancellationToken,
+    pub clock: Clock,
 }
 
 /// What every connection shares.
@@ -80,6 +82,8 @@ pub struct RelayState {
     pub verifier: Verifier,
     /// Cancelled to close every connection at shutdown.
     pub shutdown: CancellationToken,
+    /// The application's clock: admission's `created_at` window, policy, NIP-42 and NIP-98 skew.
+    pub clock: Clock,
     /// Tracks connection tasks, so that shutdown can wait for their last acknowledgements.
     pub connections: TaskTracker,
     next_connection_id: AtomicU64,
@@ -89,7 +93,8 @@ pub struct RelayState {
 
 impl RelayState {
     pub fn new(config: Arc<Config>, wiring: RelayWiring) -> Self {
-        let RelayWiring { store, writer, subscriptions, listeners, consumer, moderation_store, shutdown } = wiring;
+        let RelayWiring { store, writer, subscriptions, listeners, consumer, moderation_store, shutdown, clock } =
+            wiring;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let connections_per_ip = ConnectionCounter::new(config.limits.max_connections_per_ip);
         Self {
@@ -104,6 +109,7 @@ impl RelayState {
             connections_per_ip,
             verifier: Verifier::start(cores),
             shutdown,
+            clock,
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             reporters: OnceLock::new(),

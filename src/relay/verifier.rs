@@ -18,6 +18,8 @@ use crate::protocol::VerifiedEvent;
 struct Check {
     raw: Box<RawValue>,
     config: Arc<Config>,
+    /// The clock's time when the event arrived, for the `created_at` window.
+    now: u64,
     reply: oneshot::Sender<Result<VerifiedEvent, Refusal>>,
 }
 
@@ -35,9 +37,9 @@ impl Verifier {
             std::thread::Builder::new()
                 .name(format!("verify-{n}"))
                 .spawn(move || {
-                    for Check { raw, config, reply } in checks.iter() {
-                        let outcome =
-                            catch_unwind(AssertUnwindSafe(|| admit(&raw, &config.limits))).unwrap_or_else(|_| {
+                    for Check { raw, config, now, reply } in checks.iter() {
+                        let outcome = catch_unwind(AssertUnwindSafe(|| admit(&raw, &config.limits, now)))
+                            .unwrap_or_else(|_| {
                                 tracing::error!("event check panicked");
                                 Err(Refusal { event_id: None, reason: "error: could not check the event".into() })
                             });
@@ -51,10 +53,10 @@ impl Verifier {
     }
 
     /// Parses and checks an event against the configured limits off the async threads (`admission::admit`).
-    pub async fn admit(&self, raw: Box<RawValue>, config: Arc<Config>) -> Result<VerifiedEvent, Refusal> {
+    pub async fn admit(&self, raw: Box<RawValue>, config: Arc<Config>, now: u64) -> Result<VerifiedEvent, Refusal> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || Refusal { event_id: None, reason: "error: the relay is shutting down".into() };
-        self.queue.send(Check { raw, config, reply }).map_err(|_| stopped())?;
+        self.queue.send(Check { raw, config, now, reply }).map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 }

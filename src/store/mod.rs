@@ -14,6 +14,7 @@ use async_trait::async_trait;
 use futures_util::future::try_join_all;
 use futures_util::{Stream, TryStreamExt};
 
+use crate::clock::Clock;
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
@@ -222,21 +223,17 @@ impl<T: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore> St
 /// Opens the store named by `[database] url` (`sqlite://PATH` or `postgres://...`), creating and migrating it as
 /// needed; the PostgreSQL store is also returned as such, for what only it does (listening to other nodes).
 /// `node` names this relay among several on one PostgreSQL database.
-pub async fn open(config: &DatabaseConfig, node: &str) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), StoreError> {
+pub async fn open(
+    config: &DatabaseConfig,
+    node: &str,
+    clock: Clock,
+) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), StoreError> {
     if config.is_postgres() {
-        let store = Arc::new(PgStore::open(&config.url, config.read_connections, node.to_owned()).await?);
+        let store = Arc::new(PgStore::open(&config.url, config.read_connections, node.to_owned(), clock).await?);
         return Ok((store.clone(), Some(store)));
     }
     let path = config.sqlite_path().map_err(StoreError::new)?;
-    Ok((Arc::new(SqliteStore::open(&path, config).await?), None))
-}
-
-pub fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
-
-pub fn unix_now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    Ok((Arc::new(SqliteStore::open(&path, config, clock).await?), None))
 }
 
 /// Clamps an unsigned protocol timestamp into the signed integer databases store.

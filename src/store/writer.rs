@@ -211,7 +211,13 @@ mod tests {
     async fn the_writer_survives_a_panic_in_a_batch_or_a_listener() {
         let dir = tempfile::tempdir().unwrap();
         let config = crate::config::DatabaseConfig::default();
-        let store = crate::store::sqlite::SqliteStore::open(&dir.path().join("relay.db"), &config).await.unwrap();
+        let store = crate::store::sqlite::SqliteStore::open(
+            &dir.path().join("relay.db"),
+            &config,
+            crate::clock::Clock::system(),
+        )
+        .await
+        .unwrap();
         let (writer, _task) = Writer::spawn(Arc::new(Panicking(store)), 16, vec![Arc::new(Fragile)], None);
         // Three at once, so that they share a batch: only the culprit is refused.
         let (a, bad, b) = (event("a"), event("panic"), event("b"));

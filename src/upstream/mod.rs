@@ -15,13 +15,14 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 use crate::hooks::{RemoteEvents, WatchSource};
 use crate::lifecycle::Lifecycle;
 use crate::protocol::{Filter, KindClass, SharedEvent};
 use crate::report::{Reporter, Section};
+use crate::store::Leases;
 use crate::store::writer::Writer;
-use crate::store::{Leases, unix_now};
 use parts::WatchAs;
 
 /// Presence changes by timeout, not by message: the plan is also recomputed this often.
@@ -102,6 +103,7 @@ pub struct Upstream {
     /// Which node watches which relay, when several share one database.
     leases: Arc<dyn Leases>,
     node: String,
+    clock: Clock,
 }
 
 impl Upstream {
@@ -111,14 +113,15 @@ impl Upstream {
         own_url: &str,
         leases: Arc<dyn Leases>,
         node: String,
+        clock: Clock,
     ) -> Arc<Self> {
         let (own_url, status, watch_as) = (normalise(own_url), StatusBoard::default(), Arc::new(watch_as));
-        Arc::new(Self { config, watch_as, own_url, status, leases, node })
+        Arc::new(Self { config, watch_as, own_url, status, leases, node, clock })
     }
 
     /// The relays of the plan this node holds (or now takes) the lease for; the others are another node's.
     async fn held(&self, plan: BTreeMap<String, Vec<Filter>>) -> BTreeMap<String, Vec<Filter>> {
-        let now = crate::store::db_time(unix_now());
+        let now = self.clock.db_secs();
         let until = now + crate::store::db_time(self.config.lease_secs);
         let mut held = BTreeMap::new();
         for (url, filters) in plan {
@@ -178,9 +181,10 @@ impl Upstream {
                     continue;
                 }
                 let (plan_tx, plan_rx) = watch::channel(filters);
+                let target =
+                    remote::Target { url: url.clone(), config: self.config.clone(), clock: self.clock.clone() };
                 let task = lifecycle.spawn(remote::watch(
-                    url.clone(),
-                    self.config.clone(),
+                    target,
                     self.watch_as.clone(),
                     plan_rx,
                     sink.clone(),

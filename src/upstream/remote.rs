@@ -13,11 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::parts::{self, Subscriptions, WatchAs};
 use super::{StatusBoard, check_relay_url};
+use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 use crate::hooks::RemoteEvents;
 use crate::protocol::verify::{parse_event, verify_event};
 use crate::protocol::{Filter, VerifiedEvent};
-use crate::store::unix_now;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const FIRST_BACKOFF: Duration = Duration::from_secs(1);
@@ -26,19 +26,45 @@ const MAX_BACKOFF: Duration = Duration::from_secs(300);
 /// that drops connections sooner (flapping) is retried ever more slowly; `since` still covers the gaps.
 const STABLE_SESSION: Duration = Duration::from_secs(30);
 
+/// The relay one watcher follows, the limits it keeps to, and the clock its `since` is read from.
+pub(super) struct Target {
+    pub url: String,
+    pub config: UpstreamConfig,
+    pub clock: Clock,
+}
+
+/// The last moment a relay was known to be followed live (the next subscription's `since`); None before the first
+/// subscription, which then asks for new events only.
+struct Followed {
+    until: Option<u64>,
+    clock: Clock,
+}
+
+impl Followed {
+    /// Anything heard from the relay once it is followed: followed until now.
+    fn heard(&mut self) {
+        if self.until.is_some() {
+            self.until = Some(self.clock.secs());
+        }
+    }
+
+    /// The stored events were all sent (EOSE): followed from now on.
+    fn caught_up(&mut self) {
+        self.until = Some(self.clock.secs());
+    }
+}
+
 pub(super) async fn watch(
-    url: String,
-    config: UpstreamConfig,
+    target: Target,
     watch_as: Arc<WatchAs>,
     mut plan: watch::Receiver<Vec<Filter>>,
     sink: std::sync::Arc<dyn RemoteEvents>,
     status: StatusBoard,
     shutdown: CancellationToken,
 ) {
+    let Target { url, config, clock } = target;
     let mut backoff = FIRST_BACKOFF;
-    // The last moment this relay was known to be followed live; None before the first subscription, which then asks
-    // for new events only.
-    let mut live_until: Option<u64> = None;
+    let mut live_until = Followed { until: None, clock };
     loop {
         let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
@@ -81,7 +107,7 @@ async fn session(
     plan: &mut watch::Receiver<Vec<Filter>>,
     sink: &dyn RemoteEvents,
     status: &StatusBoard,
-    live_until: &mut Option<u64>,
+    live_until: &mut Followed,
 ) -> Result<(), String> {
     let parsed = check_relay_url(url, config)?;
     let mut socket = tokio::time::timeout(CONNECT_TIMEOUT, connect(&parsed, config))
@@ -96,7 +122,8 @@ async fn session(
         return Ok(());
     }
     let mut subs = Subscriptions::new(&filters, watch_as, Duration::from_secs(config.refused_retry_secs.max(1)));
-    let first: Vec<String> = subs.parts.iter().map(|(part, filters)| parts::req(*part, filters, *live_until)).collect();
+    let first: Vec<String> =
+        subs.parts.iter().map(|(part, filters)| parts::req(*part, filters, live_until.until)).collect();
     send_all(&mut socket, first).await?;
     let mut window_start = tokio::time::Instant::now();
     let mut window_events = 0u32;
@@ -113,12 +140,12 @@ async fn session(
                     return Ok(());
                 }
                 // Same subscription ids: the remote replaces the old subscriptions (NIP-01).
-                let out = subs.replan(&filters, watch_as, Some(unix_now()));
+                let out = subs.replan(&filters, watch_as, Some(live_until.clock.secs()));
                 set_status(status, url, |s| s.refused = subs.refusals());
                 out
             }
             _ = tokio::time::sleep_until(retry_at.unwrap_or_else(tokio::time::Instant::now)), if retry_at.is_some() => {
-                let out = subs.due(tokio::time::Instant::now(), *live_until);
+                let out = subs.due(tokio::time::Instant::now(), live_until.until);
                 set_status(status, url, |s| s.refused = subs.refusals());
                 out
             }
@@ -190,11 +217,9 @@ pub(super) async fn connect(url: &url::Url, config: &UpstreamConfig) -> Result<S
 }
 
 /// One message from the remote; returns what to send back (AUTH, subscriptions asked again).
-async fn handle(remote: Remote<'_>, text: &str, subs: &mut Subscriptions, live_until: &mut Option<u64>) -> Vec<String> {
+async fn handle(remote: Remote<'_>, text: &str, subs: &mut Subscriptions, live_until: &mut Followed) -> Vec<String> {
     let Remote { url, watch_as, sink, status } = remote;
-    if live_until.is_some() {
-        *live_until = Some(unix_now());
-    }
+    live_until.heard();
     let Ok(Value::Array(message)) = serde_json::from_str::<Value>(text) else { return Vec::new() };
     let field = |n: usize| message.get(n).and_then(Value::as_str).unwrap_or("");
     match field(0) {
@@ -219,7 +244,7 @@ async fn handle(remote: Remote<'_>, text: &str, subs: &mut Subscriptions, live_u
             Vec::new()
         }
         "EOSE" => {
-            *live_until = Some(unix_now());
+            live_until.caught_up();
             set_status(status, url, |s| s.subscribed = true);
             Vec::new()
         }
@@ -248,7 +273,7 @@ async fn handle(remote: Remote<'_>, text: &str, subs: &mut Subscriptions, live_u
             if !accepted {
                 tracing::info!(relay = %url, "upstream relay refused our AUTH: {}", field(3));
             }
-            let again = subs.ok(field(1), accepted, *live_until);
+            let again = subs.ok(field(1), accepted, live_until.until);
             set_status(status, url, |s| {
                 s.refused = subs.refusals();
                 s.authenticated = subs.is_authenticated();

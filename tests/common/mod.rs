@@ -66,6 +66,11 @@ impl TestRelay {
         Self { handle: Some(handle), config, url, dir, postgres }
     }
 
+    /// The relay's clock: a test moves it forward instead of sleeping.
+    pub fn clock(&self) -> &pushrelay::clock::Clock {
+        self.handle.as_ref().expect("a running relay").clock()
+    }
+
     pub fn db_path(&self) -> PathBuf {
         self.dir.path().join("relay.db")
     }

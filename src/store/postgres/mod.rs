@@ -19,6 +19,7 @@ use futures_util::StreamExt;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions};
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use crate::clock::Clock;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
 use crate::store::jobs::{JobSource, jobs_of};
@@ -26,7 +27,6 @@ use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, R
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
     RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, collect_within, db_time,
-    unix_now, unix_now_ms,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -40,10 +40,12 @@ pub struct PgStore {
     pool: PgPool,
     /// This node's name, in announcements (so that it skips its own), in job leases and in `nodes`.
     node: String,
+    /// Hides expired events from reads; dates the jobs a commit makes and this node's heartbeats.
+    clock: Clock,
 }
 
 impl PgStore {
-    pub async fn open(url: &str, connections: u32, node: String) -> Result<Self, StoreError> {
+    pub async fn open(url: &str, connections: u32, node: String, clock: Clock) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new()
             .max_connections(connections.max(1) + 2)
             .acquire_timeout(Duration::from_secs(10))
@@ -52,7 +54,7 @@ impl PgStore {
             .map_err(|e| StoreError::new(format!("cannot connect to PostgreSQL: {e}")))?;
         // sqlx takes an advisory lock while migrating, so nodes starting together do not race.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, node })
+        Ok(Self { pool, node, clock })
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -86,7 +88,7 @@ impl EventStore for PgStore {
         let mut tx = self.pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(WRITE_LOCK).execute(&mut *tx).await?;
         let mut outcomes = Vec::with_capacity(batch.len());
-        let now_ms = unix_now_ms();
+        let now_ms = self.clock.millis();
         for event in batch {
             let outcome = match write_event(&mut tx, &self.node, event).await? {
                 Ok(seq) => {
@@ -114,7 +116,7 @@ impl EventStore for PgStore {
             return Ok(Vec::new());
         }
         let mut query = QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE ");
-        push_conditions(&mut query, filter, visibility, unix_now());
+        push_conditions(&mut query, filter, visibility, self.clock.secs());
         query.push(" ORDER BY e.created_at DESC, e.id ASC");
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(db_time(limit));
@@ -127,7 +129,7 @@ impl EventStore for PgStore {
     }
 
     async fn count(&self, filters: &[Filter], visibility: Visibility<'_>, at_most: u64) -> Result<u64, StoreError> {
-        let now = unix_now();
+        let now = self.clock.secs();
         let mut query = QueryBuilder::new("SELECT COUNT(*) FROM (");
         let mut first = true;
         for filter in filters.iter().filter(|f| !f.is_empty_range()) {

@@ -51,7 +51,7 @@ impl PgStore {
             "UPDATE jobs SET leased_by = NULL, due_at = $2 WHERE due_at IS NOT NULL AND leased_by {not_live}"
         )))
         .bind(&self.node)
-        .bind(crate::store::unix_now_ms())
+        .bind(self.clock.millis())
         .execute(&mut *tx)
         .await?
         .rows_affected();
@@ -93,7 +93,7 @@ impl PgStore {
              SELECT (SELECT COUNT(*) FROM gone), (SELECT COUNT(*) FROM jobs_released),
                     (SELECT COUNT(*) FROM relays_released)"
         )))
-        .bind(crate::store::unix_now_ms())
+        .bind(self.clock.millis())
         .fetch_one(&self.pool)
         .await?;
         if nodes > 0 {

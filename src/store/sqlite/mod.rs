@@ -20,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use tokio::sync::Mutex;
 
+use crate::clock::Clock;
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent};
@@ -27,17 +28,18 @@ use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
     RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, collect_within, db_time,
-    unix_now, unix_now_ms,
 };
 use write::{Synchronous, WriteConnection, delete_where, write_event};
 
 pub struct SqliteStore {
     writer: Arc<Mutex<WriteConnection>>,
     readers: SqlitePool,
+    /// Hides expired events from reads; dates the jobs a commit makes.
+    clock: Clock,
 }
 
 impl SqliteStore {
-    pub async fn open(path: &Path, config: &DatabaseConfig) -> Result<Self, StoreError> {
+    pub async fn open(path: &Path, config: &DatabaseConfig, clock: Clock) -> Result<Self, StoreError> {
         let busy_timeout = Duration::from_millis(config.busy_timeout_ms);
         if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(folder)
@@ -64,7 +66,7 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers })
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), readers, clock })
     }
 
     /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch. The connection is
@@ -99,9 +101,9 @@ impl EventStore for SqliteStore {
     ) -> Result<Vec<WriteOutcome>, StoreError> {
         let batch = batch.to_vec();
         let job_source = job_source.cloned();
+        let now_ms = self.clock.millis();
         self.write(move |conn| {
             conn.transaction(Synchronous::Full, |tx| {
-                let now_ms = unix_now_ms();
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for event in &batch {
                     let outcome = write_event(tx, event)?;
@@ -128,7 +130,7 @@ impl EventStore for SqliteStore {
         let arms = split_on_driver(filter);
         let (first, rest) = arms.split_first().expect("a filter yields at least one arm");
         let mut query = QueryBuilder::new("");
-        let now = unix_now();
+        let now = self.clock.secs();
         push_arm(&mut query, first, visibility, now);
         for arm in rest {
             // An event carrying two of the tag values asked for is in two arms; UNION keeps it once.
@@ -149,7 +151,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn count(&self, filters: &[Filter], visibility: Visibility<'_>, at_most: u64) -> Result<u64, StoreError> {
-        let now = unix_now();
+        let now = self.clock.secs();
         let mut query = QueryBuilder::new("SELECT COUNT(*) FROM (");
         let mut first = true;
         for filter in filters.iter().filter(|f| !f.is_empty_range()) {

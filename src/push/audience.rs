@@ -1,0 +1,132 @@
+//! Who push serves and what they asked for: the registrations (`Registry`), their mute lists and NIP-17 DM inbox
+//! relays, and the watch plan derived from them. Intake changes it, the write path's matcher and the delivery loop
+//! read it; the upstream manager asks it what to watch (`WatchSource`).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+
+use super::inbox::{INBOX_RELAYS_KIND, InboxRelays};
+use super::index;
+use super::mutes::{MUTE_LIST_KIND, MuteLists};
+use super::registry::Registry;
+use crate::clock::Clock;
+use crate::config::UpstreamConfig;
+use crate::hooks::WatchSource;
+use crate::protocol::filter::Hash32;
+use crate::protocol::{Filter, SharedEvent, VerifiedEvent};
+use crate::store::{EventStore, Visibility};
+
+pub struct Audience {
+    pub registry: Registry,
+    /// Registered pubkeys' mute lists, consulted by the matcher.
+    pub mutes: MuteLists,
+    /// Registered pubkeys' NIP-17 DM inbox relays, which the watch plan adds.
+    inbox: InboxRelays,
+    /// Judges the relays registrations name, which the upstream watchers will dial; caps the watch plan.
+    pub upstream: UpstreamConfig,
+    /// `[push] max_relays`: inbox relays kept per pubkey.
+    max_relays: usize,
+    /// Notified when what the upstream watchers should watch may have changed.
+    plan_changed: Arc<Notify>,
+    /// For the lists published here.
+    events: Arc<dyn EventStore>,
+    pub clock: Clock,
+}
+
+impl Audience {
+    pub fn new(
+        registry: Registry,
+        upstream: UpstreamConfig,
+        max_relays: usize,
+        events: Arc<dyn EventStore>,
+        clock: Clock,
+    ) -> Self {
+        let (mutes, inbox, plan_changed) = (MuteLists::default(), InboxRelays::default(), Arc::default());
+        Self { registry, mutes, inbox, upstream, max_relays, plan_changed, events, clock }
+    }
+
+    /// The clock's time as the registry counts it (seconds, signed).
+    pub fn now(&self) -> i64 {
+        self.clock.db_secs()
+    }
+
+    /// Registrations or presence changed: the watchers may need another plan.
+    pub fn changed(&self) {
+        self.plan_changed.notify_one();
+    }
+
+    /// Reads the newest stored mute list and DM inbox relay list of each pubkey (those published here; watched
+    /// relays send theirs later). A pubkey without a mute list is remembered as checked, so that its heartbeats do
+    /// not ask again.
+    pub async fn load_lists(&self, pubkeys: &[Hash32]) {
+        for chunk in pubkeys.chunks(256) {
+            let filter = Filter {
+                authors: Some(chunk.to_vec()),
+                kinds: Some(vec![MUTE_LIST_KIND, INBOX_RELAYS_KIND]),
+                limit: Some(2 * chunk.len() as u64),
+                ..Filter::default()
+            };
+            match self.events.query_filter(&filter, Visibility::default(), usize::MAX).await {
+                Ok(found) => {
+                    for stored in found {
+                        if let Some(event) = VerifiedEvent::from_stored(&stored.json) {
+                            self.offer_list(&event);
+                        }
+                    }
+                }
+                Err(e) => tracing::error!("cannot read mute lists: {e}"),
+            }
+            for pubkey in chunk {
+                self.mutes.mark_checked(pubkey);
+            }
+        }
+    }
+
+    /// Loads a pubkey's lists unless they were read already.
+    pub async fn load_lists_once(&self, pubkey: &Hash32) {
+        if !self.mutes.knows(pubkey) {
+            self.load_lists(&[*pubkey]).await;
+        }
+    }
+
+    /// Keeps the mute lists and DM inbox relays of registered pubkeys among accepted or remote events.
+    pub fn learn_lists(&self, events: &[SharedEvent]) {
+        for event in events.iter().filter(|e| [MUTE_LIST_KIND, INBOX_RELAYS_KIND].contains(&e.kind())) {
+            if self.registry.has_pubkey(event.pubkey()) {
+                self.offer_list(event);
+            }
+        }
+    }
+
+    fn offer_list(&self, event: &VerifiedEvent) {
+        self.mutes.offer(event);
+        let check = |url: &str| crate::upstream::check_relay_url(url, &self.upstream).is_ok();
+        if self.inbox.offer(event, self.max_relays, check) {
+            self.changed();
+        }
+    }
+
+    /// The author's display name from the newest stored profile (kind 0), for notification text.
+    pub async fn author_name(&self, author: &Hash32) -> Option<String> {
+        let filter = Filter { authors: Some(vec![*author]), kinds: Some(vec![0]), limit: Some(1), ..Filter::default() };
+        let profile = self.events.query_filter(&filter, Visibility::default(), usize::MAX).await.ok()?.pop()?;
+        super::text::profile_name(&profile.json)
+    }
+}
+
+impl WatchSource for Audience {
+    fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>> {
+        let limits = index::PlanLimits {
+            max_values: self.upstream.max_values_per_filter,
+            per_pubkey: self.upstream.max_relays_per_pubkey,
+            relays: self.upstream.max_connections,
+        };
+        self.registry.watch_plan(self.now(), limits, &|pubkey| self.inbox.of(pubkey))
+    }
+
+    fn plan_changed(&self) -> Arc<Notify> {
+        self.plan_changed.clone()
+    }
+}

@@ -1,0 +1,116 @@
+//! Intake of registrations: kind 22456 events addressed to the relay's push key, taken out of the relay's path
+//! (`EventConsumer`), checked, decrypted and applied to the registry; and other nodes' changes to the same
+//! registrations (`SharedRegistrations`), read again on tasks of the application's lifecycle.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use nostr::key::Keys;
+
+use super::audience::Audience;
+use super::registration;
+use super::registry::{Applied, ApplyError};
+use crate::config::PushConfig;
+use crate::hooks::{EventConsumer, SharedRegistrations};
+use crate::lifecycle::Lifecycle;
+use crate::protocol::SharedEvent;
+use crate::protocol::filter::Hash32;
+
+/// The kind of the encrypted registration events the app sends.
+pub const REGISTRATION_KIND: u16 = 22456;
+
+pub struct Intake {
+    keys: Keys,
+    /// The push pubkey as it appears in `p` tags.
+    pubkey_hex: String,
+    audience: Arc<Audience>,
+    config: PushConfig,
+    lifecycle: Lifecycle,
+}
+
+impl Intake {
+    pub fn new(keys: Keys, audience: Arc<Audience>, config: PushConfig, lifecycle: Lifecycle) -> Self {
+        let pubkey_hex = keys.public_key().to_hex();
+        Self { keys, pubkey_hex, audience, config, lifecycle }
+    }
+
+    fn is_addressed_to_us(&self, event: &SharedEvent) -> bool {
+        event.kind() == REGISTRATION_KIND && event.indexed_tags().any(|(l, v)| l == 'p' && v == self.pubkey_hex)
+    }
+
+    async fn register(&self, event: &SharedEvent) -> (bool, String) {
+        let now = self.audience.now();
+        let window = self.config.registration_window_secs as i64;
+        let created_at = crate::store::db_time(event.created_at());
+        if (created_at - now).abs() > window {
+            return (false, format!("invalid: created_at must be within {window} seconds of now"));
+        }
+        let update = match self.read(event).await {
+            Ok(update) => update,
+            Err(reason) => return (false, reason),
+        };
+        let notes = update.notes.join("; ");
+        match self.audience.registry.apply(*event.pubkey(), created_at, update, now).await {
+            Ok(Applied::Applied) => {
+                self.audience.load_lists_once(event.pubkey()).await;
+                self.audience.changed();
+                (true, notes)
+            }
+            Ok(Applied::Replay) => (true, "duplicate: a newer registration was already applied".into()),
+            Err(ApplyError::Refused(reason)) => (false, reason),
+            Err(ApplyError::Database(e)) => {
+                tracing::error!("saving a registration failed: {e}");
+                (false, "error: could not save the registration".into())
+            }
+        }
+    }
+
+    /// Decrypts and parses the content on a blocking thread (NIP-44 and the relay checks are CPU work).
+    async fn read(&self, event: &SharedEvent) -> Result<registration::RegistrationUpdate, String> {
+        let secret = self.keys.secret_key().clone();
+        let limits = self.config.clone();
+        let upstream = self.audience.upstream.clone();
+        let shared = event.clone();
+        tokio::task::spawn_blocking(move || {
+            let check_relay = |relay: &str| crate::upstream::check_relay_url(relay, &upstream).map(|_| ());
+            registration::decrypt(&shared.event, &secret)
+                .and_then(|plain| registration::parse(&plain, &limits, check_relay))
+        })
+        .await
+        .unwrap_or_else(|_| Err("error: could not read the registration".into()))
+    }
+}
+
+#[async_trait]
+impl EventConsumer for Intake {
+    async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)> {
+        if !self.is_addressed_to_us(event) {
+            return None;
+        }
+        Some(self.register(event).await)
+    }
+}
+
+/// Registrations made through other nodes on the same PostgreSQL database.
+impl SharedRegistrations for Intake {
+    fn changed(&self, pubkey: Hash32) {
+        let audience = self.audience.clone();
+        self.lifecycle.spawn(async move {
+            if let Err(e) = audience.registry.reload(&pubkey).await {
+                tracing::error!("cannot reload changed registrations: {e}");
+            }
+            audience.load_lists_once(&pubkey).await;
+            audience.changed();
+        });
+    }
+
+    fn resync(&self) {
+        let audience = self.audience.clone();
+        self.lifecycle.spawn(async move {
+            if let Err(e) = audience.registry.load().await {
+                tracing::error!("cannot reload registrations: {e}");
+            }
+            audience.changed();
+        });
+    }
+}
