@@ -5,7 +5,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::device::Device;
-use pushrelay::push::index::{Registration, RegistrationIndex};
+use pushrelay::push::index::{Hellthreads, Registration, RegistrationIndex};
 
 /// The n-th of `size` registrations; every group has 100 members whatever the size, so that the work an event
 /// causes is the same and only the index size varies.
@@ -13,18 +13,12 @@ fn registration(n: u32, size: u32) -> Registration {
     let mut pubkey = [0x5au8; 32];
     pubkey[..4].copy_from_slice(&n.to_le_bytes());
     let token = hex::encode(pubkey);
+    let device = Device::Apns { topic: None, token: token.clone() };
     Registration {
-        pubkey,
-        device_id: token.clone(),
-        device: Device::Apns { topic: None, token },
         kinds: vec![4, 44, 1059, 42, 9735, 9, 10, 1, 6, 7],
         p_tags: vec![hex::encode(pubkey)],
         e_tags: vec![format!("group-{}", n % (size / 100))],
-        authors: Vec::new(),
-        exclude_authors: Vec::new(),
-        relays: Vec::new(),
-        created_at: 0,
-        updated_at: 0,
+        ..Registration::new(pubkey, &token, device, 0)
     }
 }
 
@@ -48,13 +42,13 @@ fn matcher(c: &mut Criterion) {
         let miss = event(&[&["p", &stranger], &["e", "nothing"], &["t", "nostr"]]);
         let group_message = event(&[&["h", "group-7"]]);
         group.bench_with_input(BenchmarkId::new("dm_to_a_registered_user", size), &hit, |b, e| {
-            b.iter(|| index.matching(e, 0, 180))
+            b.iter(|| index.matching(e, 0, 180, Hellthreads { max_mentions: 10, for_everyone: false }))
         });
         group.bench_with_input(BenchmarkId::new("event_matching_no_one", size), &miss, |b, e| {
-            b.iter(|| index.matching(e, 0, 180))
+            b.iter(|| index.matching(e, 0, 180, Hellthreads { max_mentions: 10, for_everyone: false }))
         });
         group.bench_with_input(BenchmarkId::new("group_message", size), &group_message, |b, e| {
-            b.iter(|| index.matching(e, 0, 180))
+            b.iter(|| index.matching(e, 0, 180, Hellthreads { max_mentions: 10, for_everyone: false }))
         });
     }
     group.finish();

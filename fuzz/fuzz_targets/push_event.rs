@@ -9,7 +9,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::device::Device;
-use pushrelay::push::index::{Registration, RegistrationIndex};
+use pushrelay::push::index::{Hellthreads, Registration, RegistrationIndex};
 use pushrelay::push::mutes::{MuteList, MuteLists};
 use pushrelay::push::text::{Summary, body, profile_name};
 use pushrelay::push::zap;
@@ -20,18 +20,13 @@ const USER: [u8; 32] = [7; 32];
 static INDEX: LazyLock<RegistrationIndex> = LazyLock::new(|| {
     let mut index = RegistrationIndex::default();
     let device_id = "ab".repeat(32);
+    let device = Device::parse(&device_id, &[], false).unwrap();
     index.insert(Registration {
-        pubkey: USER,
-        device: Device::parse(&device_id, &[], false).unwrap(),
-        device_id,
         kinds: vec![1, 4, 7, 9, 1059, 9735, 10000],
         p_tags: vec![hex::encode(USER)],
         e_tags: vec!["group-1".into(), "ee".repeat(32)],
-        authors: vec![],
-        exclude_authors: vec![],
-        relays: vec![],
-        created_at: 0,
-        updated_at: 0,
+        limit_mentions: true,
+        ..Registration::new(USER, &device_id, device, 0)
     });
     index
 });
@@ -52,7 +47,7 @@ fuzz_target!(|data: &[u8]| {
         "sig": "00".repeat(64),
     });
     let Some(event) = VerifiedEvent::from_stored(&event.to_string()) else { return };
-    let _ = INDEX.matching(&event, 1_700_000_000, 180);
+    let _ = INDEX.matching(&event, 1_700_000_000, 180, Hellthreads { max_mentions: 10, for_everyone: false });
     let mutes = MuteLists::default();
     mutes.offer(&event);
     let _ = mutes.silences(event.pubkey(), &event);

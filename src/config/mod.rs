@@ -352,6 +352,7 @@ impl Config {
             ("upstream.max_pending_writes", self.upstream.max_pending_writes),
             ("upstream.max_message_bytes", self.upstream.max_message_bytes),
             ("push.device_burst", self.push.device_burst as usize),
+            ("push.max_mentions", self.push.max_mentions),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
         ] {
             if value == 0 {

@@ -44,6 +44,11 @@ pub struct PushConfig {
     /// An event whose `created_at` is older than this many seconds is not pushed. Keep it above two days: gift
     /// wraps (1059) are dated up to two days back on purpose.
     pub max_event_age_secs: u64,
+    /// An event that `p`-tags more than this many pubkeys is a hellthread: it notifies no one through their `p`
+    /// tag who asked to be spared (YakiHonne's `enableMaxMentions`), or anyone with `suppress_hellthreads`.
+    pub max_mentions: usize,
+    /// Spare everyone hellthreads (they still notify through the groups a registration watches).
+    pub suppress_hellthreads: bool,
     /// Pushes one device may get at once; beyond it, notifications are merged ("3 new messages").
     pub device_burst: u32,
     /// One more push per device is allowed every this many seconds.
@@ -75,6 +80,8 @@ impl Default for PushConfig {
             max_queued_jobs: 1_000_000,
             max_pending_intake: 10_000,
             max_event_age_secs: 7 * 24 * 3600,
+            max_mentions: 10,
+            suppress_hellthreads: false,
             device_burst: 5,
             device_refill_secs: 12,
             apns: ApnsConfig::default(),

@@ -26,6 +26,31 @@ pub struct Registration {
     pub relays: Vec<String>,
     pub created_at: i64,
     pub updated_at: i64,
+    /// Notify only for events by `authors` (gift wraps excepted).
+    pub only_from_authors: bool,
+    /// Skip hellthreads (YakiHonne's `enableMaxMentions`).
+    pub limit_mentions: bool,
+}
+
+impl Registration {
+    /// A device new to the pubkey, wanting nothing yet.
+    pub fn new(pubkey: Hash32, device_id: &str, device: Device, now: i64) -> Self {
+        Self {
+            pubkey,
+            device_id: device_id.to_owned(),
+            device,
+            kinds: Vec::new(),
+            p_tags: Vec::new(),
+            e_tags: Vec::new(),
+            authors: Vec::new(),
+            exclude_authors: Vec::new(),
+            relays: Vec::new(),
+            created_at: now,
+            updated_at: now,
+            only_from_authors: false,
+            limit_mentions: false,
+        }
+    }
 }
 
 /// Presence belongs to the pubkey (heartbeats carry no device id).
@@ -45,6 +70,17 @@ impl Presence {
 }
 
 type Key = (Hash32, String);
+
+/// The kind of NIP-59 gift wraps.
+const GIFT_WRAP_KIND: u16 = 1059;
+
+/// Who is spared events that `p`-tag more than `max_mentions` pubkeys: those whose registration asks
+/// (`limit_mentions`), or everyone (`[push] suppress_hellthreads`).
+#[derive(Debug, Clone, Copy)]
+pub struct Hellthreads {
+    pub max_mentions: usize,
+    pub for_everyone: bool,
+}
 
 /// What the registrations watching one relay want there.
 #[derive(Default)]
@@ -295,25 +331,41 @@ impl RegistrationIndex {
     /// The registrations an event should notify now (spec: Matching): a `p` tag in its `#p` or an `e`/`h` tag in
     /// its `#e`, its kind in `kinds`, an author other than the pubkey itself and not excluded, and the pubkey
     /// offline.
-    pub fn matching(&self, event: &VerifiedEvent, now: i64, timeout_secs: i64) -> Vec<Arc<Registration>> {
-        let mut keys: HashSet<&Key> = HashSet::new();
+    pub fn matching(
+        &self,
+        event: &VerifiedEvent,
+        now: i64,
+        timeout_secs: i64,
+        rule: Hellthreads,
+    ) -> Vec<Arc<Registration>> {
+        let (mut via_p, mut via_e): (HashSet<&Key>, HashSet<&Key>) = (HashSet::new(), HashSet::new());
+        let mut mentioned: HashSet<&str> = HashSet::new();
         for (letter, value) in event.indexed_tags() {
-            let map = match letter {
-                'p' => &self.by_p,
-                'e' | 'h' => &self.by_e,
-                _ => continue,
-            };
-            keys.extend(map.get(value).into_iter().flatten());
+            match letter {
+                'p' => {
+                    mentioned.insert(value);
+                    via_p.extend(self.by_p.get(value).into_iter().flatten());
+                }
+                'e' | 'h' => via_e.extend(self.by_e.get(value).into_iter().flatten()),
+                _ => {}
+            }
         }
+        // A hellthread reaches those who asked to be spared (or everyone, by the operator's choice) only through
+        // the groups they watch, never through their `p` tag.
+        let hellthread = mentioned.len() > rule.max_mentions;
+        let spared = |r: &Registration| hellthread && (rule.for_everyone || r.limit_mentions);
         let author = event.event.pubkey.to_hex();
         let kind = event.kind();
-        let mut found: Vec<Arc<Registration>> = keys
-            .into_iter()
-            .map(|key| &self.registrations[key])
+        let from_anyone = kind == GIFT_WRAP_KIND; // signed by a throwaway key, never a contact
+        let mut found: Vec<Arc<Registration>> = via_e
+            .iter()
+            .map(|key| &self.registrations[*key])
+            .chain(via_p.difference(&via_e).map(|key| &self.registrations[*key]).filter(|r| !spared(r)))
             .filter(|r| {
                 r.kinds.contains(&kind)
                     && r.pubkey != *event.pubkey()
                     && !r.exclude_authors.contains(&author)
+                    && (!r.only_from_authors || from_anyone || r.authors.contains(&author))
                     && !self.presence(&r.pubkey).is_online(now, timeout_secs)
             })
             .cloned()
@@ -326,21 +378,16 @@ impl RegistrationIndex {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nostr::prelude::{EventBuilder, FinalizeEvent, Keys, Kind, Tag};
 
     fn registration(pubkey: u8, device: u8, relays: &[String]) -> Registration {
         let device_id = format!("{device:02x}").repeat(32);
+        let device = Device::parse(&device_id, &[], false).unwrap();
         Registration {
-            pubkey: [pubkey; 32],
-            device: Device::parse(&device_id, &[], false).unwrap(),
-            device_id,
             kinds: vec![1],
             p_tags: vec![hex::encode([pubkey; 32])],
-            e_tags: vec![],
-            authors: vec![],
-            exclude_authors: vec![],
             relays: relays.to_vec(),
-            created_at: 0,
-            updated_at: 0,
+            ..Registration::new([pubkey; 32], &device_id, device, 0)
         }
     }
 
@@ -364,5 +411,48 @@ mod tests {
         let few = plan(10, 4);
         assert!(few.contains(&"wss://a.example".to_owned()) && few.contains(&"wss://b.example".to_owned()), "{few:?}");
         assert_eq!(few.len(), 4);
+    }
+
+    /// An event by `author` of `kind`, `p`-tagging `mentions` pubkeys (1, 2, ...) and `h`-tagging `group`.
+    fn event(author: &Keys, kind: u16, mentions: u8, group: Option<&str>) -> VerifiedEvent {
+        let mut tags: Vec<Tag> = (1..=mentions).map(|n| Tag::parse(["p", &hex::encode([n; 32])]).unwrap()).collect();
+        tags.extend(group.map(|g| Tag::parse(["h", g]).unwrap()));
+        let event = EventBuilder::new(Kind::from(kind), "").tags(tags).finalize(author).unwrap();
+        VerifiedEvent::new(event)
+    }
+
+    fn notified(index: &RegistrationIndex, event: &VerifiedEvent, for_everyone: bool) -> Vec<u8> {
+        let rule = Hellthreads { max_mentions: 3, for_everyone };
+        index.matching(event, 0, 180, rule).iter().map(|r| r.pubkey[0]).collect()
+    }
+
+    #[test]
+    fn hellthreads_spare_who_asked_except_through_their_groups() {
+        let mut index = RegistrationIndex::default();
+        index.insert(registration(1, 1, &[]));
+        let mut spared = registration(2, 2, &[]);
+        spared.limit_mentions = true;
+        spared.kinds = vec![1, 9];
+        spared.e_tags = vec!["group".into()];
+        index.insert(spared);
+        let author = Keys::generate();
+        assert_eq!(notified(&index, &event(&author, 1, 3, None), false), vec![1, 2], "three mentions: no hellthread");
+        assert_eq!(notified(&index, &event(&author, 1, 4, None), false), vec![1], "only who asked is spared");
+        assert!(notified(&index, &event(&author, 1, 4, None), true).is_empty(), "the operator spares everyone");
+        assert_eq!(notified(&index, &event(&author, 9, 4, Some("group")), true), vec![2], "groups still notify");
+    }
+
+    #[test]
+    fn only_from_authors_lets_gift_wraps_through() {
+        let mut index = RegistrationIndex::default();
+        let (friend, stranger) = (Keys::generate(), Keys::generate());
+        let mut picky = registration(1, 1, &[]);
+        picky.kinds = vec![1, 1059];
+        picky.only_from_authors = true;
+        picky.authors = vec![friend.public_key().to_hex()];
+        index.insert(picky);
+        assert_eq!(notified(&index, &event(&friend, 1, 1, None), false), vec![1]);
+        assert!(notified(&index, &event(&stranger, 1, 1, None), false).is_empty());
+        assert_eq!(notified(&index, &event(&stranger, 1059, 1, None), false), vec![1], "a wrap's signer is no contact");
     }
 }

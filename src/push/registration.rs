@@ -20,6 +20,10 @@ pub struct RegistrationUpdate {
     pub exclude_authors: Option<Vec<String>>,
     pub relays: Option<Vec<String>>,
     pub online: Option<bool>,
+    /// `only_from_authors`: notify only for events by `authors` (gift wraps excepted).
+    pub only_from_authors: Option<bool>,
+    /// YakiHonne's `enableMaxMentions`: skip hellthreads (more than `[push] max_mentions` `p` tags).
+    pub limit_mentions: Option<bool>,
     /// What was left out of an honest but over-long or partly unusable registration ("relays: kept the first 16
     /// of 20"): it is applied all the same, and the app is told in the OK message.
     pub notes: Vec<String>,
@@ -38,6 +42,8 @@ impl RegistrationUpdate {
             || self.authors.is_some()
             || self.exclude_authors.is_some()
             || self.relays.is_some()
+            || self.only_from_authors.is_some()
+            || self.limit_mentions.is_some()
     }
 }
 
@@ -75,6 +81,8 @@ pub fn parse(
         exclude_authors: pubkey_list(&object, "exclude_authors", limits.max_authors, &mut notes)?,
         relays: None,
         online: None,
+        only_from_authors: flag(&object, "only_from_authors")?,
+        limit_mentions: flag(&object, "enableMaxMentions")?,
         notes: Vec::new(),
     };
     if let Some(kinds) = object.get("kinds") {
@@ -87,14 +95,7 @@ pub fn parse(
         keep_first("kinds", &mut kinds, limits.max_kinds, &mut notes);
         update.kinds = Some(kinds);
     }
-    if let Some(online) = object.get("online") {
-        update.online = Some(match online {
-            Value::Bool(b) => *b,
-            Value::Number(n) if n.as_u64() == Some(0) => false,
-            Value::Number(n) if n.as_u64() == Some(1) => true,
-            _ => return Err("invalid: online must be 0 or 1".into()),
-        });
-    }
+    update.online = flag(&object, "online")?;
     // Relays are judged before the cap, so that an unusable one does not take a usable one's place.
     if let Some(relays) = string_list(&object, "relays", usize::MAX, &mut notes)? {
         let mut usable = Vec::with_capacity(relays.len());
@@ -117,6 +118,17 @@ fn keep_first<T>(field: &str, list: &mut Vec<T>, max: usize, notes: &mut Vec<Str
     if list.len() > max {
         notes.push(format!("{field}: kept the first {max} of {}", list.len()));
         list.truncate(max);
+    }
+}
+
+/// A yes-or-no field: `true`/`false`, or `1`/`0` as the apps send `online`.
+fn flag(object: &Map<String, Value>, field: &str) -> Result<Option<bool>, String> {
+    match object.get(field) {
+        None => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
+        Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
+        Some(_) => Err(format!("invalid: {field} must be true or false (or 1 or 0)")),
     }
 }
 
@@ -193,6 +205,10 @@ mod tests {
         assert_eq!(update.online, None);
         assert!(update.has_fields());
         assert!(update.notes.is_empty());
+        assert_eq!((update.only_from_authors, update.limit_mentions), (None, None), "absent: unchanged");
+        let options = parse(r#"{"only_from_authors":true,"enableMaxMentions":1}"#, &limits()).unwrap();
+        assert_eq!((options.only_from_authors, options.limit_mentions), (Some(true), Some(true)));
+        assert!(options.has_fields());
     }
 
     #[test]
@@ -227,6 +243,8 @@ mod tests {
             (r##"{"#p":["nothex"]}"##, "#p"),
             (r##"{"#e":[1]}"##, "#e"),
             (r#"{"online":"yes"}"#, "online"),
+            (r#"{"only_from_authors":"yes"}"#, "only_from_authors"),
+            (r#"{"enableMaxMentions":[]}"#, "enableMaxMentions"),
         ] {
             let err = parse(text, &limits()).unwrap_err();
             assert!(err.starts_with("invalid:") && err.contains(field), "{text}: {err}");

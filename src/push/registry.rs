@@ -10,7 +10,7 @@ use std::sync::{Arc, RwLock};
 use tokio::sync::Mutex;
 
 use super::device::{Device, shorten};
-use super::index::{Presence, Registration, RegistrationIndex};
+use super::index::{Hellthreads, Presence, Registration, RegistrationIndex};
 use super::registration::RegistrationUpdate;
 use crate::config::PushConfig;
 use crate::protocol::VerifiedEvent;
@@ -204,7 +204,7 @@ impl Registry {
         }
         let limit =
             SharedDeviceLimit { device_id: device_id.clone(), max_pubkeys: self.config.max_pubkeys_per_device as u64 };
-        Ok((vec![merged(fresh(pubkey, device_id, device, now), update, now)], Some(limit)))
+        Ok((vec![merged(Registration::new(pubkey, device_id, device, now), update, now)], Some(limit)))
     }
 
     fn parse_device(&self, device_id: &str) -> Result<Device, String> {
@@ -274,7 +274,9 @@ impl Registry {
     /// The registrations an event should notify now: what the push matcher asks.
     pub fn matching(&self, event: &VerifiedEvent, now: i64) -> Vec<Arc<Registration>> {
         let timeout = self.config.heartbeat_timeout_secs as i64;
-        self.index.read().expect("registration index lock").matching(event, now, timeout)
+        let rule =
+            Hellthreads { max_mentions: self.config.max_mentions, for_everyone: self.config.suppress_hellthreads };
+        self.index.read().expect("registration index lock").matching(event, now, timeout, rule)
     }
 }
 
@@ -292,6 +294,8 @@ fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64)
     replace(&mut registration.authors, &update.authors);
     replace(&mut registration.exclude_authors, &update.exclude_authors);
     replace(&mut registration.relays, &update.relays);
+    registration.only_from_authors = update.only_from_authors.unwrap_or(registration.only_from_authors);
+    registration.limit_mentions = update.limit_mentions.unwrap_or(registration.limit_mentions);
     // A registration that never named `#p` (YakiHonne's) is for its signer (spec: "What the decrypted content
     // says"); an empty list is taken the same way, so that such registrations stored earlier mend themselves at the
     // app's next heartbeat.
@@ -300,22 +304,6 @@ fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64)
     }
     registration.updated_at = now;
     registration
-}
-
-fn fresh(pubkey: Hash32, device_id: &str, device: Device, now: i64) -> Registration {
-    Registration {
-        pubkey,
-        device_id: device_id.to_owned(),
-        device,
-        kinds: Vec::new(),
-        p_tags: Vec::new(),
-        e_tags: Vec::new(),
-        authors: Vec::new(),
-        exclude_authors: Vec::new(),
-        relays: Vec::new(),
-        created_at: now,
-        updated_at: now,
-    }
 }
 
 fn row_of(r: &Registration) -> RegistrationRow {
@@ -331,6 +319,8 @@ fn row_of(r: &Registration) -> RegistrationRow {
         platform: r.device.platform().to_owned(),
         created_at: r.created_at,
         updated_at: r.updated_at,
+        only_from_authors: r.only_from_authors,
+        limit_mentions: r.limit_mentions,
     }
 }
 
@@ -347,6 +337,8 @@ fn registration_from_row(row: RegistrationRow, device: Device) -> Registration {
         relays: row.relays,
         created_at: row.created_at,
         updated_at: row.updated_at,
+        only_from_authors: row.only_from_authors,
+        limit_mentions: row.limit_mentions,
     }
 }
 

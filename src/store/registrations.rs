@@ -21,6 +21,8 @@ pub struct RegistrationRow {
     pub platform: String,
     pub created_at: i64,
     pub updated_at: i64,
+    pub only_from_authors: bool,
+    pub limit_mentions: bool,
 }
 
 /// One pubkey's presence, as stored.
@@ -95,17 +97,20 @@ pub trait RegistrationStore: Send + Sync {
 /// The statements the SQLite and PostgreSQL stores share (parameters in order of first use: rusqlite numbers `$n`
 /// names that way).
 pub(super) const SELECT_REGISTRATIONS: &str = "SELECT pubkey, device_id, kinds, p_tags, e_tags, authors,
-     exclude_authors, relays, platform, created_at, updated_at FROM push_registrations";
+     exclude_authors, relays, platform, created_at, updated_at, only_from_authors, limit_mentions
+     FROM push_registrations";
 pub(super) const SELECT_PRESENCE: &str = "SELECT pubkey, online, last_heartbeat FROM push_presence";
 pub(super) const LAST_APPLIED: &str = "SELECT last_applied_at FROM push_presence WHERE pubkey = $1";
 pub(super) const COUNT_DEVICE: &str = "SELECT COUNT(*) FROM push_registrations WHERE device_id = $1";
 pub(super) const REMOVE_PUBKEY: &str = "DELETE FROM push_registrations WHERE pubkey = $1";
 pub(super) const SAVE_REGISTRATION: &str = "INSERT INTO push_registrations
-       (pubkey, device_id, kinds, p_tags, e_tags, authors, exclude_authors, relays, platform, created_at, updated_at)
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+       (pubkey, device_id, kinds, p_tags, e_tags, authors, exclude_authors, relays, platform, created_at, updated_at,
+        only_from_authors, limit_mentions)
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)
      ON CONFLICT (pubkey, device_id) DO UPDATE SET kinds = excluded.kinds, p_tags = excluded.p_tags,
        e_tags = excluded.e_tags, authors = excluded.authors, exclude_authors = excluded.exclude_authors,
-       relays = excluded.relays, platform = excluded.platform, updated_at = excluded.updated_at";
+       relays = excluded.relays, platform = excluded.platform, updated_at = excluded.updated_at,
+       only_from_authors = excluded.only_from_authors, limit_mentions = excluded.limit_mentions";
 pub(super) const RESET_BADGES: &str = "UPDATE push_registrations SET badge = 0 WHERE pubkey = $1";
 /// Keeps the newest `last_applied_at`, whatever order changes commit in.
 pub(super) const SAVE_PRESENCE: &str =
@@ -132,6 +137,8 @@ pub(super) struct StoredRegistration {
     platform: String,
     created_at: i64,
     updated_at: i64,
+    only_from_authors: i64,
+    limit_mentions: i64,
 }
 
 impl StoredRegistration {
@@ -150,6 +157,8 @@ impl StoredRegistration {
             platform: self.platform,
             created_at: self.created_at,
             updated_at: self.updated_at,
+            only_from_authors: self.only_from_authors != 0,
+            limit_mentions: self.limit_mentions != 0,
         })
     }
 }

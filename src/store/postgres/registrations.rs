@@ -129,6 +129,8 @@ async fn save(conn: &mut PgConnection, row: &RegistrationRow) -> Result<(), Stor
         .bind(&row.platform)
         .bind(row.created_at)
         .bind(row.updated_at)
+        .bind(i64::from(row.only_from_authors))
+        .bind(i64::from(row.limit_mentions))
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -119,7 +119,9 @@ fn save(tx: &Transaction, row: &RegistrationRow) -> Result<(), StoreError> {
         relays,
         row.platform,
         row.created_at,
-        row.updated_at
+        row.updated_at,
+        i64::from(row.only_from_authors),
+        i64::from(row.limit_mentions)
     ])?;
     Ok(())
 }
