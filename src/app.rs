@@ -12,7 +12,7 @@ use crate::activity::EventActivity;
 use crate::clock::Clock;
 use crate::cluster::{self, EphemeralAnnouncer};
 use crate::config::Config;
-use crate::hooks::{EventConsumer, RemoteEvents, SharedRegistrations};
+use crate::hooks::{DeviceRegistrar, EventConsumer, RemoteEvents, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
 use crate::push::PushService;
 use crate::relay::subscriptions::SubscriptionIndex;
@@ -171,6 +171,7 @@ async fn relay_state(
         subscriptions,
         listeners,
         consumer: push.as_ref().map(|p| p.intake.clone() as Arc<dyn EventConsumer>),
+        registrar: push.as_ref().map(|p| p.intake.clone() as Arc<dyn DeviceRegistrar>),
         moderation_store: store.clone(),
         shutdown: run.lifecycle.shutdown(),
         clock: run.clock.clone(),

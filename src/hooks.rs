@@ -40,3 +40,12 @@ pub trait WatchSource: Send + Sync {
 pub trait RemoteEvents: Send + Sync {
     fn remote_event(&self, event: SharedEvent);
 }
+
+/// Registers devices for an HTTP API (NIP-97's `POST /register`); the caller verified each event and the
+/// operator's policy for its author.
+#[async_trait]
+pub trait DeviceRegistrar: Send + Sync {
+    /// `Ok(true)` when the device was registered for the pubkey already (replaced), `Ok(false)` when added; Err:
+    /// why not, with a NIP-01 prefix.
+    async fn register_device(&self, event: &SharedEvent) -> Result<bool, String>;
+}

@@ -4,18 +4,21 @@ pub mod client_ip;
 mod nip11;
 mod nip86;
 mod nip98;
+mod register;
 pub mod serve;
 mod status;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::Router;
+use axum::body::{Body, Bytes};
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{ConnectInfo, Extension, State, WebSocketUpgrade};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
+use axum::routing::post;
+use axum::{Json, Router};
 use tower_http::cors::{Any, CorsLayer};
 
 use crate::relay::{RelayState, connection};
@@ -36,7 +39,23 @@ pub fn router(state: Arc<RelayState>) -> Result<Router, String> {
     if state.config().server.metrics_bind.is_none() {
         router = router.route("/metrics", get(status::metrics));
     }
+    if state.registrar.is_some() {
+        router = router.route("/register", post(register::handle));
+    }
     Ok(router.layer(cors).layer(Extension(client_ip)).with_state(state))
+}
+
+/// Reads a request body: at most `[server] max_body_bytes`, within the request-head deadline (a slow body is not
+/// waited for).
+async fn read_bounded(config: &crate::Config, body: Body) -> Result<Bytes, Response> {
+    let refuse =
+        |status: StatusCode, reason: &str| (status, Json(serde_json::json!({"error": reason}))).into_response();
+    let deadline = std::time::Duration::from_secs(config.server.handshake_timeout_secs.max(1));
+    match tokio::time::timeout(deadline, axum::body::to_bytes(body, config.server.max_body_bytes)).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) => Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large or was cut off")),
+        Err(_) => Err(refuse(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
+    }
 }
 
 /// `/metrics` alone, for `[server] metrics_bind` (an address only the monitoring system reaches).

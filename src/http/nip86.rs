@@ -4,7 +4,6 @@
 //! in `[auth] admin_pubkeys`). Decisions are kept in the database and applied at once (other nodes within a minute).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::Json;
 use axum::body::{Body, Bytes};
@@ -58,12 +57,7 @@ async fn read_body(state: &RelayState, headers: &HeaderMap, body: Body) -> Resul
     if config.auth.admin_pubkeys.is_empty() || !headers.contains_key(header::AUTHORIZATION) {
         return Err(refuse(StatusCode::UNAUTHORIZED, "expected Authorization: Nostr <base64 of a kind 27235 event>"));
     }
-    let deadline = Duration::from_secs(config.server.handshake_timeout_secs.max(1));
-    match tokio::time::timeout(deadline, axum::body::to_bytes(body, config.server.max_body_bytes)).await {
-        Ok(Ok(body)) => Ok(body),
-        Ok(Err(_)) => Err(refuse(StatusCode::PAYLOAD_TOO_LARGE, "the body is too large or was cut off")),
-        Err(_) => Err(refuse(StatusCode::REQUEST_TIMEOUT, "the body did not arrive in time")),
-    }
+    super::read_bounded(&config, body).await
 }
 
 fn answer(outcome: Result<Value, String>) -> Response {

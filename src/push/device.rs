@@ -7,6 +7,9 @@ const MIN_APNS_TOKEN_HEX: usize = 64;
 const EMBEDDED_FCM_PREFIX: &str = "Embedded-FCM/FCM?";
 /// A browser's Web Push subscription: this prefix, then the base64url of its `PushSubscription` JSON.
 const WEB_PUSH_PREFIX: &str = "webpush:";
+/// NIP-97 devices are stored under this prefix followed by their `challenge` (`google:<FCM token>`,
+/// `apple:<hex APNs token>`, `unifiedpush:<endpoint>`): a form of their own, which no 0xchat device id may take.
+pub const NIP97_PREFIX: &str = "nip97:";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Device {
@@ -28,7 +31,7 @@ impl Device {
     /// endpoints must be `https://` unless `allow_plain_http` (test stand-ins).
     pub fn parse(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, String> {
         let unknown = || format!("invalid: unrecognised deviceId {:?}", shorten(device_id));
-        if device_id.len() > MAX_DEVICE_ID_LENGTH || device_id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        if !is_plain(device_id) || device_id.starts_with(NIP97_PREFIX) {
             return Err(unknown());
         }
         if is_hex_token(device_id) {
@@ -66,10 +69,44 @@ impl Device {
                 shorten(device_id)
             ));
         }
-        if device_id.len() >= 16 && device_id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b)) {
+        if is_fcm_token(device_id) {
             return Ok(Self::Fcm { token: device_id.to_owned() });
         }
         Err(unknown())
+    }
+
+    /// A stored device id of either protocol: a NIP-97 challenge under `NIP97_PREFIX`, or a 0xchat device id.
+    pub fn parse_stored(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, String> {
+        match device_id.strip_prefix(NIP97_PREFIX) {
+            Some(challenge) => Self::parse_challenge(challenge, allow_plain_http),
+            None => Self::parse(device_id, bundle_ids, allow_plain_http),
+        }
+    }
+
+    /// A NIP-97 `challenge` tag's value: `google:<FCM token>`, `apple:<hex APNs token>` (the default topic) or
+    /// `unifiedpush:<endpoint>`.
+    pub fn parse_challenge(challenge: &str, allow_plain_http: bool) -> Result<Self, String> {
+        let refused = || "invalid: challenge must be google:<FCM token>, apple:<hex APNs token> or unifiedpush:<URL>";
+        let (system, token) = challenge.split_once(':').filter(|(_, token)| is_plain(token)).ok_or_else(refused)?;
+        match system {
+            "google" if is_fcm_token(token) => Ok(Self::Fcm { token: token.to_owned() }),
+            "apple" if is_hex_token(token) => Ok(Self::Apns { topic: None, token: token.to_ascii_lowercase() }),
+            "unifiedpush" if is_endpoint(token, allow_plain_http) => {
+                Ok(Self::UnifiedPush { endpoint: token.to_owned() })
+            }
+            _ => Err(refused().to_owned()),
+        }
+    }
+
+    /// Where notifications go, whichever form or protocol named the device: registrations with one address are
+    /// one device to push (an event notifies it once).
+    pub fn address(&self) -> String {
+        match self {
+            Self::Apns { token, .. } => format!("apns:{token}"),
+            Self::Fcm { token } | Self::EmbeddedFcm { token, .. } => format!("fcm:{token}"),
+            Self::UnifiedPush { endpoint } => format!("up:{endpoint}"),
+            Self::WebPush { endpoint, .. } => format!("webpush:{endpoint}"),
+        }
     }
 
     pub fn platform(&self) -> &'static str {
@@ -127,6 +164,20 @@ fn base64url(text: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text.trim_end_matches('=')).ok()
 }
 
+/// Not over-long, no white space or control characters.
+fn is_plain(text: &str) -> bool {
+    text.len() <= MAX_DEVICE_ID_LENGTH && !text.chars().any(|c| c.is_whitespace() || c.is_control())
+}
+
+fn is_fcm_token(text: &str) -> bool {
+    text.len() >= 16 && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_:.".contains(&b))
+}
+
+/// A NIP-97 device's stored id.
+pub fn is_nip97(device_id: &str) -> bool {
+    device_id.starts_with(NIP97_PREFIX)
+}
+
 fn is_hex_token(text: &str) -> bool {
     text.len() >= MIN_APNS_TOKEN_HEX && text.bytes().all(|b| b.is_ascii_hexdigit())
 }
@@ -181,6 +232,22 @@ mod tests {
         );
     }
 
+    #[test]
+    fn nip97_challenges_and_one_address_per_device() {
+        let token = "dXk3:APA91bH-some_FCM.token";
+        let google = Device::parse_challenge(&format!("google:{token}"), false).unwrap();
+        assert_eq!(google.address(), Device::parse(token, &bundles(), false).unwrap().address());
+        let stored = Device::parse_stored(&format!("{NIP97_PREFIX}google:{token}"), &bundles(), false).unwrap();
+        assert_eq!(stored, google);
+        let apple = Device::parse_challenge(&format!("apple:{}", "AB".repeat(32)), false).unwrap();
+        assert_eq!(apple, Device::Apns { topic: None, token: "ab".repeat(32) });
+        let up = Device::parse_challenge("unifiedpush:https://up.example/x", false).unwrap();
+        assert_eq!(up.address(), "up:https://up.example/x");
+        for bad in ["fax:1", "google:short", "apple:xyz", "unifiedpush:http://up.example/x", "google", ""] {
+            assert!(Device::parse_challenge(bad, false).unwrap_err().starts_with("invalid: challenge"), "{bad}");
+        }
+    }
+
     fn web_key(bytes: &[u8]) -> String {
         use base64::Engine;
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
@@ -216,6 +283,7 @@ mod tests {
             "Embedded-FCM/FCM?v2&instance=x".into(),
             format!("org.other.app{token}"),
             "x".repeat(5000),
+            "nip97:google:abcdefghijklmnopqrstuvwxyz".into(),
         ] {
             assert!(Device::parse(&bad, &bundles(), false).is_err(), "{bad}");
         }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::audience::Audience;
 use super::bookkeeping::Bookkeeper;
-use super::device::Device;
+use super::device::{Device, is_nip97};
 use super::jobs::PushJob;
 use super::senders::{Notification, SendOutcome, Senders};
 use super::stats::{Outcome, PushStats};
@@ -58,7 +58,7 @@ pub struct Delivery {
 }
 
 /// One delivery's view: the service, and the bookkeeper of this run of the loop.
-struct Worker {
+pub(super) struct Worker {
     delivery: Arc<Delivery>,
     books: Bookkeeper,
 }
@@ -162,18 +162,18 @@ impl Delivery {
 }
 
 /// One device's claimed jobs, as the delivery reads them.
-struct Claimed {
-    ids: Vec<i64>,
-    pushes: Vec<PushJob>,
+pub(super) struct Claimed {
+    pub(super) ids: Vec<i64>,
+    pub(super) pushes: Vec<PushJob>,
     /// The most attempts any of them had.
     attempts: u32,
     /// When the oldest was queued, and now (milliseconds).
     oldest_ms: i64,
-    now_ms: i64,
+    pub(super) now_ms: i64,
 }
 
 impl Claimed {
-    fn of(jobs: &[Job], now_ms: i64) -> Self {
+    pub(super) fn of(jobs: &[Job], now_ms: i64) -> Self {
         Self {
             ids: jobs.iter().map(|j| j.id).collect(),
             pushes: jobs.iter().filter_map(|j| serde_json::from_str(&j.payload).ok()).collect(),
@@ -187,6 +187,9 @@ impl Claimed {
 impl Worker {
     /// Sends one device's due jobs: one notification, merged when there are several.
     async fn deliver(&self, device_id: &str, jobs: Vec<Job>) {
+        if is_nip97(device_id) {
+            return self.deliver_wrapped(device_id, jobs).await;
+        }
         let claimed = Claimed::of(&jobs, self.audience.clock.millis());
         let Some(newest) = self.still_due(device_id, &claimed) else {
             return self.finish(&claimed.ids, claimed.now_ms).await;
@@ -221,9 +224,9 @@ impl Worker {
     }
 
     /// The device the id names; one of no known form (no longer configured, say) finishes its jobs as dropped.
-    async fn usable_device(&self, device_id: &str, claimed: &Claimed) -> Option<Device> {
+    pub(super) async fn usable_device(&self, device_id: &str, claimed: &Claimed) -> Option<Device> {
         let config = &self.config;
-        match Device::parse(device_id, &config.apns.bundle_ids, config.unifiedpush.allow_private_addresses) {
+        match Device::parse_stored(device_id, &config.apns.bundle_ids, config.unifiedpush.allow_private_addresses) {
             Ok(device) => Some(device),
             Err(e) => {
                 tracing::warn!("push job for an unusable device: {e}");
@@ -269,12 +272,13 @@ impl Worker {
             kind: newest.kind,
             author: newest.author.clone(),
             badge,
+            wrap: None,
         }
     }
 
     /// Records what the service said. Each outcome is counted once the queue has recorded it, so that the figures
     /// never run ahead of it.
-    async fn record(&self, device_id: &str, service: &'static str, claimed: &Claimed, outcome: SendOutcome) {
+    pub(super) async fn record(&self, device_id: &str, service: &'static str, claimed: &Claimed, outcome: SendOutcome) {
         let (ids, now_ms) = (&claimed.ids, claimed.now_ms);
         let shortened = super::device::shorten(device_id);
         match outcome {
@@ -323,14 +327,14 @@ impl Worker {
         Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)
     }
 
-    async fn finish(&self, ids: &[i64], now_ms: i64) {
+    pub(super) async fn finish(&self, ids: &[i64], now_ms: i64) {
         let update = JobUpdate::Finished { ids: ids.to_vec(), at_ms: now_ms };
         if let Err(e) = self.books.record(update).await {
             tracing::error!("cannot record finished push jobs: {e}");
         }
     }
 
-    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
+    pub(super) async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
         let update = JobUpdate::Rescheduled { ids: ids.to_vec(), due_ms, attempts };
         if let Err(e) = self.books.record(update).await {
             tracing::error!("cannot reschedule push jobs: {e}");

@@ -51,6 +51,11 @@ impl Registration {
             limit_mentions: false,
         }
     }
+
+    /// NIP-97 devices have no presence: they are always treated as offline.
+    pub fn has_presence(&self) -> bool {
+        !super::device::is_nip97(&self.device_id)
+    }
 }
 
 /// Presence belongs to the pubkey (heartbeats carry no device id).
@@ -265,15 +270,13 @@ impl RegistrationIndex {
     ) -> BTreeMap<String, Vec<Filter>> {
         let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
         for (pubkey, devices) in &self.by_pubkey {
-            if self.presence(pubkey).is_online(now, timeout_secs) {
-                continue;
-            }
+            let online = self.presence(pubkey).is_online(now, timeout_secs);
             let mut devices: Vec<&String> = devices.iter().collect();
             devices.sort();
             let registrations: Vec<&Registration> = devices
                 .into_iter()
                 .map(|device_id| &*self.registrations[&(*pubkey, device_id.clone())])
-                .filter(|r| !r.kinds.is_empty())
+                .filter(|r| !r.kinds.is_empty() && (!online || !r.has_presence()))
                 .collect();
             let mut slots = RelaySlots { taken: Vec::new(), max: limits.per_pubkey };
             for r in &registrations {
@@ -366,7 +369,7 @@ impl RegistrationIndex {
                     && r.pubkey != *event.pubkey()
                     && !r.exclude_authors.contains(&author)
                     && (!r.only_from_authors || from_anyone || r.authors.contains(&author))
-                    && !self.presence(&r.pubkey).is_online(now, timeout_secs)
+                    && !(r.has_presence() && self.presence(&r.pubkey).is_online(now, timeout_secs))
             })
             .cloned()
             .collect();

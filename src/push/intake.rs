@@ -15,6 +15,7 @@ use crate::hooks::{EventConsumer, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
 use crate::protocol::SharedEvent;
 use crate::protocol::filter::Hash32;
+use crate::upstream::normalise;
 
 /// The kind of the encrypted registration events the app sends.
 pub const REGISTRATION_KIND: u16 = 22456;
@@ -23,15 +24,22 @@ pub struct Intake {
     keys: Keys,
     /// The push pubkey as it appears in `p` tags.
     pubkey_hex: String,
-    audience: Arc<Audience>,
-    config: PushConfig,
+    pub(super) audience: Arc<Audience>,
+    pub(super) config: PushConfig,
     lifecycle: Lifecycle,
+    /// `[server] public_url`, normalised: registrations naming this relay need no watcher for it.
+    own_url: String,
 }
 
 impl Intake {
-    pub fn new(keys: Keys, audience: Arc<Audience>, config: PushConfig, lifecycle: Lifecycle) -> Self {
+    pub fn new(keys: Keys, audience: Arc<Audience>, config: &crate::Config, lifecycle: Lifecycle) -> Self {
         let pubkey_hex = keys.public_key().to_hex();
-        Self { keys, pubkey_hex, audience, config, lifecycle }
+        let (push, own_url) = (config.push.clone(), normalise(&config.server.public_url));
+        Self { keys, pubkey_hex, audience, config: push, lifecycle, own_url }
+    }
+
+    pub(super) fn is_own_url(&self, url: &str) -> bool {
+        normalise(url) == self.own_url
     }
 
     fn is_addressed_to_us(&self, event: &SharedEvent) -> bool {
@@ -50,7 +58,7 @@ impl Intake {
             Err(reason) => return (false, reason),
         };
         let notes = update.notes.join("; ");
-        match self.audience.registry.apply(*event.pubkey(), created_at, update, now).await {
+        match self.audience.registry.apply(*event.pubkey(), Some(created_at), update, now).await {
             Ok(Applied::Applied) => {
                 self.audience.load_lists_once(event.pubkey()).await;
                 self.audience.changed();

@@ -20,6 +20,9 @@ pub struct PushJob {
     pub author: String,
     #[serde(default)]
     pub summary: Summary,
+    /// The event's JSON, for deliveries that carry the event itself (NIP-97's gift wrap).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 /// What decides whether an event is pushed, and to whom.
@@ -35,8 +38,9 @@ pub struct Matcher<'a> {
 
 impl Matcher<'_> {
     /// The jobs an event causes now: one per matching device (spec: Matching) whose pubkey did not mute it, keyed
-    /// by device and event id so that the same event, seen again (a retry, or from a watched relay), never causes
-    /// a second job.
+    /// by the event id and the device's address (its token or endpoint, whichever protocol registered it), so that
+    /// the same event, seen again (a retry, or from a watched relay) or matching one device through two protocols,
+    /// never causes a second job.
     pub fn jobs_for(&self, event: &VerifiedEvent, now: i64) -> Vec<NewJob> {
         if now.saturating_sub(db_time(event.created_at())) > db_time(self.max_event_age_secs) {
             return Vec::new();
@@ -45,7 +49,8 @@ impl Matcher<'_> {
         let mut summary = None;
         let restricted = self.read_restricted_kinds.contains(&event.kind());
         for registration in self.registry.matching(event, now) {
-            if jobs.iter().any(|job| job.group_key == registration.device_id)
+            let dedup_key = format!("push:{}:{}", event.event.id.to_hex(), registration.device.address());
+            if jobs.iter().any(|job| job.dedup_key == dedup_key)
                 || (restricted && !event.is_party(&registration.pubkey))
                 || self.mutes.silences(&registration.pubkey, event)
             {
@@ -58,11 +63,12 @@ impl Matcher<'_> {
                 kind: event.kind(),
                 author: event.event.pubkey.to_hex(),
                 summary: summary.get_or_insert_with(|| Summary::of(event)).clone(),
+                event: super::device::is_nip97(&registration.device_id).then(|| event.json.to_string()),
             };
             let service = registration.device.platform();
             metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => "queued").increment(1);
             jobs.push(NewJob {
-                dedup_key: format!("push:{}:{}", job.event_id, job.device_id),
+                dedup_key,
                 group_key: job.device_id.clone(),
                 payload: serde_json::to_string(&job).expect("a job serializes"),
             });

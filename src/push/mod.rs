@@ -20,11 +20,13 @@ pub mod jobs;
 pub mod keys;
 pub mod matching;
 pub mod mutes;
+pub mod nip97;
 pub mod registration;
 pub mod registry;
 pub mod senders;
 pub mod stats;
 pub mod text;
+pub mod wrap;
 pub mod zap;
 
 use std::sync::Arc;
@@ -94,7 +96,7 @@ impl PushService {
             wake,
         });
         lifecycle.spawn(delivery.clone().run(lifecycle.shutdown()));
-        let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), push.clone(), lifecycle.clone()));
+        let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), config, lifecycle.clone()));
         Ok(Arc::new(Self { keys, vapid_public_key, audience, intake, matching: Arc::new(matching), delivery }))
     }
 

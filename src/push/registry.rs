@@ -108,11 +108,12 @@ impl Registry {
             .collect()
     }
 
-    /// Applies one decrypted registration event of `pubkey`, created at `created_at`, at relay time `now`.
+    /// Applies one decrypted registration event of `pubkey`, created at `created_at`, at relay time `now`. Without
+    /// `created_at` (NIP-97, whose events carry their own freshness window) no replay is checked.
     pub async fn apply(
         &self,
         pubkey: Hash32,
-        created_at: i64,
+        created_at: Option<i64>,
         update: RegistrationUpdate,
         now: i64,
     ) -> Result<Applied, ApplyError> {
@@ -138,7 +139,13 @@ impl Registry {
     }
 
     /// What an update changes, from the index as it is (under the change lock); Err: the refusal.
-    fn plan(&self, pubkey: Hash32, created_at: i64, update: &RegistrationUpdate, now: i64) -> Result<Planned, String> {
+    fn plan(
+        &self,
+        pubkey: Hash32,
+        created_at: Option<i64>,
+        update: &RegistrationUpdate,
+        now: i64,
+    ) -> Result<Planned, String> {
         let (current, presence) = {
             let index = self.index.read().expect("registration index lock");
             (index.registrations_of(&pubkey), index.presence(&pubkey))
@@ -164,7 +171,8 @@ impl Registry {
     }
 
     /// A replay is answered as one even when the update would also be refused: replays are checked first.
-    async fn replay_or(&self, pubkey: Hash32, created_at: i64, refusal: String) -> Result<Applied, ApplyError> {
+    async fn replay_or(&self, pubkey: Hash32, created_at: Option<i64>, refusal: String) -> Result<Applied, ApplyError> {
+        let Some(created_at) = created_at else { return Err(ApplyError::Refused(refusal)) };
         match self.store.last_applied(&pubkey).await? {
             Some(last) if created_at < last => Ok(Applied::Replay),
             _ => Err(ApplyError::Refused(refusal)),
@@ -208,7 +216,7 @@ impl Registry {
     }
 
     fn parse_device(&self, device_id: &str) -> Result<Device, String> {
-        Device::parse(device_id, &self.config.apns.bundle_ids, self.config.unifiedpush.allow_private_addresses)
+        Device::parse_stored(device_id, &self.config.apns.bundle_ids, self.config.unifiedpush.allow_private_addresses)
     }
 
     pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {

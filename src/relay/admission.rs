@@ -78,6 +78,18 @@ impl Policy {
     }
 
     /// Whether `publisher` (the connection, as far as it authenticated) may publish `event` now.
+    /// Whether the operator lets this pubkey act here at all (blocked authors; with `restrict_writes`, the
+    /// writers): for requests signed by the pubkey itself outside a connection (NIP-97's `POST /register`).
+    pub fn check_author(&self, pubkey: &Hash32) -> Result<(), String> {
+        if self.blocked_authors.contains(pubkey) {
+            return Err("blocked: this author may not publish here".into());
+        }
+        if self.restrict_writes && !self.writers.contains(pubkey) {
+            return Err("restricted: this pubkey may not publish here".into());
+        }
+        Ok(())
+    }
+
     pub fn check(&self, event: &VerifiedEvent, publisher: &Reader, now: u64) -> Result<(), String> {
         let kind = event.kind();
         if (!self.kind_allowlist.is_empty() && !self.kind_allowlist.contains(&kind))

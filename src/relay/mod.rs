@@ -17,7 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::hooks::EventConsumer;
+use crate::hooks::{DeviceRegistrar, EventConsumer};
 use crate::report::Reporter;
 use crate::store::writer::{AcceptListener, Writer};
 use crate::store::{EventStore, ModerationStore};
@@ -57,6 +57,8 @@ pub struct RelayWiring {
     pub subscriptions: Arc<SubscriptionIndex>,
     pub listeners: Vec<Arc<dyn AcceptListener>>,
     pub consumer: Option<Arc<dyn EventConsumer>>,
+    /// Push's device registration for `POST /register` (NIP-97), when push is on.
+    pub registrar: Option<Arc<dyn DeviceRegistrar>>,
     pub moderation_store: Arc<dyn ModerationStore>,
     pub shutdown: CancellationToken,
     pub clock: Clock,
@@ -73,6 +75,8 @@ pub struct RelayState {
     /// Told of every accepted ephemeral event (stored ones are told by the writer).
     pub listeners: Vec<Arc<dyn AcceptListener>>,
     pub consumer: Option<Arc<dyn EventConsumer>>,
+    /// Push's device registration for `POST /register` (NIP-97), when push is on.
+    pub registrar: Option<Arc<dyn DeviceRegistrar>>,
     /// Fields the NIP-11 document adds to what the configuration says (the relay's own pubkey as `self`, say).
     nip11_extra: OnceLock<serde_json::Map<String, serde_json::Value>>,
     /// Where the operator's moderation lists are kept (NIP-86).
@@ -93,8 +97,17 @@ pub struct RelayState {
 
 impl RelayState {
     pub fn new(config: Arc<Config>, wiring: RelayWiring) -> Self {
-        let RelayWiring { store, writer, subscriptions, listeners, consumer, moderation_store, shutdown, clock } =
-            wiring;
+        let RelayWiring {
+            store,
+            writer,
+            subscriptions,
+            listeners,
+            consumer,
+            registrar,
+            moderation_store,
+            shutdown,
+            clock,
+        } = wiring;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let connections_per_ip = ConnectionCounter::new(config.limits.max_connections_per_ip);
         Self {
@@ -104,6 +117,7 @@ impl RelayState {
             subscriptions,
             listeners,
             consumer,
+            registrar,
             nip11_extra: OnceLock::new(),
             moderation_store,
             connections_per_ip,

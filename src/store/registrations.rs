@@ -53,8 +53,9 @@ pub struct SharedDeviceLimit {
 pub struct RegistrationChange {
     pub pubkey: Hash32,
     /// The event's `created_at`: the change is a replay, and nothing is written, when an event of the pubkey
-    /// created later was already applied; otherwise it becomes the pubkey's newest applied.
-    pub created_at: i64,
+    /// created later was already applied; otherwise it becomes the pubkey's newest applied. None: no such check
+    /// (NIP-97 registrations, which carry their own freshness window).
+    pub created_at: Option<i64>,
     pub limit: Option<SharedDeviceLimit>,
     /// Deletes every registration of the pubkey first (a logout).
     pub remove_all: bool,

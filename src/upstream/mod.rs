@@ -210,7 +210,8 @@ impl Upstream {
     }
 }
 
-fn normalise(url: &str) -> String {
+/// A relay URL as compared with another: case, surrounding space and trailing slashes do not count.
+pub fn normalise(url: &str) -> String {
     url.trim().trim_end_matches('/').to_ascii_lowercase()
 }
 

@@ -97,6 +97,14 @@ fn payload(notification: &Notification) -> Value {
         if let Some(badge) = notification.badge {
             payload["aps"]["badge"] = badge.into();
         }
+        // NIP-97: the wrapped event rides beside the alert while the payload stays within Apple's limit.
+        if let Some(wrap) = &notification.wrap {
+            let mut with_wrap = payload.clone();
+            with_wrap["encryptedEvent"] = wrap.as_str().into();
+            if with_wrap.to_string().len() <= MAX_PAYLOAD {
+                return with_wrap;
+            }
+        }
         if payload.to_string().len() <= MAX_PAYLOAD || body.is_empty() {
             return payload;
         }

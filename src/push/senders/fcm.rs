@@ -50,6 +50,12 @@ impl FcmSender {
 /// `data.b` is the base64 of the body the UnifiedPush app decodes.
 fn message(device: &Device, notification: &Notification) -> Option<Value> {
     match device {
+        // NIP-97: a data-only message; the app opens the wrap and builds its own notification.
+        Device::Fcm { token } if notification.wrap.is_some() => Some(json!({
+            "token": token,
+            "data": {"encryptedEvent": notification.wrap},
+            "android": {"priority": "high"},
+        })),
         Device::Fcm { token } => {
             let mut android = json!({"priority": "high"});
             if let Some(badge) = notification.badge {

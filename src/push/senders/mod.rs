@@ -34,6 +34,8 @@ pub struct Notification {
     pub author: String,
     /// The number the app icon shows: notifications since the pubkey was last online, this one included.
     pub badge: Option<u32>,
+    /// NIP-97: the event gift-wrapped to its recipient (a kind 1059 event's JSON), which the app opens itself.
+    pub wrap: Option<String>,
 }
 
 impl Notification {

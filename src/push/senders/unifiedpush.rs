@@ -39,7 +39,8 @@ impl Sender for UnifiedPushSender {
             .post(endpoint)
             .header("TTL", "86400")
             .header("Urgency", "high")
-            .body(notification.android_body().to_string())
+            // NIP-97 apps get the wrapped event itself; 0xchat's the body its app decodes.
+            .body(notification.wrap.clone().unwrap_or_else(|| notification.android_body().to_string()))
             .send()
             .await;
         let answer = match answer(sent).await {

@@ -87,7 +87,9 @@ impl PgStore {
 async fn apply(conn: &mut PgConnection, change: &RegistrationChange) -> Result<ChangeOutcome, StoreError> {
     let pubkey = &change.pubkey[..];
     let last_applied: Option<i64> = sqlx::query_scalar(LAST_APPLIED).bind(pubkey).fetch_optional(&mut *conn).await?;
-    if last_applied.is_some_and(|last| change.created_at < last) {
+    if let Some(created_at) = change.created_at
+        && last_applied.is_some_and(|last| created_at < last)
+    {
         return Ok(ChangeOutcome::Replay);
     }
     if let Some(limit) = &change.limit {
@@ -109,7 +111,7 @@ async fn apply(conn: &mut PgConnection, change: &RegistrationChange) -> Result<C
         .bind(pubkey)
         .bind(i64::from(change.presence.online))
         .bind(change.presence.last_heartbeat)
-        .bind(change.created_at)
+        .bind(change.created_at.unwrap_or(0))
         .execute(&mut *conn)
         .await?;
     Ok(ChangeOutcome::Applied)

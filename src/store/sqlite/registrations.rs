@@ -78,7 +78,9 @@ fn apply(tx: &Transaction, change: &RegistrationChange) -> Result<ChangeOutcome,
     let pubkey = &change.pubkey[..];
     let last_applied: Option<i64> =
         tx.prepare_cached(LAST_APPLIED)?.query_row(params![pubkey], |row| row.get(0)).optional()?;
-    if last_applied.is_some_and(|last| change.created_at < last) {
+    if let Some(created_at) = change.created_at
+        && last_applied.is_some_and(|last| created_at < last)
+    {
         return Ok(ChangeOutcome::Replay);
     }
     if let Some(limit) = &change.limit {
@@ -101,7 +103,7 @@ fn apply(tx: &Transaction, change: &RegistrationChange) -> Result<ChangeOutcome,
         pubkey,
         presence.online,
         presence.last_heartbeat,
-        change.created_at
+        change.created_at.unwrap_or(0)
     ])?;
     Ok(ChangeOutcome::Applied)
 }
