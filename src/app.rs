@@ -171,7 +171,7 @@ async fn relay_state(
         subscriptions,
         listeners,
         consumer: push.as_ref().map(|p| p.intake.clone() as Arc<dyn EventConsumer>),
-        registrar: push.as_ref().map(|p| p.intake.clone() as Arc<dyn DeviceRegistrar>),
+        registrar: push.clone().map(|p| p as Arc<dyn DeviceRegistrar>),
         moderation_store: store.clone(),
         shutdown: run.lifecycle.shutdown(),
         clock: run.clock.clone(),

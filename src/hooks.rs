@@ -41,11 +41,17 @@ pub trait RemoteEvents: Send + Sync {
     fn remote_event(&self, event: SharedEvent);
 }
 
-/// Registers devices for an HTTP API (NIP-97's `POST /register`); the caller verified each event and the
-/// operator's policy for its author.
+/// Devices through HTTP: NIP-97's `POST /register` (the caller verified each event and the operator's policy for
+/// its author), and a person's own devices on the notifications page (the caller checked their NIP-98 signature).
 #[async_trait]
 pub trait DeviceRegistrar: Send + Sync {
     /// `Ok(true)` when the device was registered for the pubkey already (replaced), `Ok(false)` when added; Err:
     /// why not, with a NIP-01 prefix.
     async fn register_device(&self, event: &SharedEvent) -> Result<bool, String>;
+    /// The pubkey's devices: `{"id", "platform", "protocol", "updated_at", "badge"}` each.
+    async fn devices_of(&self, pubkey: &Hash32) -> Vec<serde_json::Value>;
+    /// Removes the pubkey's registration of a device; false when it had none.
+    async fn remove_device(&self, pubkey: &Hash32, device_id: &str) -> Result<bool, String>;
+    /// Queues a test notification to one of the pubkey's devices (sent even while the pubkey is online).
+    async fn send_test(&self, pubkey: &Hash32, device_id: &str) -> Result<(), String>;
 }

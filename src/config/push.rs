@@ -160,10 +160,18 @@ pub struct WebPushConfig {
     pub subject: String,
     /// Seconds to wait for a push service to answer.
     pub timeout_secs: u64,
+    /// Where a click on a browser notification from the relay's `/notifications` page goes: `{id}` is replaced with
+    /// the event id (hex) and `{nevent}` with its NIP-19 `nevent`.
+    pub web_client_url: String,
 }
 
 impl Default for WebPushConfig {
     fn default() -> Self {
-        Self { vapid_key_file: PathBuf::from("data/vapid.key"), subject: String::new(), timeout_secs: 10 }
+        Self {
+            vapid_key_file: PathBuf::from("data/vapid.key"),
+            subject: String::new(),
+            timeout_secs: 10,
+            web_client_url: "https://njump.me/{nevent}".into(),
+        }
     }
 }

@@ -4,6 +4,7 @@ pub mod client_ip;
 mod nip11;
 mod nip86;
 mod nip98;
+mod notifications;
 mod register;
 pub mod serve;
 mod status;
@@ -40,7 +41,14 @@ pub fn router(state: Arc<RelayState>) -> Result<Router, String> {
         router = router.route("/metrics", get(status::metrics));
     }
     if state.registrar.is_some() {
-        router = router.route("/register", post(register::handle));
+        router = router
+            .route("/register", post(register::handle))
+            .route("/notifications", get(notifications::page))
+            .route("/notifications/app.js", get(notifications::script))
+            .route("/notifications/sw.js", get(notifications::worker))
+            .route(notifications::DEVICES, get(notifications::devices))
+            .route(notifications::REMOVE, post(notifications::remove))
+            .route(notifications::TEST, post(notifications::test));
     }
     Ok(router.layer(cors).layer(Extension(client_ip)).with_state(state))
 }
@@ -101,11 +109,15 @@ fn page(state: &RelayState) -> String {
     format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>{name}</title></head><body>\
          <h1>{name}</h1><p>{description}</p>\
-         <p>This is a Nostr relay. Add <code>{url}</code> to your Nostr client to use it.</p>\
+         <p>This is a Nostr relay. Add <code>{url}</code> to your Nostr client to use it.</p>{notifications}\
          </body></html>",
         name = escape(&relay.name),
         description = escape(&relay.description),
         url = escape(&config.server.public_url),
+        notifications = match state.registrar {
+            Some(_) => "<p><a href=\"/notifications\">Get notifications in this browser</a></p>",
+            None => "",
+        },
     )
 }
 

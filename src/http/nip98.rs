@@ -8,6 +8,7 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::config::Config;
+use crate::protocol::filter::Hash32;
 
 const HTTP_AUTH_KIND: u16 = 27235;
 /// How far the NIP-98 event's `created_at` may be from now.
@@ -26,6 +27,23 @@ pub fn authorize(
     if config.auth.admin_pubkeys.is_empty() {
         return Err("administration over HTTP is off: no [auth] admin_pubkeys".into());
     }
+    let pubkey = hex::encode(signer(config, headers, &Request { method, path, body }, now)?);
+    if !config.auth.admin_pubkeys.iter().any(|admin| admin.eq_ignore_ascii_case(&pubkey)) {
+        return Err("this pubkey is not an administrator here".into());
+    }
+    Ok(())
+}
+
+/// What a NIP-98 event must name: the method, the path on this relay, the body's hash.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub body: &'a [u8],
+}
+
+/// The pubkey that signed the request's NIP-98 authorization (anyone's: the caller decides what it may see).
+pub fn signer(config: &Config, headers: &HeaderMap, request: &Request, now: u64) -> Result<Hash32, String> {
+    let Request { method, path, body } = *request;
     let encoded = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -56,11 +74,7 @@ pub fn authorize(
         None if body.is_empty() => {}
         _ => return Err("authorization payload tag must be the SHA-256 of the body".into()),
     }
-    let pubkey = event.pubkey.to_hex();
-    if !config.auth.admin_pubkeys.iter().any(|admin| admin.eq_ignore_ascii_case(&pubkey)) {
-        return Err("this pubkey is not an administrator here".into());
-    }
-    Ok(())
+    Ok(event.pubkey.to_bytes())
 }
 
 /// The `u` tag names `path` on the relay's HTTP URL; `public_url` is its WebSocket form (ws → http, wss → https),

@@ -23,6 +23,9 @@ pub struct PushJob {
     /// The event's JSON, for deliveries that carry the event itself (NIP-97's gift wrap).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// A test notification its owner asked for: sent even while the pubkey is online.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub test: bool,
 }
 
 /// What decides whether an event is pushed, and to whom.
@@ -64,6 +67,7 @@ impl Matcher<'_> {
                 author: event.event.pubkey.to_hex(),
                 summary: summary.get_or_insert_with(|| Summary::of(event)).clone(),
                 event: super::device::is_nip97(&registration.device_id).then(|| event.json.to_string()),
+                test: false,
             };
             let service = registration.device.platform();
             metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => "queued").increment(1);

@@ -12,6 +12,7 @@
 pub mod audience;
 mod bookkeeping;
 pub mod device;
+pub mod devices;
 pub mod dispatch;
 pub mod inbox;
 pub mod index;
@@ -56,6 +57,7 @@ pub struct PushService {
     keys: Keys,
     /// The Web Push public key browsers subscribe with, when Web Push is on.
     vapid_public_key: Option<String>,
+    web_client_url: String,
     pub audience: Arc<Audience>,
     pub intake: Arc<Intake>,
     pub matching: Arc<Matching>,
@@ -97,7 +99,9 @@ impl PushService {
         });
         lifecycle.spawn(delivery.clone().run(lifecycle.shutdown()));
         let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), config, lifecycle.clone()));
-        Ok(Arc::new(Self { keys, vapid_public_key, audience, intake, matching: Arc::new(matching), delivery }))
+        let web_client_url = push.webpush.web_client_url.clone();
+        let matching = Arc::new(matching);
+        Ok(Arc::new(Self { keys, vapid_public_key, web_client_url, audience, intake, matching, delivery }))
     }
 
     pub fn stats(&self) -> &PushStats {
@@ -119,8 +123,9 @@ impl PushService {
     }
 
     /// What the NIP-11 document says of push: the VAPID public key web clients subscribe with.
+    /// and where a click on a notification the relay's `/notifications` page shows goes.
     pub fn nip11(&self) -> serde_json::Value {
-        serde_json::json!({"vapid_public_key": self.vapid_public_key})
+        serde_json::json!({"vapid_public_key": self.vapid_public_key, "web_client_url": self.web_client_url})
     }
 
     pub fn npub(&self) -> String {

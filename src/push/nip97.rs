@@ -3,13 +3,10 @@
 //! `challenge`), so that the one matcher, queue, retries, dead-token handling, read gating and mute lists serve it;
 //! it has no presence, wants the fixed kinds below `p`-tagging its user, and is watched for on the event's `relay`s.
 
-use async_trait::async_trait;
-
 use super::device::{Device, NIP97_PREFIX};
 use super::intake::Intake;
 use super::registration::RegistrationUpdate;
 use super::registry::{Applied, ApplyError};
-use crate::hooks::DeviceRegistrar;
 use crate::protocol::SharedEvent;
 
 /// The kind of the registration events.
@@ -18,9 +15,9 @@ pub const REGISTER_KIND: u16 = 22242;
 /// alone: it travels inside a gift wrap.
 pub const NIP97_KINDS: [u16; 6] = [1, 4, 6, 7, 9735, 1059];
 
-#[async_trait]
-impl DeviceRegistrar for Intake {
-    async fn register_device(&self, event: &SharedEvent) -> Result<bool, String> {
+impl Intake {
+    /// Registers the device a kind 22242 event names: `Ok(true)` when it was registered for the pubkey already.
+    pub async fn register_nip97(&self, event: &SharedEvent) -> Result<bool, String> {
         if event.kind() != REGISTER_KIND {
             return Err(format!("invalid: expected a kind {REGISTER_KIND} event"));
         }
@@ -56,9 +53,7 @@ impl DeviceRegistrar for Intake {
             }
         }
     }
-}
 
-impl Intake {
     /// The relays of `relay` tags that can be watched, at most `[push] max_relays`: the others (this relay, a private
     /// address, not `ws://`/`wss://`) are skipped, never a reason to refuse (spec).
     fn watchable<'a>(&self, named: impl Iterator<Item = &'a str>) -> Vec<String> {

@@ -251,9 +251,17 @@ impl Registry {
     /// Forgets a device whose push service called its token dead, for every pubkey that registered it.
     pub async fn remove_device(&self, device_id: &str) -> Result<(), StoreError> {
         let _serialised = self.changes.lock().await;
-        self.store.remove_device(device_id).await?;
+        self.store.remove_device(device_id, None).await?;
         self.index.write().expect("registration index lock").remove_device(device_id);
         Ok(())
+    }
+
+    /// Removes one pubkey's registration of a device (its owner's choice); false when there was none.
+    pub async fn remove_registration(&self, pubkey: &Hash32, device_id: &str) -> Result<bool, StoreError> {
+        let _serialised = self.changes.lock().await;
+        let removed = !self.store.remove_device(device_id, Some(pubkey)).await?.is_empty();
+        self.index.write().expect("registration index lock").remove(pubkey, device_id);
+        Ok(removed)
     }
 
     /// Adds `count` notifications (negative: takes them back) to the badge of `pubkey`'s registration of the

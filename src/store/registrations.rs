@@ -87,8 +87,8 @@ pub trait RegistrationStore: Send + Sync {
 
     async fn apply_change(&self, change: &RegistrationChange) -> Result<ChangeOutcome, StoreError>;
 
-    /// Deletes a device for every pubkey that registered it; returns those pubkeys.
-    async fn remove_device(&self, device_id: &str) -> Result<Vec<Hash32>, StoreError>;
+    /// Deletes a device for every pubkey that registered it, or for `only` that pubkey; returns those pubkeys.
+    async fn remove_device(&self, device_id: &str, only: Option<&Hash32>) -> Result<Vec<Hash32>, StoreError>;
 
     /// Adds `count` (negative: takes away, down to 0) to the badge of the pubkey's registration of the device;
     /// returns the new badge, or None when there is no such registration.
@@ -120,6 +120,8 @@ pub(super) const SAVE_PRESENCE: &str =
      last_applied_at = CASE WHEN push_presence.last_applied_at > excluded.last_applied_at
          THEN push_presence.last_applied_at ELSE excluded.last_applied_at END";
 pub(super) const REMOVE_DEVICE: &str = "DELETE FROM push_registrations WHERE device_id = $1 RETURNING pubkey";
+pub(super) const REMOVE_REGISTRATION: &str =
+    "DELETE FROM push_registrations WHERE device_id = $1 AND pubkey = $2 RETURNING pubkey";
 pub(super) const ADD_TO_BADGE: &str =
     "UPDATE push_registrations SET badge = CASE WHEN badge + $1 < 0 THEN 0 ELSE badge + $1 END
      WHERE pubkey = $2 AND device_id = $3 RETURNING badge";

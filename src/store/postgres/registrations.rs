@@ -8,9 +8,9 @@ use super::PgStore;
 use crate::protocol::filter::Hash32;
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, RESET_BADGES,
-    RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE, SAVE_REGISTRATION,
-    SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
+    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, REMOVE_REGISTRATION,
+    RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE,
+    SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
 };
 
 /// The channel registration changes are announced on, with `<node> <pubkey hex>`.
@@ -50,9 +50,15 @@ impl RegistrationStore for PgStore {
         Ok(outcome)
     }
 
-    async fn remove_device(&self, device_id: &str) -> Result<Vec<Hash32>, StoreError> {
+    async fn remove_device(&self, device_id: &str, only: Option<&Hash32>) -> Result<Vec<Hash32>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let removed: Vec<Vec<u8>> = sqlx::query_scalar(REMOVE_DEVICE).bind(device_id).fetch_all(&mut *tx).await?;
+        let removed: Vec<Vec<u8>> = match only {
+            Some(key) => {
+                let remove = sqlx::query_scalar(REMOVE_REGISTRATION).bind(device_id).bind(&key[..]);
+                remove.fetch_all(&mut *tx).await?
+            }
+            None => sqlx::query_scalar(REMOVE_DEVICE).bind(device_id).fetch_all(&mut *tx).await?,
+        };
         let removed = removed.into_iter().map(pubkey).collect::<Result<Vec<_>, _>>()?;
         for pubkey in &removed {
             self.announce(&mut tx, pubkey).await?;

@@ -9,9 +9,9 @@ use super::write::Synchronous;
 use crate::protocol::filter::Hash32;
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, RESET_BADGES,
-    RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE, SAVE_REGISTRATION,
-    SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
+    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, REMOVE_REGISTRATION,
+    RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE,
+    SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
 };
 
 // Registrations and heartbeats are re-sent by the apps, so their commits are `Synchronous::Normal`: safe against a
@@ -49,13 +49,22 @@ impl RegistrationStore for SqliteStore {
         self.write(move |conn| conn.transaction(Synchronous::Normal, |tx| apply(tx, &change))).await
     }
 
-    async fn remove_device(&self, device_id: &str) -> Result<Vec<Hash32>, StoreError> {
-        let device_id = device_id.to_owned();
+    async fn remove_device(&self, device_id: &str, only: Option<&Hash32>) -> Result<Vec<Hash32>, StoreError> {
+        let (device_id, only) = (device_id.to_owned(), only.copied());
         self.write(move |conn| {
             conn.transaction(Synchronous::Normal, |tx| {
-                let mut remove = tx.prepare_cached(REMOVE_DEVICE)?;
-                let removed = remove.query_map(params![device_id], |row| row.get::<_, Vec<u8>>(0))?;
-                removed.map(|bytes| pubkey(bytes?)).collect()
+                let read = |row: &rusqlite::Row| row.get::<_, Vec<u8>>(0);
+                let removed: Vec<Vec<u8>> = match only {
+                    Some(key) => tx
+                        .prepare_cached(REMOVE_REGISTRATION)?
+                        .query_map(params![device_id, &key[..]], read)?
+                        .collect::<Result<_, _>>()?,
+                    None => tx
+                        .prepare_cached(REMOVE_DEVICE)?
+                        .query_map(params![device_id], read)?
+                        .collect::<Result<_, _>>()?,
+                };
+                removed.into_iter().map(pubkey).collect()
             })
         })
         .await

@@ -1,0 +1,75 @@
+//! Devices through HTTP (`hooks::DeviceRegistrar`): NIP-97's registrations, and what the notifications page shows a
+//! signed-in person of their own devices: the list, removing one, and a test notification.
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+
+use super::PushService;
+use super::device::is_nip97;
+use super::jobs::PushJob;
+use super::text::Summary;
+use crate::hooks::DeviceRegistrar;
+use crate::protocol::SharedEvent;
+use crate::protocol::filter::Hash32;
+use crate::store::jobs::NewJob;
+
+#[async_trait]
+impl DeviceRegistrar for PushService {
+    async fn register_device(&self, event: &SharedEvent) -> Result<bool, String> {
+        self.intake.register_nip97(event).await
+    }
+
+    async fn devices_of(&self, pubkey: &Hash32) -> Vec<Value> {
+        let registry = &self.audience.registry;
+        let mut devices = Vec::new();
+        for r in registry.registrations_of(pubkey) {
+            // Adding nothing reads the badge where it is kept.
+            let badge = registry.add_to_badge(pubkey, &r.device_id, 0).await.ok().flatten();
+            devices.push(json!({
+                "id": r.device_id,
+                "platform": r.device.platform(),
+                "protocol": if is_nip97(&r.device_id) { "nip97" } else { "0xchat" },
+                "updated_at": r.updated_at,
+                "badge": badge,
+            }));
+        }
+        devices
+    }
+
+    async fn remove_device(&self, pubkey: &Hash32, device_id: &str) -> Result<bool, String> {
+        let removed = self.audience.registry.remove_registration(pubkey, device_id).await.map_err(|e| {
+            tracing::error!("removing a device failed: {e}");
+            "error: could not remove the device".to_owned()
+        })?;
+        self.audience.changed();
+        Ok(removed)
+    }
+
+    async fn send_test(&self, pubkey: &Hash32, device_id: &str) -> Result<(), String> {
+        if !self.audience.registry.registrations_of(pubkey).iter().any(|r| r.device_id == device_id) {
+            return Err("invalid: not one of your devices".into());
+        }
+        let now_ms = self.audience.clock.millis();
+        let push = PushJob {
+            device_id: device_id.to_owned(),
+            pubkey: hex::encode(pubkey),
+            event_id: "0".repeat(64),
+            kind: 1,
+            author: self.public_key().to_hex(),
+            summary: Summary::Note { line: "Test notification: this device gets your notifications".into() },
+            event: None,
+            test: true,
+        };
+        let job = NewJob {
+            dedup_key: format!("test:{device_id}:{now_ms}"),
+            group_key: device_id.to_owned(),
+            payload: serde_json::to_string(&push).expect("a job serializes"),
+        };
+        self.delivery.queue.enqueue(&[job], now_ms).await.map_err(|e| {
+            tracing::error!("queueing a test notification failed: {e}");
+            "error: could not queue the test notification".to_owned()
+        })?;
+        self.delivery.wake.notify_one();
+        Ok(())
+    }
+}
