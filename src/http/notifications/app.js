@@ -7,6 +7,8 @@
 const KINDS = { dms: [4, 1059], mentions: [1], replies: [1], reactions: [7], zaps: [9735], groups: [9, 10, 11, 12] };
 const HEARTBEAT_MS = 60_000;
 const $ = (id) => document.getElementById(id);
+// The relay this script came from (the page's own origin when the relay serves the page).
+const RELAY = new URL(document.currentScript.src).origin;
 const state = { me: null, info: null, deviceId: null, beat: null };
 
 function say(text, error) {
@@ -16,7 +18,7 @@ function say(text, error) {
 
 async function relayInfo() {
   if (!state.info) {
-    const response = await fetch("/", { headers: { Accept: "application/nostr+json" } });
+    const response = await fetch(RELAY + "/", { headers: { Accept: "application/nostr+json" } });
     state.info = await response.json();
   }
   return state.info;
@@ -41,7 +43,7 @@ const now = () => Math.floor(Date.now() / 1000);
 // Publishes a signed event and waits for the relay's OK.
 function publish(event) {
   return new Promise((resolve, reject) => {
-    const socket = new WebSocket(location.origin.replace(/^http/, "ws"));
+    const socket = new WebSocket(RELAY.replace(/^http/, "ws"));
     const timer = setTimeout(() => { socket.close(); reject(new Error("the relay did not answer")); }, 10_000);
     socket.onopen = () => socket.send(JSON.stringify(["EVENT", event]));
     socket.onerror = () => { clearTimeout(timer); reject(new Error("cannot reach the relay")); };
@@ -68,7 +70,7 @@ async function sendToPushKey(content) {
 
 // A fetch signed with NIP-98 by the signed-in person.
 async function signedFetch(method, path, body) {
-  const url = location.origin + path;
+  const url = RELAY + path;
   const tags = [["u", url], ["method", method]];
   if (body !== undefined) tags.push(["payload", await sha256Hex(new TextEncoder().encode(body))]);
   const auth = await window.nostr.signEvent({ kind: 27235, created_at: now(), tags, content: "" });
