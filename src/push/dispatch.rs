@@ -58,7 +58,7 @@ pub struct Delivery {
 }
 
 /// One delivery's view: the service, and the bookkeeper of this run of the loop.
-struct Worker {
+pub(super) struct Worker {
     delivery: Arc<Delivery>,
     books: Bookkeeper,
 }
@@ -187,6 +187,9 @@ impl Claimed {
 impl Worker {
     /// Sends one device's due jobs: one notification, merged when there are several.
     async fn deliver(&self, device_id: &str, jobs: Vec<Job>) {
+        if device_id.starts_with(super::jobs::CALLBACK_PREFIX) {
+            return self.deliver_callbacks(device_id, jobs).await;
+        }
         let claimed = Claimed::of(&jobs, self.audience.clock.millis());
         let Some(newest) = self.still_due(device_id, &claimed) else {
             return self.finish(&claimed.ids, claimed.now_ms).await;
@@ -317,20 +320,20 @@ impl Worker {
 
     /// Exponential back-off from `retry_initial_ms`, doubled per attempt up to `retry_max_ms`, with ±20 % jitter so
     /// that a service coming back is not hit by every retry at once.
-    fn backoff(&self, attempts: u32) -> Duration {
+    pub(super) fn backoff(&self, attempts: u32) -> Duration {
         let base = self.config.retry_initial_ms.saturating_mul(1 << attempts.saturating_sub(1).min(30));
         let capped = base.min(self.config.retry_max_ms) as f64;
         Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)
     }
 
-    async fn finish(&self, ids: &[i64], now_ms: i64) {
+    pub(super) async fn finish(&self, ids: &[i64], now_ms: i64) {
         let update = JobUpdate::Finished { ids: ids.to_vec(), at_ms: now_ms };
         if let Err(e) = self.books.record(update).await {
             tracing::error!("cannot record finished push jobs: {e}");
         }
     }
 
-    async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
+    pub(super) async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
         let update = JobUpdate::Rescheduled { ids: ids.to_vec(), due_ms, attempts };
         if let Err(e) = self.books.record(update).await {
             tracing::error!("cannot reschedule push jobs: {e}");
