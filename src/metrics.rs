@@ -43,8 +43,9 @@ pub const UPSTREAM_STATES: [&str; 3] = ["watching", "connected", "disconnected"]
 pub const UPSTREAM_SUBSCRIPTIONS: [&str; 2] = ["public", "private"];
 /// `SLOW_CLIENTS{reason}`.
 pub const SLOW_CLIENT_REASONS: [&str; 2] = ["outbox_full", "send_timeout"];
-/// `PUSH_JOBS{service}` and `DEAD_TOKENS{service}`: the push services (`push::device::Device::platform`).
-pub const PUSH_SERVICES: [&str; 4] = ["apns", "fcm", "unifiedpush", "webpush"];
+/// `PUSH_JOBS{service}` and `DEAD_TOKENS{service}`: the push services (`push::device::Device::platform`), and
+/// NIP-9a callbacks.
+pub const PUSH_SERVICES: [&str; 5] = ["apns", "fcm", "unifiedpush", "webpush", "callback"];
 /// `PUSH_JOBS{outcome}` of a job that reached its service, counted with `reason=""`.
 pub const PUSH_DELIVERY_OUTCOMES: [&str; 3] = ["sent", "merged", "retried"];
 /// `PUSH_JOBS{outcome="dropped",reason}` counted per service.

@@ -309,6 +309,17 @@ impl Default for UpstreamConfig {
 }
 
 impl Config {
+    /// The kinds served only to their parties: `[auth] read_restricted_kinds`, and with push on, NIP-9a push
+    /// subscriptions (kind 30390), which only their author may read. The relay's readers, its NIP-11 document and
+    /// the push matcher use this; the watchers keep to the configured list.
+    pub fn read_restricted_kinds(&self) -> Vec<u16> {
+        let mut kinds = self.auth.read_restricted_kinds.clone();
+        if self.push.enabled && !kinds.contains(&crate::push::nip9a::SUBSCRIPTION_KIND) {
+            kinds.push(crate::push::nip9a::SUBSCRIPTION_KIND);
+        }
+        kinds
+    }
+
     /// Reads `path` (which must exist) and applies environment overrides.
     pub fn load(path: &Path) -> Result<Self, String> {
         if !path.is_file() {
@@ -353,6 +364,8 @@ impl Config {
             ("upstream.max_message_bytes", self.upstream.max_message_bytes),
             ("push.device_burst", self.push.device_burst as usize),
             ("push.max_mentions", self.push.max_mentions),
+            ("push.max_subscription_filters", self.push.max_subscription_filters),
+            ("push.max_callback_length", self.push.max_callback_length),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
         ] {
             if value == 0 {

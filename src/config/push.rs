@@ -49,6 +49,12 @@ pub struct PushConfig {
     pub max_mentions: usize,
     /// Spare everyone hellthreads (they still notify through the groups a registration watches).
     pub suppress_hellthreads: bool,
+    /// NIP-9a: kind 30390 subscriptions one pubkey may hold (replacing one, same `d`, does not count).
+    pub max_subscriptions_per_pubkey: usize,
+    /// NIP-9a: `filter` tags per subscription, and `ignore` tags likewise.
+    pub max_subscription_filters: usize,
+    /// NIP-9a: characters in a callback URL.
+    pub max_callback_length: usize,
     /// Pushes one device may get at once; beyond it, notifications are merged ("3 new messages").
     pub device_burst: u32,
     /// One more push per device is allowed every this many seconds.
@@ -82,6 +88,9 @@ impl Default for PushConfig {
             max_event_age_secs: 7 * 24 * 3600,
             max_mentions: 10,
             suppress_hellthreads: false,
+            max_subscriptions_per_pubkey: 10,
+            max_subscription_filters: 16,
+            max_callback_length: 1024,
             device_burst: 5,
             device_refill_secs: 12,
             apns: ApnsConfig::default(),

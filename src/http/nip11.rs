@@ -12,14 +12,19 @@ use crate::config::Config;
 pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
 /// NIP-86 management, advertised when administrators are configured (the API is off otherwise).
 const MANAGEMENT_NIP: u16 = 86;
+/// NIP-9a push subscriptions, advertised (as a string: the NIP's name is not a number) when push is on.
+const PUSH_SUBSCRIPTIONS_NIP: &str = "9a";
 
 pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
     let restrict_writes = config.auth.restrict_writes;
-    let mut supported_nips = SUPPORTED_NIPS.to_vec();
+    let mut supported_nips: Vec<Value> = SUPPORTED_NIPS.iter().map(|&nip| Value::from(nip)).collect();
     if !config.auth.admin_pubkeys.is_empty() {
-        supported_nips.push(MANAGEMENT_NIP);
+        supported_nips.push(Value::from(MANAGEMENT_NIP));
+    }
+    if config.push.enabled {
+        supported_nips.push(Value::from(PUSH_SUBSCRIPTIONS_NIP));
     }
     let mut body: Value = json!({
         "name": relay.name,
@@ -52,7 +57,7 @@ pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
             "payment_required": false,
             "restricted_writes": restrict_writes,
         },
-        "read_restricted_kinds": config.auth.read_restricted_kinds,
+        "read_restricted_kinds": config.read_restricted_kinds(),
         "kind_allowlist": config.policy.kind_allowlist,
         "kind_denylist": config.policy.kind_denylist,
     });

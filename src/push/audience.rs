@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use tokio::sync::Notify;
 
+use super::callbacks::CallbackIndex;
 use super::inbox::{INBOX_RELAYS_KIND, InboxRelays};
 use super::index;
 use super::mutes::{MUTE_LIST_KIND, MuteLists};
@@ -20,6 +21,8 @@ use crate::store::{EventStore, Visibility};
 
 pub struct Audience {
     pub registry: Registry,
+    /// NIP-9a subscriptions (kind 30390), read from the stored events.
+    pub callbacks: CallbackIndex,
     /// Registered pubkeys' mute lists, consulted by the matcher.
     pub mutes: MuteLists,
     /// Registered pubkeys' NIP-17 DM inbox relays, which the watch plan adds.
@@ -38,13 +41,29 @@ pub struct Audience {
 impl Audience {
     pub fn new(
         registry: Registry,
+        callbacks: CallbackIndex,
         upstream: UpstreamConfig,
         max_relays: usize,
         events: Arc<dyn EventStore>,
         clock: Clock,
     ) -> Self {
         let (mutes, inbox, plan_changed) = (MuteLists::default(), InboxRelays::default(), Arc::default());
-        Self { registry, mutes, inbox, upstream, max_relays, plan_changed, events, clock }
+        Self { registry, callbacks, mutes, inbox, upstream, max_relays, plan_changed, events, clock }
+    }
+
+    /// Reads the stored NIP-9a subscriptions, then their subscribers' lists.
+    pub async fn load_callbacks(&self) {
+        self.callbacks.load(self.events.as_ref(), self.clock.secs()).await;
+        self.load_lists(&self.callbacks.pubkeys()).await;
+    }
+
+    /// A NIP-9a callback is dead: every subscription posting to it ends, as if its author had deleted it.
+    pub async fn remove_callback(&self, callback: &str) {
+        for subscription in self.callbacks.remove_callback(callback) {
+            if let Err(e) = self.events.remove_event(&subscription.event_id).await {
+                tracing::error!("cannot delete a dead NIP-9a subscription: {e}");
+            }
+        }
     }
 
     /// The clock's time as the registry counts it (seconds, signed).
@@ -94,7 +113,7 @@ impl Audience {
     /// Keeps the mute lists and DM inbox relays of registered pubkeys among accepted or remote events.
     pub fn learn_lists(&self, events: &[SharedEvent]) {
         for event in events.iter().filter(|e| [MUTE_LIST_KIND, INBOX_RELAYS_KIND].contains(&e.kind())) {
-            if self.registry.has_pubkey(event.pubkey()) {
+            if self.registry.has_pubkey(event.pubkey()) || self.callbacks.has_pubkey(event.pubkey()) {
                 self.offer_list(event);
             }
         }

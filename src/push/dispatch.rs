@@ -190,6 +190,9 @@ impl Worker {
         if is_nip97(device_id) {
             return self.deliver_wrapped(device_id, jobs).await;
         }
+        if device_id.starts_with(super::jobs::CALLBACK_PREFIX) {
+            return self.deliver_callbacks(device_id, jobs).await;
+        }
         let claimed = Claimed::of(&jobs, self.audience.clock.millis());
         let Some(newest) = self.still_due(device_id, &claimed) else {
             return self.finish(&claimed.ids, claimed.now_ms).await;
@@ -321,7 +324,7 @@ impl Worker {
 
     /// Exponential back-off from `retry_initial_ms`, doubled per attempt up to `retry_max_ms`, with ±20 % jitter so
     /// that a service coming back is not hit by every retry at once.
-    fn backoff(&self, attempts: u32) -> Duration {
+    pub(super) fn backoff(&self, attempts: u32) -> Duration {
         let base = self.config.retry_initial_ms.saturating_mul(1 << attempts.saturating_sub(1).min(30));
         let capped = base.min(self.config.retry_max_ms) as f64;
         Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)

@@ -73,6 +73,19 @@ impl Intake {
         }
     }
 
+    /// Why a NIP-9a subscription is refused, if it is: malformed, or one too many for its pubkey (a new version of
+    /// one it holds does not count). A valid one is left to the relay to store; the matcher takes it up after.
+    fn check_subscription(&self, event: &SharedEvent) -> Option<String> {
+        let callbacks = &self.audience.callbacks;
+        let subscription = match callbacks.parse(event) {
+            Ok(subscription) => subscription,
+            Err(why) => return Some(why),
+        };
+        let max = self.config.max_subscriptions_per_pubkey;
+        (callbacks.count_of(&subscription.pubkey, &subscription.d) >= max)
+            .then(|| format!("blocked: this pubkey has too many push subscriptions (max {max})"))
+    }
+
     /// Decrypts and parses the content on a blocking thread (NIP-44 and the relay checks are CPU work).
     async fn read(&self, event: &SharedEvent) -> Result<registration::RegistrationUpdate, String> {
         let secret = self.keys.secret_key().clone();
@@ -92,6 +105,14 @@ impl Intake {
 #[async_trait]
 impl EventConsumer for Intake {
     async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)> {
+        if event.kind() == super::nip9a::SUBSCRIPTION_KIND {
+            let refused = self.check_subscription(event);
+            if refused.is_none() {
+                // The subscriber's mute list applies to its subscription: known before it is live.
+                self.audience.load_lists_once(event.pubkey()).await;
+            }
+            return refused.map(|why| (false, why));
+        }
         if !self.is_addressed_to_us(event) {
             return None;
         }

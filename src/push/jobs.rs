@@ -2,12 +2,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::callbacks::CallbackIndex;
 use super::mutes::MuteLists;
 use super::registry::Registry;
 use super::text::Summary;
 use crate::protocol::VerifiedEvent;
 use crate::store::db_time;
 use crate::store::jobs::NewJob;
+
+/// The group key (and device id) of the jobs of one NIP-9a callback: this prefix, then its URL.
+pub const CALLBACK_PREFIX: &str = "nip9a:";
 
 /// What a push job carries: enough to build the notification without the event itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,7 +24,7 @@ pub struct PushJob {
     pub author: String,
     #[serde(default)]
     pub summary: Summary,
-    /// The event's JSON, for deliveries that carry the event itself (NIP-97's gift wrap).
+    /// The event's JSON, for deliveries that carry the event itself (NIP-97's gift wrap, a NIP-9a subscription with `include_event`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
     /// A test notification its owner asked for: sent even while the pubkey is online.
@@ -32,6 +36,8 @@ pub struct PushJob {
 pub struct Matcher<'a> {
     pub registry: &'a Registry,
     pub mutes: &'a MuteLists,
+    /// NIP-9a subscriptions, which only events accepted here reach.
+    pub callbacks: &'a CallbackIndex,
     /// Events older than this many seconds are not pushed.
     pub max_event_age_secs: u64,
     /// Kinds served only to their parties (`[auth] read_restricted_kinds`): a push is a read, so these notify only
@@ -45,7 +51,7 @@ impl Matcher<'_> {
     /// the same event, seen again (a retry, or from a watched relay) or matching one device through two protocols,
     /// never causes a second job.
     pub fn jobs_for(&self, event: &VerifiedEvent, now: i64) -> Vec<NewJob> {
-        if now.saturating_sub(db_time(event.created_at())) > db_time(self.max_event_age_secs) {
+        if self.too_old(event, now) {
             return Vec::new();
         }
         let mut jobs: Vec<NewJob> = Vec::new();
@@ -78,5 +84,50 @@ impl Matcher<'_> {
             });
         }
         jobs
+    }
+
+    /// The jobs of an event accepted here (stored or ephemeral): the registrations' (`jobs_for`), then one per
+    /// NIP-9a callback whose subscription wants it. Events from watched relays never reach callbacks.
+    pub fn jobs_for_accepted(&self, event: &VerifiedEvent, now: i64) -> Vec<NewJob> {
+        let mut jobs = self.jobs_for(event, now);
+        if !self.too_old(event, now) && !self.callbacks.is_empty() {
+            self.callback_jobs(event, now, &mut jobs);
+        }
+        jobs
+    }
+
+    fn too_old(&self, event: &VerifiedEvent, now: i64) -> bool {
+        now.saturating_sub(db_time(event.created_at())) > db_time(self.max_event_age_secs)
+    }
+
+    /// One job per callback (two subscriptions posting to one callback get one POST), under the same read gating
+    /// and mute lists as registrations: a subscriber never hears of an event it may not read.
+    fn callback_jobs(&self, event: &VerifiedEvent, now: i64, jobs: &mut Vec<NewJob>) {
+        let restricted = self.read_restricted_kinds.contains(&event.kind());
+        for subscription in self.callbacks.matching(event, now.max(0) as u64) {
+            let group_key = format!("{CALLBACK_PREFIX}{}", subscription.callback);
+            if jobs.iter().any(|job| job.group_key == group_key)
+                || (restricted && !event.is_party(&subscription.pubkey))
+                || self.mutes.silences(&subscription.pubkey, event)
+            {
+                continue;
+            }
+            let job = PushJob {
+                device_id: group_key.clone(),
+                pubkey: hex::encode(subscription.pubkey),
+                event_id: event.event.id.to_hex(),
+                kind: event.kind(),
+                author: event.event.pubkey.to_hex(),
+                summary: Summary::default(),
+                event: subscription.include_event.then(|| event.json.to_string()),
+                test: false,
+            };
+            metrics::counter!(crate::metrics::PUSH_JOBS, "service" => "callback", "outcome" => "queued").increment(1);
+            jobs.push(NewJob {
+                dedup_key: format!("push:{}:callback:{}", job.event_id, subscription.callback),
+                group_key,
+                payload: serde_json::to_string(&job).expect("a job serializes"),
+            });
+        }
     }
 }

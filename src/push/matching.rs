@@ -10,12 +10,17 @@ use tokio::sync::{Notify, mpsc};
 
 use super::audience::Audience;
 use super::jobs::Matcher;
+use super::nip9a::SUBSCRIPTION_KIND;
 use crate::config::Config;
 use crate::hooks::RemoteEvents;
 use crate::lifecycle::Lifecycle;
 use crate::protocol::{KindClass, SharedEvent};
 use crate::store::jobs::{JobQueue, JobSource, NewJob};
 use crate::store::writer::AcceptListener;
+
+/// NIP-09 deletion requests and NIP-62 requests to vanish.
+const DELETION_KIND: u16 = 5;
+const VANISH_KIND: u16 = 62;
 
 /// Intake batches taken into one transaction at most.
 const INTAKE_BATCHES: usize = 64;
@@ -24,7 +29,8 @@ pub struct Matching {
     audience: Arc<Audience>,
     /// Events older than this many seconds are not pushed.
     max_event_age_secs: u64,
-    /// `[auth] read_restricted_kinds`, as at start: who may be pushed an event is who may read it.
+    /// The relay's read-restricted kinds (`Config::read_restricted_kinds`), as at start: who may be pushed an event
+    /// is who may read it.
     read_restricted_kinds: Vec<u16>,
     /// Jobs of ephemeral and watched events, on their way to the queue through the intake task: bounded, so that a
     /// flood of such events holds no more than `[push] max_pending_intake` batches.
@@ -53,21 +59,39 @@ impl Matching {
         Self {
             audience,
             max_event_age_secs: config.push.max_event_age_secs,
-            read_restricted_kinds: config.auth.read_restricted_kinds.clone(),
+            read_restricted_kinds: config.read_restricted_kinds(),
             intake,
             jobs_committed: AtomicBool::new(false),
             wake,
         }
     }
 
-    fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob> {
-        let matcher = Matcher {
+    fn matcher(&self) -> Matcher<'_> {
+        Matcher {
             registry: &self.audience.registry,
             mutes: &self.audience.mutes,
+            callbacks: &self.audience.callbacks,
             max_event_age_secs: self.max_event_age_secs,
             read_restricted_kinds: &self.read_restricted_kinds,
-        };
-        matcher.jobs_for(event, self.audience.now())
+        }
+    }
+
+    /// The jobs of an event accepted here: registrations' and NIP-9a callbacks'.
+    fn jobs_for(&self, event: &SharedEvent) -> Vec<NewJob> {
+        self.matcher().jobs_for_accepted(event, self.audience.now())
+    }
+
+    /// Kind 30390 events change the NIP-9a subscriptions, deletions and vanish requests end them.
+    fn follow_subscriptions(&self, events: &[SharedEvent]) {
+        let callbacks = &self.audience.callbacks;
+        for event in events {
+            match event.kind() {
+                SUBSCRIPTION_KIND => callbacks.offer(event, self.audience.clock.secs()),
+                DELETION_KIND => callbacks.forget_deleted(event),
+                VANISH_KIND => callbacks.remove_pubkey(event.pubkey()),
+                _ => {}
+            }
+        }
     }
 
     /// Queues jobs without making the caller wait (publishing never waits on the queue), then wakes the loop; with
@@ -103,6 +127,7 @@ impl JobSource for Matching {
 /// After the commit: wake the delivery loop. Ephemeral events were not written, so their jobs are queued here.
 impl AcceptListener for Matching {
     fn accepted(&self, events: &[SharedEvent]) {
+        self.follow_subscriptions(events);
         self.audience.learn_lists(events);
         let ephemeral: Vec<NewJob> =
             events.iter().filter(|e| e.class() == KindClass::Ephemeral).flat_map(|e| self.jobs_for(e)).collect();
@@ -111,6 +136,7 @@ impl AcceptListener for Matching {
 
     /// Another node made the jobs (it matched the event in its commit); only mute lists are of interest here.
     fn accepted_elsewhere(&self, events: &[SharedEvent]) {
+        self.follow_subscriptions(events);
         self.audience.learn_lists(events);
     }
 }
@@ -120,7 +146,7 @@ impl AcceptListener for Matching {
 impl RemoteEvents for Matching {
     fn remote_event(&self, event: SharedEvent) {
         self.audience.learn_lists(std::slice::from_ref(&event));
-        self.enqueue_later(self.jobs_for(&event));
+        self.enqueue_later(self.matcher().jobs_for(&event, self.audience.now()));
     }
 }
 

@@ -11,6 +11,8 @@
 
 pub mod audience;
 mod bookkeeping;
+mod callback_delivery;
+pub mod callbacks;
 pub mod device;
 pub mod devices;
 pub mod dispatch;
@@ -22,6 +24,7 @@ pub mod keys;
 pub mod matching;
 pub mod mutes;
 pub mod nip97;
+pub mod nip9a;
 pub mod registration;
 pub mod registry;
 pub mod senders;
@@ -43,6 +46,7 @@ use crate::config::Config;
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use audience::Audience;
+use callbacks::CallbackIndex;
 use dispatch::Delivery;
 use intake::Intake;
 use matching::Matching;
@@ -82,9 +86,12 @@ impl PushService {
             Some((sender, public_key)) => (Some(sender), Some(public_key)),
             None => (None, None),
         };
+        let callbacks = CallbackIndex::new(&config.server.public_url, push.clone());
+        let upstream = config.upstream.clone();
         let audience =
-            Arc::new(Audience::new(registry, config.upstream.clone(), push.max_relays, store.clone(), clock.clone()));
+            Arc::new(Audience::new(registry, callbacks, upstream, push.max_relays, store.clone(), clock.clone()));
         audience.load_lists(&audience.registry.pubkeys()).await;
+        audience.load_callbacks().await;
         let wake = Arc::new(Notify::new());
         let matching = Matching::start(config, audience.clone(), store.clone(), wake.clone(), lifecycle);
         let delivery = Arc::new(Delivery {

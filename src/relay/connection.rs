@@ -59,7 +59,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     let limits = &config.limits;
     let (sink, mut stream) = socket.split();
     let mut sink = Sink { inner: sink, timeout: Duration::from_secs(limits.send_timeout_secs.max(1)) };
-    let reader = Arc::new(Reader::new(config.auth.read_restricted_kinds.clone()));
+    let reader = Arc::new(Reader::new(config.read_restricted_kinds()));
     let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, limits.max_outgoing_bytes, reader.clone());
     let peer = Arc::new(Peer { ip: address.key, reader, challenge: auth::new_challenge() });
     let mut session = Session {

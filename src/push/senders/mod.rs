@@ -2,6 +2,7 @@
 //! can point it at a local stand-in.
 
 mod apns;
+mod callback;
 mod fcm;
 mod unifiedpush;
 mod webpush;
@@ -18,6 +19,7 @@ use serde_json::{Value, json};
 use super::device::Device;
 use crate::config::PushConfig;
 pub use apns::ApnsSender;
+pub use callback::CallbackSender;
 pub use fcm::FcmSender;
 pub use unifiedpush::UnifiedPushSender;
 pub use webpush::WebPushSender;
@@ -73,6 +75,8 @@ pub struct Senders {
     fcm: Option<FcmSender>,
     unifiedpush: UnifiedPushSender,
     webpush: Option<WebPushSender>,
+    /// NIP-9a callbacks.
+    pub callback: CallbackSender,
 }
 
 impl Senders {
@@ -86,7 +90,8 @@ impl Senders {
         if fcm.is_none() {
             tracing::warn!("FCM is not configured ([push.fcm] service_account_file): FCM devices get no pushes");
         }
-        Ok(Self { apns, fcm, unifiedpush: UnifiedPushSender::new(&config.unifiedpush)?, webpush })
+        let callback = CallbackSender::new(&config.unifiedpush)?;
+        Ok(Self { apns, fcm, unifiedpush: UnifiedPushSender::new(&config.unifiedpush)?, webpush, callback })
     }
 
     pub async fn send(&self, device: &Device, notification: &Notification) -> SendOutcome {
