@@ -122,7 +122,7 @@ async fn nip9a_include_event_and_ignore() {
     s.callback.expect_none().await;
 }
 
-async fn nip9a_callback_404_ends_the_subscription() {
+async fn nip9a_callback_404_and_410_end_the_subscription() {
     let mut s = Setup::new(|_| {}).await;
     let sub = s.subscription("a", &[s.mentions_filter()], "/cb/gone", &[]);
     s.client.publish_ok(&sub).await;
@@ -135,6 +135,15 @@ async fn nip9a_callback_404_ends_the_subscription() {
     let push = s.push();
     assert!(eventually(|| push.audience.callbacks.is_empty()).await, "the subscription ended");
     assert!(author.req_ids("after", &[json!({"kinds": [30390]})]).await.is_empty(), "its event was deleted");
+    s.client.publish_ok(&s.mention()).await;
+    s.callback.expect_none().await;
+
+    // 410 likewise.
+    s.client.publish_ok(&s.subscription("b", &[s.mentions_filter()], "/cb/gone2", &[])).await;
+    s.callback.answer_next(410, "");
+    s.client.publish_ok(&s.mention()).await;
+    assert_eq!(s.callback.next().await.answered, 410);
+    assert!(eventually(|| push.audience.callbacks.is_empty()).await, "the subscription ended");
     s.client.publish_ok(&s.mention()).await;
     s.callback.expect_none().await;
 }
@@ -285,7 +294,7 @@ async fn nip9a_is_listed_in_nip11() {
 crate::on_both_backends!(
     nip9a_posts_id_and_relay_to_the_callback,
     nip9a_include_event_and_ignore,
-    nip9a_callback_404_ends_the_subscription,
+    nip9a_callback_404_and_410_end_the_subscription,
     nip9a_callback_503_is_retried_then_delivered_once,
     nip9a_refusals,
     nip9a_private_callbacks_are_refused_by_default,
