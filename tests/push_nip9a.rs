@@ -273,6 +273,17 @@ async fn nip9a_deletion_by_address_ends_it() {
     s.callback.expect_none().await;
 }
 
+async fn nip9a_expiration_ends_it() {
+    let mut s = Setup::new(|_| {}).await;
+    let expiration = (now() + 60).to_string();
+    s.client.publish_ok(&s.subscription("a", &[s.mentions_filter()], "/cb/1", &[&["expiration", &expiration]])).await;
+    s.client.publish_ok(&s.mention()).await;
+    s.callback.next().await;
+    s.relay.clock().advance(std::time::Duration::from_secs(120));
+    s.client.publish_ok(&s.mention()).await;
+    s.callback.expect_none().await;
+}
+
 async fn nip9a_watched_relay_events_are_not_forwarded() {
     let mut s = Setup::new(|_| {}).await;
     s.client.publish_ok(&s.subscription("a", &[s.mentions_filter()], "/cb/1", &[])).await;
@@ -301,6 +312,7 @@ crate::on_both_backends!(
     nip9a_subscriptions_are_served_only_to_their_author,
     nip9a_read_gating_keeps_others_dms_from_subscribers,
     nip9a_deletion_by_address_ends_it,
+    nip9a_expiration_ends_it,
     nip9a_watched_relay_events_are_not_forwarded,
     nip9a_is_listed_in_nip11,
 );
