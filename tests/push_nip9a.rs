@@ -275,13 +275,27 @@ async fn nip9a_deletion_by_address_ends_it() {
 
 async fn nip9a_expiration_ends_it() {
     let mut s = Setup::new(|_| {}).await;
-    let expiration = (now() + 60).to_string();
+    let expiration = (now() + 10).to_string();
     s.client.publish_ok(&s.subscription("a", &[s.mentions_filter()], "/cb/1", &[&["expiration", &expiration]])).await;
     s.client.publish_ok(&s.mention()).await;
     s.callback.next().await;
-    s.relay.clock().advance(std::time::Duration::from_secs(120));
+    // Less than the delivery loop's lease (120 s), so that the first job, finished or not, is not taken again.
+    s.relay.clock().advance(std::time::Duration::from_secs(30));
     s.client.publish_ok(&s.mention()).await;
     s.callback.expect_none().await;
+}
+
+async fn nip9a_subscriptions_are_read_again_at_start() {
+    let mut callback = StandIn::start().await;
+    let relay = start(&callback.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let filter = json!({"kinds": [1], "#p": [user.public_key().to_hex()]});
+    let sub = subscription(&user, &relay, "a", &[filter], &format!("{}/cb/1", callback.url), &[]);
+    relay.client().await.publish_ok(&sub).await;
+    let relay = relay.restart().await;
+    let mention = sign(&friend, 1, "after the restart", &[&["p", &user.public_key().to_hex()]], now());
+    relay.client().await.publish_ok(&mention).await;
+    assert_eq!(callback.next().await.json()["id"], id_of(&mention));
 }
 
 async fn nip9a_watched_relay_events_are_not_forwarded() {
@@ -313,6 +327,7 @@ crate::on_both_backends!(
     nip9a_read_gating_keeps_others_dms_from_subscribers,
     nip9a_deletion_by_address_ends_it,
     nip9a_expiration_ends_it,
+    nip9a_subscriptions_are_read_again_at_start,
     nip9a_watched_relay_events_are_not_forwarded,
     nip9a_is_listed_in_nip11,
 );
