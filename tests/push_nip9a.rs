@@ -122,7 +122,7 @@ async fn nip9a_include_event_and_ignore() {
     s.callback.expect_none().await;
 }
 
-async fn nip9a_callback_404_ends_the_subscription() {
+async fn nip9a_callback_404_and_410_end_the_subscription() {
     let mut s = Setup::new(|_| {}).await;
     let sub = s.subscription("a", &[s.mentions_filter()], "/cb/gone", &[]);
     s.client.publish_ok(&sub).await;
@@ -135,6 +135,15 @@ async fn nip9a_callback_404_ends_the_subscription() {
     let push = s.push();
     assert!(eventually(|| push.audience.callbacks.is_empty()).await, "the subscription ended");
     assert!(author.req_ids("after", &[json!({"kinds": [30390]})]).await.is_empty(), "its event was deleted");
+    s.client.publish_ok(&s.mention()).await;
+    s.callback.expect_none().await;
+
+    // 410 likewise.
+    s.client.publish_ok(&s.subscription("b", &[s.mentions_filter()], "/cb/gone2", &[])).await;
+    s.callback.answer_next(410, "");
+    s.client.publish_ok(&s.mention()).await;
+    assert_eq!(s.callback.next().await.answered, 410);
+    assert!(eventually(|| push.audience.callbacks.is_empty()).await, "the subscription ended");
     s.client.publish_ok(&s.mention()).await;
     s.callback.expect_none().await;
 }
@@ -264,6 +273,31 @@ async fn nip9a_deletion_by_address_ends_it() {
     s.callback.expect_none().await;
 }
 
+async fn nip9a_expiration_ends_it() {
+    let mut s = Setup::new(|_| {}).await;
+    let expiration = (now() + 10).to_string();
+    s.client.publish_ok(&s.subscription("a", &[s.mentions_filter()], "/cb/1", &[&["expiration", &expiration]])).await;
+    s.client.publish_ok(&s.mention()).await;
+    s.callback.next().await;
+    // Less than the delivery loop's lease (120 s), so that the first job, finished or not, is not taken again.
+    s.relay.clock().advance(std::time::Duration::from_secs(30));
+    s.client.publish_ok(&s.mention()).await;
+    s.callback.expect_none().await;
+}
+
+async fn nip9a_subscriptions_are_read_again_at_start() {
+    let mut callback = StandIn::start().await;
+    let relay = start(&callback.url).await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    let filter = json!({"kinds": [1], "#p": [user.public_key().to_hex()]});
+    let sub = subscription(&user, &relay, "a", &[filter], &format!("{}/cb/1", callback.url), &[]);
+    relay.client().await.publish_ok(&sub).await;
+    let relay = relay.restart().await;
+    let mention = sign(&friend, 1, "after the restart", &[&["p", &user.public_key().to_hex()]], now());
+    relay.client().await.publish_ok(&mention).await;
+    assert_eq!(callback.next().await.json()["id"], id_of(&mention));
+}
+
 async fn nip9a_watched_relay_events_are_not_forwarded() {
     let mut s = Setup::new(|_| {}).await;
     s.client.publish_ok(&s.subscription("a", &[s.mentions_filter()], "/cb/1", &[])).await;
@@ -285,13 +319,15 @@ async fn nip9a_is_listed_in_nip11() {
 crate::on_both_backends!(
     nip9a_posts_id_and_relay_to_the_callback,
     nip9a_include_event_and_ignore,
-    nip9a_callback_404_ends_the_subscription,
+    nip9a_callback_404_and_410_end_the_subscription,
     nip9a_callback_503_is_retried_then_delivered_once,
     nip9a_refusals,
     nip9a_private_callbacks_are_refused_by_default,
     nip9a_subscriptions_are_served_only_to_their_author,
     nip9a_read_gating_keeps_others_dms_from_subscribers,
     nip9a_deletion_by_address_ends_it,
+    nip9a_expiration_ends_it,
+    nip9a_subscriptions_are_read_again_at_start,
     nip9a_watched_relay_events_are_not_forwarded,
     nip9a_is_listed_in_nip11,
 );

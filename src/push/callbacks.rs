@@ -60,6 +60,8 @@ impl CallbackIndex {
     pub fn offer(&self, event: &VerifiedEvent, now: u64) {
         let key = (*event.pubkey(), event.d_tag().to_owned());
         let mut subscriptions = self.subscriptions.write().expect("callback index lock");
+        // Expired ones go here (NIP-40): the store stops serving them, and they no longer count against a cap.
+        subscriptions.retain(|_, s| !s.is_expired(now));
         if let Some(known) = subscriptions.get(&key)
             && (known.created_at, known.event_id) >= (event.created_at(), *event.id())
         {
@@ -125,10 +127,13 @@ impl CallbackIndex {
         self.subscriptions.read().expect("callback index lock").values().any(|s| s.callback == callback)
     }
 
-    /// The pubkey's subscriptions other than the one with `d` `except_d` (which a new version would replace).
-    pub fn count_of(&self, pubkey: &Hash32, except_d: &str) -> usize {
+    /// The pubkey's subscriptions in force other than the one with `d` `except_d` (which a new version would
+    /// replace).
+    pub fn count_of(&self, pubkey: &Hash32, except_d: &str, now: u64) -> usize {
         let subscriptions = self.subscriptions.read().expect("callback index lock");
-        subscriptions.keys().filter(|(owner, d)| owner == pubkey && d != except_d).count()
+        let counted =
+            |((owner, d), s): &(&Key, &Arc<Subscription>)| owner == pubkey && d != except_d && !s.is_expired(now);
+        subscriptions.iter().filter(counted).count()
     }
 
     /// The subscriptions that want `event` (not expired, not the subscriber's own), ordered by (pubkey, `d`).
@@ -195,7 +200,7 @@ mod tests {
         index.offer(&subscription(&user, "a", "7", "https://cb.example/1", 110), 100);
         assert!(index.matching(&note, 100).is_empty(), "the newer one replaced it");
         index.offer(&subscription(&user, "b", "1", "https://cb.example/2", 100), 100);
-        assert_eq!((index.len(), index.count_of(user.public_key().as_bytes(), "a")), (2, 1));
+        assert_eq!((index.len(), index.count_of(user.public_key().as_bytes(), "a", 100)), (2, 1));
         assert!(index.matching(&signed(&user, 1, &[], 100), 100).is_empty(), "own events are skipped");
     }
 
@@ -237,6 +242,7 @@ mod tests {
         index.offer(&signed(&user, SUBSCRIPTION_KIND, tags, 100), 100);
         assert_eq!(index.matching(&signed(&other, 1, &[], 100), 100).len(), 1);
         assert!(index.matching(&signed(&other, 1, &[], 100), 150).is_empty(), "expired");
+        assert_eq!(index.count_of(user.public_key().as_bytes(), "b", 150), 0, "an expired one does not count");
         index.offer(&signed(&user, SUBSCRIPTION_KIND, &[&["d", "a"]], 200), 200);
         assert!(index.is_empty(), "an invalid newer version ends it");
     }

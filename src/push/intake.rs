@@ -82,7 +82,7 @@ impl Intake {
             Err(why) => return Some(why),
         };
         let max = self.config.max_subscriptions_per_pubkey;
-        (callbacks.count_of(&subscription.pubkey, &subscription.d) >= max)
+        (callbacks.count_of(&subscription.pubkey, &subscription.d, self.audience.clock.secs()) >= max)
             .then(|| format!("blocked: this pubkey has too many push subscriptions (max {max})"))
     }
 
