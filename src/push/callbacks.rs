@@ -137,10 +137,11 @@ impl CallbackIndex {
     }
 
     /// The subscriptions that want `event` (not expired, not the subscriber's own), ordered by (pubkey, `d`).
-    pub fn matching(&self, event: &VerifiedEvent, now: u64) -> Vec<Arc<Subscription>> {
+    /// `spare_mentions`: see `Subscription::wants_sparing`.
+    pub fn matching(&self, event: &VerifiedEvent, now: u64, spare_mentions: bool) -> Vec<Arc<Subscription>> {
         let subscriptions = self.subscriptions.read().expect("callback index lock");
-        let mut found: Vec<Arc<Subscription>> =
-            subscriptions.values().filter(|s| !s.is_expired(now) && s.wants(event)).cloned().collect();
+        let wanted = |s: &&Arc<Subscription>| !s.is_expired(now) && s.wants_sparing(event, spare_mentions);
+        let mut found: Vec<Arc<Subscription>> = subscriptions.values().filter(wanted).cloned().collect();
         found.sort_by(|a, b| (a.pubkey, &a.d).cmp(&(b.pubkey, &b.d)));
         found
     }
@@ -196,12 +197,12 @@ mod tests {
         index.offer(&subscription(&user, "a", "1", "https://cb.example/1", 100), 100);
         index.offer(&subscription(&user, "a", "7", "https://cb.example/1", 90), 100);
         let note = signed(&other, 1, &[], 100);
-        assert_eq!(index.matching(&note, 100).len(), 1, "an older version changes nothing");
+        assert_eq!(index.matching(&note, 100, false).len(), 1, "an older version changes nothing");
         index.offer(&subscription(&user, "a", "7", "https://cb.example/1", 110), 100);
-        assert!(index.matching(&note, 100).is_empty(), "the newer one replaced it");
+        assert!(index.matching(&note, 100, false).is_empty(), "the newer one replaced it");
         index.offer(&subscription(&user, "b", "1", "https://cb.example/2", 100), 100);
         assert_eq!((index.len(), index.count_of(user.public_key().as_bytes(), "a", 100)), (2, 1));
-        assert!(index.matching(&signed(&user, 1, &[], 100), 100).is_empty(), "own events are skipped");
+        assert!(index.matching(&signed(&user, 1, &[], 100), 100, false).is_empty(), "own events are skipped");
     }
 
     #[test]
@@ -240,8 +241,8 @@ mod tests {
             &["expiration", "150"],
         ];
         index.offer(&signed(&user, SUBSCRIPTION_KIND, tags, 100), 100);
-        assert_eq!(index.matching(&signed(&other, 1, &[], 100), 100).len(), 1);
-        assert!(index.matching(&signed(&other, 1, &[], 100), 150).is_empty(), "expired");
+        assert_eq!(index.matching(&signed(&other, 1, &[], 100), 100, false).len(), 1);
+        assert!(index.matching(&signed(&other, 1, &[], 100), 150, false).is_empty(), "expired");
         assert_eq!(index.count_of(user.public_key().as_bytes(), "b", 150), 0, "an expired one does not count");
         index.offer(&signed(&user, SUBSCRIPTION_KIND, &[&["d", "a"]], 200), 200);
         assert!(index.is_empty(), "an invalid newer version ends it");

@@ -43,6 +43,8 @@ pub struct Matcher<'a> {
     /// Kinds served only to their parties (`[auth] read_restricted_kinds`): a push is a read, so these notify only
     /// registrations whose pubkey is a party.
     pub read_restricted_kinds: &'a [u16],
+    /// `[push] max_mentions` when `suppress_hellthreads` is on: NIP-9a filters by `#p` are spared events tagging more.
+    pub spare_hellthreads: Option<usize>,
 }
 
 impl Matcher<'_> {
@@ -104,7 +106,12 @@ impl Matcher<'_> {
     /// and mute lists as registrations: a subscriber never hears of an event it may not read.
     fn callback_jobs(&self, event: &VerifiedEvent, now: i64, jobs: &mut Vec<NewJob>) {
         let restricted = self.read_restricted_kinds.contains(&event.kind());
-        for subscription in self.callbacks.matching(event, now.max(0) as u64) {
+        let spare = self.spare_hellthreads.is_some_and(|max| {
+            let mentioned: std::collections::HashSet<&str> =
+                event.indexed_tags().filter(|(letter, _)| *letter == 'p').map(|(_, value)| value).collect();
+            mentioned.len() > max
+        });
+        for subscription in self.callbacks.matching(event, now.max(0) as u64, spare) {
             let group_key = format!("{CALLBACK_PREFIX}{}", subscription.callback);
             if jobs.iter().any(|job| job.group_key == group_key)
                 || (restricted && !event.is_party(&subscription.pubkey))

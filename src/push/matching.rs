@@ -32,6 +32,8 @@ pub struct Matching {
     /// The relay's read-restricted kinds (`Config::read_restricted_kinds`), as at start: who may be pushed an event
     /// is who may read it.
     read_restricted_kinds: Vec<u16>,
+    /// `[push] max_mentions` when the operator spares everyone hellthreads (NIP-9a filters by `#p` among them).
+    spare_hellthreads: Option<usize>,
     /// Jobs of ephemeral and watched events, on their way to the queue through the intake task: bounded, so that a
     /// flood of such events holds no more than `[push] max_pending_intake` batches.
     intake: mpsc::Sender<Vec<NewJob>>,
@@ -60,6 +62,7 @@ impl Matching {
             audience,
             max_event_age_secs: config.push.max_event_age_secs,
             read_restricted_kinds: config.read_restricted_kinds(),
+            spare_hellthreads: config.push.suppress_hellthreads.then_some(config.push.max_mentions),
             intake,
             jobs_committed: AtomicBool::new(false),
             wake,
@@ -73,6 +76,7 @@ impl Matching {
             callbacks: &self.audience.callbacks,
             max_event_age_secs: self.max_event_age_secs,
             read_restricted_kinds: &self.read_restricted_kinds,
+            spare_hellthreads: self.spare_hellthreads,
         }
     }
 

@@ -39,8 +39,17 @@ impl Subscription {
 
     /// Whether `event` is one to post: it matches a filter and no ignore, and is not the subscriber's own.
     pub fn wants(&self, event: &VerifiedEvent) -> bool {
+        self.wants_sparing(event, false)
+    }
+
+    /// With `spare_mentions` (the event is a hellthread and the operator spares everyone them), a filter that selects
+    /// by `#p` counts only if it also selects by a group (`#e` or `#h`): as registrations, notified through groups only.
+    pub fn wants_sparing(&self, event: &VerifiedEvent, spare_mentions: bool) -> bool {
+        let counts = |f: &crate::protocol::Filter| {
+            !spare_mentions || !f.tags.contains_key(&'p') || f.tags.contains_key(&'e') || f.tags.contains_key(&'h')
+        };
         event.pubkey() != &self.pubkey
-            && self.filters.iter().any(|f| f.matches(&event.event))
+            && self.filters.iter().any(|f| counts(f) && f.matches(&event.event))
             && !self.ignores.iter().any(|f| f.matches(&event.event))
     }
 }
@@ -230,6 +239,21 @@ mod tests {
         let tags: &[&[&str]] = &[D, RELAY, FILTER, &["callback", "http://127.0.0.1:9/cb"]];
         assert!(parse(&event(tags), OWN, &config(true)).is_ok());
         assert!(parse(&event(tags), OWN, &config(false)).is_err());
+    }
+
+    #[test]
+    fn spared_hellthreads_reach_filters_by_group_only() {
+        let by_p: &[&str] = &["filter", r##"{"kinds":[1],"#p":["aa"]}"##];
+        let by_group: &[&str] = &["filter", r##"{"kinds":[1],"#p":["aa"],"#h":["g"]}"##];
+        let event = |tags: &[&[&str]]| {
+            let tags = tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap());
+            VerifiedEvent::new(EventBuilder::new(Kind::from(1u16), "").tags(tags).finalize(&Keys::generate()).unwrap())
+        };
+        let mention = event(&[&["p", "aa"], &["h", "g"]]);
+        let p_only = parse(&self::event(&[D, RELAY, by_p, CALLBACK]), OWN, &config(false)).unwrap();
+        let grouped = parse(&self::event(&[D, RELAY, by_group, CALLBACK]), OWN, &config(false)).unwrap();
+        assert!(p_only.wants_sparing(&mention, false) && !p_only.wants_sparing(&mention, true));
+        assert!(grouped.wants_sparing(&mention, true), "through the group");
     }
 
     #[test]
