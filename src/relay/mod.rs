@@ -97,33 +97,22 @@ pub struct RelayState {
 
 impl RelayState {
     pub fn new(config: Arc<Config>, wiring: RelayWiring) -> Self {
-        let RelayWiring {
-            store,
-            writer,
-            subscriptions,
-            listeners,
-            consumer,
-            registrar,
-            moderation_store,
-            shutdown,
-            clock,
-        } = wiring;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let connections_per_ip = ConnectionCounter::new(config.limits.max_connections_per_ip);
         Self {
             settings: RwLock::new(Settings::new(config, Moderation::default())),
-            store,
-            writer,
-            subscriptions,
-            listeners,
-            consumer,
-            registrar,
+            store: wiring.store,
+            writer: wiring.writer,
+            subscriptions: wiring.subscriptions,
+            listeners: wiring.listeners,
+            consumer: wiring.consumer,
+            registrar: wiring.registrar,
             nip11_extra: OnceLock::new(),
-            moderation_store,
+            moderation_store: wiring.moderation_store,
             connections_per_ip,
             verifier: Verifier::start(cores),
-            shutdown,
-            clock,
+            shutdown: wiring.shutdown,
+            clock: wiring.clock,
             connections: TaskTracker::new(),
             next_connection_id: AtomicU64::new(1),
             reporters: OnceLock::new(),
