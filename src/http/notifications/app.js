@@ -91,6 +91,7 @@ async function signIn() {
   }
   $("who").textContent = "Signed in as " + state.me.slice(0, 8) + "…" + state.me.slice(-8);
   $("signed-in").hidden = false;
+  $("client").value = ((await relayInfo()).push || {}).web_client_url || "https://njump.me/{nevent}";
   $("sign-in").hidden = true;
   await findThisBrowser();
   await showDevices();
@@ -112,7 +113,7 @@ async function enable() {
     const info = await relayInfo();
     if (!info.push || !info.push.vapid_public_key) throw new Error("this relay does not send Web Push");
     if ((await Notification.requestPermission()) !== "granted") throw new Error("notifications are not allowed");
-    const client = encodeURIComponent(info.push.web_client_url || "");
+    const client = encodeURIComponent($("client").value || info.push.web_client_url || "");
     const worker = await navigator.serviceWorker.register("/notifications/sw.js?client=" + client, { scope: "/" });
     await navigator.serviceWorker.ready;
     const subscription = await worker.pushManager.subscribe({
