@@ -135,6 +135,7 @@ async fn the_status_page_shows_the_figures_in_a_browser() {
     };
     assert!(figure("Accepted in the last hour") >= 3);
     assert_eq!(figure("Registered devices"), 1);
+    assert_eq!(figure("NIP-9a subscriptions"), 0);
     assert!(dom.contains("<svg"), "a chart is drawn");
     let png = std::fs::read(&shot).unwrap();
     assert!(png.starts_with(b"\x89PNG") && png.len() > 5_000, "a screenshot was taken: {}", shot.display());

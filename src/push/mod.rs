@@ -177,6 +177,7 @@ impl crate::report::Reporter for PushService {
             ("Push pubkey".to_owned(), self.npub()),
             ("Registered devices".to_owned(), registrations.to_string()),
             ("Pubkeys online / offline".to_owned(), format!("{online} / {offline}")),
+            ("NIP-9a subscriptions".to_owned(), self.audience.callbacks.len().to_string()),
             ("Pushes waiting".to_owned(), self.pending_jobs().await.to_string()),
             (
                 "Sent / merged / retried / dropped".to_owned(),
