@@ -176,8 +176,30 @@ async fn unwatchable_relays_are_skipped_and_dead_endpoints_dropped() {
     assert!(eventually(|| push.registry().registrations_of(user.public_key().as_bytes()).is_empty()).await);
 }
 
+/// What a stranger may POST: entries that are not events get an error each, an oversized body a 413, and the
+/// relay goes on answering.
+async fn hostile_register_bodies_are_answered_not_obeyed() {
+    let service = StandIn::start().await;
+    let relay = start(&service.url).await;
+    let entries = [json!("not an event"), json!(42), json!({"kind": 22242}), json!(null)];
+    let (status, answer) = post_register(&relay, &entries).await;
+    assert_eq!(status, 200);
+    let answers = answer.as_array().unwrap();
+    assert_eq!(answers.len(), 4);
+    assert!(
+        answers.iter().all(|a| a["result"] == "error" && a["error"].as_str().unwrap().starts_with("invalid")),
+        "{answer}"
+    );
+    let huge = json!({"events": [ "x".repeat(100 * 1024) ]}).to_string();
+    let response =
+        reqwest::Client::new().post(format!("{}/register", relay.http_url())).body(huge).send().await.unwrap();
+    assert_eq!(response.status().as_u16(), 413);
+    register97(&relay, &Keys::generate(), &format!("unifiedpush:{}/up/after", service.url)).await;
+}
+
 crate::on_both_backends!(
     register_answers_each_event_in_order,
+    hostile_register_bodies_are_answered_not_obeyed,
     unifiedpush_gets_a_wrap_only_the_recipient_opens,
     fcm_and_apns_carry_the_wrapped_event,
     devices_have_no_presence_and_fixed_kinds,
