@@ -5,13 +5,15 @@
 //! req` those switches and the statement parsing (sqlx did not reuse the statement) were most of the relay's CPU
 //! (BENCHMARKS.md). Here a query runs whole on a blocking thread with a cached statement: one hand-off each way.
 
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use rusqlite::config::DbConfig;
 use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
-use tokio::sync::Semaphore;
+use tokio::sync::oneshot;
 
 use crate::store::{StoreError, StoredEvent};
 
@@ -39,44 +41,61 @@ impl Sql {
     }
 }
 
-/// A fixed set of read-only connections, each used by one query at a time.
+type Job = Box<dyn FnOnce(&Connection) + Send>;
+
+/// Read-only connections, each on a thread of its own that takes queries from one shared queue. (Not
+/// `spawn_blocking` with a pool of connections: each query then woke a sleeping thread and was woken back; threads
+/// that drain a queue run queries back to back while they wait, as the signature checks do.)
 pub(super) struct Readers {
-    idle: Mutex<Vec<Connection>>,
-    permits: Semaphore,
+    queue: Mutex<Option<flume::Sender<Job>>>,
 }
 
 impl Readers {
     pub(super) fn open(path: &Path, count: usize, busy_timeout: Duration) -> Result<Self, StoreError> {
         let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI;
-        let connections = (0..count.max(1))
-            .map(|_| {
-                let conn = Connection::open_with_flags(path, flags)?;
-                conn.busy_timeout(busy_timeout)?;
-                conn.pragma_update(None, "temp_store", "memory")?;
-                conn.pragma_update(None, "cache_size", -32000)?;
-                // Filters of one shape share a statement; a REQ's arms and conditions make a few dozen shapes.
-                conn.set_prepared_statement_cache_capacity(128);
-                Ok(conn)
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(Self { permits: Semaphore::new(connections.len()), idle: Mutex::new(connections) })
+        let (queue, jobs) = flume::unbounded::<Job>();
+        for n in 0..count.max(1) {
+            let conn = Connection::open_with_flags(path, flags)?;
+            conn.busy_timeout(busy_timeout)?;
+            conn.pragma_update(None, "temp_store", "memory")?;
+            conn.pragma_update(None, "cache_size", -32000)?;
+            // Pages read through the map are not copied into the connection's cache: 17 % more REQs per CPU-second
+            // under `nostr-bench req` (BENCHMARKS.md). Address space only; the kernel's page cache holds the pages.
+            conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
+            // Without the query planner stability guarantee SQLite marks a statement to be prepared again whenever
+            // a parameter it compared with a partial index's condition is bound (our `expires_at > ?` against
+            // `events_by_expiry`): every REQ was parsed and planned anew, 10 % of the relay's CPU.
+            conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
+            // Filters of one shape share a statement; a REQ's arms and conditions make a few dozen shapes.
+            conn.set_prepared_statement_cache_capacity(128);
+            let jobs = jobs.clone();
+            std::thread::Builder::new()
+                .name(format!("sqlite-read-{n}"))
+                .spawn(move || {
+                    for job in jobs.iter() {
+                        job(&conn);
+                    }
+                })
+                .map_err(|e| StoreError::new(format!("cannot start a reader thread: {e}")))?;
+        }
+        Ok(Self { queue: Mutex::new(Some(queue)) })
     }
 
-    /// Runs `work` on an idle connection on a blocking thread, waiting (as a task) for one to be free.
+    /// Runs `work` on the next free connection's thread.
     async fn read<T: Send + 'static>(
         &self,
         work: impl FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     ) -> Result<T, StoreError> {
-        let _permit = self.permits.acquire().await.map_err(|_| StoreError::new("the store is closed"))?;
-        let conn = self.idle.lock().expect("reader list poisoned").pop().expect("a permit guarantees a connection");
-        let (conn, result) = tokio::task::spawn_blocking(move || {
-            let result = work(&conn);
-            (conn, result)
-        })
-        .await
-        .map_err(|e| StoreError::new(format!("a read on the database failed: {e}")))?;
-        self.idle.lock().expect("reader list poisoned").push(conn);
-        result
+        let (reply, answer) = oneshot::channel();
+        let job: Job = Box::new(move |conn| {
+            // A panic is caught so that the thread and its connection go on serving.
+            let result = catch_unwind(AssertUnwindSafe(|| work(conn)))
+                .unwrap_or_else(|_| Err(StoreError::new("a read on the database panicked")));
+            let _ = reply.send(result);
+        });
+        let queue = self.queue.lock().expect("reader queue poisoned").clone();
+        queue.ok_or_else(closed)?.send(job).map_err(|_| closed())?;
+        answer.await.map_err(|_| closed())?
     }
 
     /// The rows of `SELECT id, created_at, json ...`, in order, until they pass `max_bytes` of JSON (always at
@@ -110,8 +129,13 @@ impl Readers {
         .await
     }
 
-    /// Lets the connections go: queries already running finish, later ones fail.
+    /// Lets the connections go: queries already queued finish, later ones fail, and each thread closes its
+    /// connection and ends once the queue is empty.
     pub(super) fn close(&self) {
-        self.permits.close();
+        self.queue.lock().expect("reader queue poisoned").take();
     }
+}
+
+fn closed() -> StoreError {
+    StoreError::new("the store is closed")
 }
