@@ -241,8 +241,66 @@ pub(super) fn delete_where(
     condition: &'static str,
     params: &[&dyn ToSql],
 ) -> Result<u64, StoreError> {
-    conn.prepare_cached(&format!("DELETE FROM tags WHERE event_seq IN (SELECT seq FROM events WHERE {condition})"))?
-        .execute(params)?;
+    // The tag rows are keyed by (name, value, created_at, event), so each removed event's rows are found from its
+    // own tags (an unindexed tag matches no row). One statement per event: with the event's time and number bound,
+    // SQLite finds each row by its whole key (a row-value IN over all the events used only the tag's name and value).
+    // Read and deleted as the rows come (SQLite lets one statement change a table while another reads another),
+    // so a purge of many events holds one event's JSON at a time.
+    let mut removed = conn.prepare_cached(&format!("SELECT seq, created_at, json FROM events WHERE {condition}"))?;
+    let mut delete_tags = conn.prepare_cached(
+        "DELETE FROM tags WHERE event_seq = ?1 AND created_at = ?2
+         AND (name, value) IN (SELECT t.value ->> 0, t.value ->> 1 FROM json_each(?3, '$.tags') t)",
+    )?;
+    let mut rows = removed.query(params)?;
+    while let Some(row) = rows.next()? {
+        delete_tags.execute(params![
+            row.get::<_, i64>(0)?,
+            row.get::<_, i64>(1)?,
+            row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?
+        ])?;
+    }
+    drop(rows);
     let deleted = conn.prepare_cached(&format!("DELETE FROM events WHERE {condition}"))?.execute(params)?;
     Ok(deleted as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use nostr::prelude::*;
+
+    use crate::protocol::{SharedEvent, VerifiedEvent};
+    use crate::store::EventStore;
+    use crate::store::sqlite::SqliteStore;
+
+    fn tagged(keys: &Keys, content: &str) -> SharedEvent {
+        let me = keys.public_key().to_hex();
+        let tags = [["t", "nostr"], ["p", me.as_str()], ["long", "x"]].map(|tag| Tag::parse(tag).unwrap());
+        Arc::new(VerifiedEvent::new(EventBuilder::new(Kind::TextNote, content).tags(tags).finalize(keys).unwrap()))
+    }
+
+    fn tag_rows(path: &std::path::Path) -> Vec<(String, String, i64)> {
+        let conn = rusqlite::Connection::open(path).unwrap();
+        let mut rows = conn.prepare("SELECT name, value, event_seq FROM tags ORDER BY event_seq, name").unwrap();
+        rows.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    /// Tag rows are keyed by tag, not by event: a removed event's rows must be found from its JSON, and only
+    /// those go (another event with the same tags keeps its rows).
+    #[tokio::test]
+    async fn removing_an_event_removes_exactly_its_tag_rows() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let config = crate::config::DatabaseConfig::default();
+        let store = SqliteStore::open(&path, &config, crate::clock::Clock::system()).await.unwrap();
+        let keys = Keys::generate();
+        let (gone, kept) = (tagged(&keys, "gone"), tagged(&keys, "kept"));
+        store.write_batch(&[gone.clone(), kept.clone()], None).await.unwrap();
+        assert_eq!(tag_rows(&path).len(), 4, "t and p for each event; the long tag is not indexed");
+        assert!(store.remove_event(gone.id()).await.unwrap());
+        let rows = tag_rows(&path);
+        assert_eq!(rows.len(), 2);
+        assert!(rows.iter().all(|(_, _, seq)| *seq == 2), "only the kept event's rows remain: {rows:?}");
+    }
 }
