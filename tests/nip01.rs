@@ -217,6 +217,26 @@ async fn live_events_follow_eose_until_close() {
     subscriber.expect_silence().await;
 }
 
+/// Live events that follow one another within `live_flush_ms` are gathered into one write: none is lost, none
+/// overtakes another, and a CLOSE still ends the flow.
+async fn live_events_gathered_into_one_write_arrive_all_and_in_order() {
+    let relay = TestRelay::start_with(|config| config.limits.live_flush_ms = 300).await;
+    let mut subscriber = relay.client().await;
+    let mut publisher = relay.client().await;
+    let keys = Keys::generate();
+    assert!(subscriber.req("feed", &[json!({"authors": [keys.public_key().to_hex()]})]).await.is_empty());
+    let notes: Vec<_> = (0..6).map(|n| note(&keys, &format!("note {n}"))).collect();
+    for event in &notes {
+        publisher.publish_ok(event).await;
+    }
+    for event in &notes {
+        assert_eq!(subscriber.recv().await, json!(["EVENT", "feed", event]));
+    }
+    subscriber.close("feed").await;
+    publisher.publish_ok(&note(&keys, "after close")).await;
+    subscriber.expect_silence().await;
+}
+
 async fn a_new_req_with_the_same_id_replaces_the_subscription() {
     let relay = TestRelay::start().await;
     let mut subscriber = relay.client().await;
@@ -311,6 +331,7 @@ crate::on_both_backends!(
     limit_zero_gives_eose_then_live_events,
     filters_by_every_field,
     live_events_follow_eose_until_close,
+    live_events_gathered_into_one_write_arrive_all_and_in_order,
     a_new_req_with_the_same_id_replaces_the_subscription,
     live_delivery_by_tag_and_by_id_and_unconstrained,
     restart_on_the_same_database_keeps_everything,

@@ -138,6 +138,9 @@ pub struct LimitsConfig {
     pub max_req_bytes: usize,
     /// Seconds a send to a client may make no progress before the connection is closed.
     pub send_timeout_secs: u64,
+    /// Milliseconds within which live events to one connection are gathered into one write, once one has just
+    /// been sent (0: each is written at once).
+    pub live_flush_ms: u64,
     /// Largest exact COUNT answer; past it, COUNT answers this number with `approximate: true`.
     pub max_count: u64,
     /// NIP-77 reconciliations open at once on one connection (each also counts as a subscription).
@@ -172,6 +175,7 @@ impl Default for LimitsConfig {
             max_outgoing_bytes: 4 * 1024 * 1024,
             max_req_bytes: 8 * 1024 * 1024,
             send_timeout_secs: 20,
+            live_flush_ms: 20,
             max_count: 100_000,
             max_negentropy_sessions: 2,
             max_pending_events: 64,
