@@ -45,7 +45,8 @@ type Job = Box<dyn FnOnce(&Connection) + Send>;
 
 /// Read-only connections, each on a thread of its own that takes queries from one shared queue. (Not
 /// `spawn_blocking` with a pool of connections: each query then woke a sleeping thread and was woken back; threads
-/// that drain a queue run queries back to back while they wait, as the signature checks do.)
+/// that drain a queue run queries back to back while they wait, as the signature checks do.) The queue needs no
+/// bound of its own: a connection awaits its query before it reads its next message, so it holds one place at most.
 pub(super) struct Readers {
     queue: Mutex<Option<flume::Sender<Job>>>,
 }
