@@ -37,7 +37,7 @@ fn hot_paths(c: &mut Criterion) {
 
     // Fan-out: 10,000 live subscriptions to other authors; the event's cost is its look-ups, not the count.
     let index = SubscriptionIndex::default();
-    let reader = std::sync::Arc::new(Reader::new(Vec::new()));
+    let reader = std::sync::Arc::new(Reader::new(Vec::new(), None));
     let (outbox, _receiver) = Outbox::new(16, usize::MAX, reader);
     for _ in 0..10_000 {
         let author = Keys::generate().public_key().to_hex();

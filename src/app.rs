@@ -12,7 +12,8 @@ use crate::activity::EventActivity;
 use crate::clock::Clock;
 use crate::cluster::{self, EphemeralAnnouncer};
 use crate::config::Config;
-use crate::hooks::{DeviceRegistrar, EventConsumer, RemoteEvents, SharedRegistrations};
+use crate::groups::Groups;
+use crate::hooks::{DeviceRegistrar, EventConsumer, ReadGate, RemoteEvents, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
 use crate::push::PushService;
 use crate::relay::subscriptions::SubscriptionIndex;
@@ -62,10 +63,11 @@ impl RelayHandle {
         let config = Arc::new(config);
         let run = Run { lifecycle: Lifecycle::new(), clock: clock.clone(), node: config.database.node() };
         let (store, postgres) = open_store(&config, &run).await?;
-        let push = start_push(&config, &store, &run).await?;
+        let groups = load_groups(&config, &store, &run).await?;
+        let push = start_push(&config, &store, &groups, &run).await?;
         let activity = Arc::new(EventActivity::new(clock.clone()));
-        let (state, writer_task, peers_listeners) =
-            relay_state(&config, &store, &postgres, &push, &activity, &run).await?;
+        let parts = Parts { push: &push, groups: &groups, activity: &activity };
+        let (state, writer_task, peers_listeners) = relay_state(&config, &store, &postgres, parts, &run).await?;
         start_peers(&postgres, &push, peers_listeners, &run).await?;
         let upstream = start_upstream(&config, &state, &store, &push, &run);
         let Run { lifecycle, .. } = run;
@@ -131,16 +133,41 @@ async fn open_store(config: &Config, run: &Run) -> anyhow::Result<(Arc<dyn Store
     Ok((store, postgres))
 }
 
+/// NIP-29 groups, when `[groups] enabled`, signed with the relay's own key (the push key's file, so that NIP-11's
+/// `self` is one pubkey whether push is on or not).
+async fn load_groups(config: &Config, store: &Arc<dyn Store>, run: &Run) -> anyhow::Result<Option<Arc<Groups>>> {
+    if !config.groups.enabled {
+        return Ok(None);
+    }
+    let keys = crate::push::keys::load_or_create(&config.push.secret_key_file).map_err(anyhow::Error::msg)?;
+    let events: Arc<dyn EventStore> = store.clone();
+    let groups = Groups::load(&config.groups, keys, &events, run.clock.clone()).await?;
+    Ok(Some(groups))
+}
+
 /// Push and its tasks (the intake of unwritten events' jobs, the delivery loop), when `[push] enabled`.
-async fn start_push(config: &Config, store: &Arc<dyn Store>, run: &Run) -> anyhow::Result<Option<Arc<PushService>>> {
+async fn start_push(
+    config: &Config,
+    store: &Arc<dyn Store>,
+    groups: &Option<Arc<Groups>>,
+    run: &Run,
+) -> anyhow::Result<Option<Arc<PushService>>> {
     if !config.push.enabled {
         return Ok(None);
     }
-    let push = PushService::start(config, store.clone(), &run.lifecycle, run.clock.clone())
+    let gate = groups.clone().map(|g| g as Arc<dyn ReadGate>);
+    let push = PushService::start(config, store.clone(), &run.lifecycle, run.clock.clone(), gate)
         .await
         .map_err(anyhow::Error::msg)?;
     tracing::info!(pubkey = %push.public_key().to_hex(), npub = %push.npub(), "push pubkey");
     Ok(Some(push))
+}
+
+/// The parts the relay hands events to, besides the store.
+struct Parts<'a> {
+    push: &'a Option<Arc<PushService>>,
+    groups: &'a Option<Arc<Groups>>,
+    activity: &'a Arc<EventActivity>,
 }
 
 /// The relay's shared state and its writer, with everyone who hears of accepted events; also returns the
@@ -149,12 +176,15 @@ async fn relay_state(
     config: &Arc<Config>,
     store: &Arc<dyn Store>,
     postgres: &Option<Arc<PgStore>>,
-    push: &Option<Arc<PushService>>,
-    activity: &Arc<EventActivity>,
+    parts: Parts<'_>,
     run: &Run,
 ) -> anyhow::Result<(Arc<RelayState>, JoinHandle<()>, Vec<Arc<dyn AcceptListener>>)> {
+    let Parts { push, groups, activity } = parts;
     let subscriptions = Arc::new(SubscriptionIndex::default());
-    let mut listeners: Vec<Arc<dyn AcceptListener>> = vec![subscriptions.clone(), activity.clone()];
+    // Groups first: a group's new members and metadata are in force before anyone is sent its events.
+    let mut listeners: Vec<Arc<dyn AcceptListener>> = Vec::new();
+    listeners.extend(groups.clone().map(|g| g as Arc<dyn AcceptListener>));
+    listeners.extend([subscriptions.clone() as Arc<dyn AcceptListener>, activity.clone()]);
     listeners.extend(push.as_ref().map(|p| p.matching.clone() as Arc<dyn AcceptListener>));
     // What the other nodes on the same PostgreSQL database hear of this one's events, and tell it of theirs.
     let peers_listeners = listeners.clone();
@@ -172,12 +202,16 @@ async fn relay_state(
         listeners,
         consumer: push.as_ref().map(|p| p.intake.clone() as Arc<dyn EventConsumer>),
         registrar: push.clone().map(|p| p as Arc<dyn DeviceRegistrar>),
+        groups: groups.clone(),
         moderation_store: store.clone(),
         shutdown: run.lifecycle.shutdown(),
         clock: run.clock.clone(),
     };
     let state = Arc::new(RelayState::new(config.clone(), wiring));
     let mut nip11_extra = serde_json::Map::new();
+    if let Some(groups) = groups {
+        nip11_extra.insert("self".into(), hex::encode(groups.public_key()).into());
+    }
     if let Some(push) = push {
         nip11_extra.insert("self".into(), push.public_key().to_hex().into());
         nip11_extra.insert("push".into(), push.nip11());

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use tokio::sync::Notify;
 
 use crate::protocol::filter::Hash32;
-use crate::protocol::{Filter, SharedEvent};
+use crate::protocol::{Filter, SharedEvent, VerifiedEvent};
 
 /// Takes certain verified events out of the relay's path (push registrations addressed to the relay): such an
 /// event is answered by the consumer and never stored nor delivered to any subscription.
@@ -54,4 +54,10 @@ pub trait DeviceRegistrar: Send + Sync {
     async fn remove_device(&self, pubkey: &Hash32, device_id: &str) -> Result<bool, String>;
     /// Queues a test notification to one of the pubkey's devices (sent even while the pubkey is online).
     async fn send_test(&self, pubkey: &Hash32, device_id: &str) -> Result<(), String>;
+}
+
+/// Who may read an event beyond the kinds' own rule: NIP-29 private groups (`groups::Groups`). Push asks it before
+/// notifying a registered pubkey, since a push is a read.
+pub trait ReadGate: Send + Sync {
+    fn may_read(&self, pubkey: &Hash32, event: &VerifiedEvent) -> bool;
 }

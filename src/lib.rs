@@ -6,6 +6,7 @@ pub mod app;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod groups;
 pub mod hooks;
 pub mod http;
 pub mod lifecycle;

@@ -273,3 +273,21 @@ async fn a_client_that_does_not_read_is_disconnected_without_slowing_others() {
     }
     assert!(saw_notice);
 }
+
+/// An EVENT cut short or otherwise not JSON, whose id can still be read, is answered with `OK false` for that id (a
+/// client waiting on its OK learns at once); without a readable id it is a NOTICE, as before.
+#[tokio::test]
+async fn an_event_that_is_not_json_gets_ok_false_when_its_id_is_readable() {
+    let relay = TestRelay::start().await;
+    let mut client = relay.client().await;
+    let event = serde_json::to_string(&note(&Keys::generate(), "x")).unwrap();
+    let cut = format!(r#"["EVENT",{}"#, &event[..event.len() - 10]);
+    client.send_text(&cut).await;
+    let answer = client.recv().await;
+    let id = serde_json::from_str::<Value>(&event).unwrap()["id"].clone();
+    assert_eq!((answer[0].as_str(), &answer[1], answer[2].as_bool()), (Some("OK"), &id, Some(false)), "{answer}");
+    assert!(answer[3].as_str().unwrap().starts_with("invalid:"), "{answer}");
+    let notice = expect_notice(&mut client, r#"["EVENT",{"content":"no id"#).await;
+    assert!(notice.starts_with("invalid:"), "{notice}");
+    assert_still_serving(&mut client).await;
+}

@@ -10,7 +10,9 @@ use figment::Figment;
 use figment::providers::{Env, Format, Toml};
 use serde::Deserialize;
 
+mod groups;
 mod push;
+pub use groups::{GroupsConfig, INVITE_KIND};
 pub use push::{ApnsConfig, FcmConfig, PushConfig, UnifiedPushConfig, WebPushConfig};
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -24,6 +26,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub push: PushConfig,
     pub upstream: UpstreamConfig,
+    pub groups: GroupsConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -318,6 +321,10 @@ impl Config {
     /// the push matcher use this; the watchers keep to the configured list.
     pub fn read_restricted_kinds(&self) -> Vec<u16> {
         let mut kinds = self.auth.read_restricted_kinds.clone();
+        // NIP-29 invite codes: an outsider who read one could join a closed group.
+        if self.groups.enabled && !kinds.contains(&INVITE_KIND) {
+            kinds.push(INVITE_KIND);
+        }
         if self.push.enabled && !kinds.contains(&crate::push::nip9a::SUBSCRIPTION_KIND) {
             kinds.push(crate::push::nip9a::SUBSCRIPTION_KIND);
         }
@@ -371,6 +378,7 @@ impl Config {
             ("push.max_subscription_filters", self.push.max_subscription_filters),
             ("push.max_callback_length", self.push.max_callback_length),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
+            ("groups.max_members", self.groups.max_members),
         ] {
             if value == 0 {
                 return Err(format!("{key}: expected a positive number"));
@@ -390,6 +398,7 @@ impl Config {
             ("policy.pubkey_blocklist", &self.policy.pubkey_blocklist),
             ("auth.write_allowlist", &self.auth.write_allowlist),
             ("auth.admin_pubkeys", &self.auth.admin_pubkeys),
+            ("groups.creators", &self.groups.creators),
         ] {
             if let Some(bad) = list.iter().find(|p| crate::protocol::filter::parse_hash(p).is_none()) {
                 return Err(format!("{key}: expected 64-digit lowercase hex pubkeys, found {bad:?}"));

@@ -8,24 +8,45 @@ use serde_json::{Map, Value, json};
 
 use crate::config::Config;
 
-/// The NIPs this relay implements completely.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
-/// NIP-86 management, advertised when administrators are configured (the API is off otherwise).
-const MANAGEMENT_NIP: u16 = 86;
-/// NIP-9a push subscriptions, advertised (as a string: the NIP's name is not a number) when push is on.
-const PUSH_SUBSCRIPTIONS_NIP: &str = "9a";
+/// The NIPs this relay implements whatever its configuration: NIP-01 (with what NIP-02, 16, 20 and 33 added to it),
+/// deletion, the information document, expiration, AUTH, COUNT, search, vanish, protected events, negentropy.
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 50, 62, 70, 77];
+
+/// Every NIP the relay implements as configured: the fixed ones, then those that depend on a setting (NIP-04 and
+/// NIP-17/59 when their kinds are served only to their parties, NIP-29 with groups, NIP-86 and NIP-98 with
+/// administrators, NIP-97 and NIP-9a with push; "9a" as a string, since that NIP's name is not a number).
+pub fn supported_nips(config: &Config) -> Vec<Value> {
+    let restricted = config.read_restricted_kinds();
+    let mut numbers: Vec<u16> = SUPPORTED_NIPS.to_vec();
+    if restricted.contains(&4) {
+        numbers.push(4);
+    }
+    if restricted.contains(&1059) {
+        numbers.extend([17, 59]);
+    }
+    if config.groups.enabled {
+        numbers.push(29);
+    }
+    if !config.auth.admin_pubkeys.is_empty() {
+        numbers.extend([86, 98]);
+    }
+    if config.push.enabled {
+        numbers.extend([97, 98]);
+    }
+    numbers.sort_unstable();
+    numbers.dedup();
+    let mut nips: Vec<Value> = numbers.into_iter().map(Value::from).collect();
+    if config.push.enabled {
+        nips.push(Value::from("9a"));
+    }
+    nips
+}
 
 pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
     let restrict_writes = config.auth.restrict_writes;
-    let mut supported_nips: Vec<Value> = SUPPORTED_NIPS.iter().map(|&nip| Value::from(nip)).collect();
-    if !config.auth.admin_pubkeys.is_empty() {
-        supported_nips.push(Value::from(MANAGEMENT_NIP));
-    }
-    if config.push.enabled {
-        supported_nips.push(Value::from(PUSH_SUBSCRIPTIONS_NIP));
-    }
+    let supported_nips = supported_nips(config);
     let mut body: Value = json!({
         "name": relay.name,
         "description": relay.description,

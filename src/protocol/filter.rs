@@ -19,6 +19,8 @@ pub struct Filter {
     pub since: Option<u64>,
     pub until: Option<u64>,
     pub limit: Option<u64>,
+    /// NIP-50: words the content must hold (`search::terms`); results come best match first.
+    pub search: Option<String>,
 }
 
 impl Filter {
@@ -33,6 +35,11 @@ impl Filter {
             since: integer(object, "since")?,
             until: integer(object, "until")?,
             limit: integer(object, "limit")?,
+            search: match object.get("search") {
+                None | Some(Value::Null) => None,
+                Some(Value::String(text)) => Some(text.clone()),
+                Some(_) => return Err("search: expected a string".into()),
+            },
         };
         if let Some(kinds) = object.get("kinds") {
             let kinds = kinds.as_array().ok_or("kinds: expected an array")?;
@@ -87,6 +94,9 @@ impl Filter {
                 object.insert(key.into(), Value::from(value));
             }
         }
+        if let Some(search) = &self.search {
+            object.insert("search".into(), Value::from(search.clone()));
+        }
         Value::Object(object)
     }
 
@@ -120,6 +130,9 @@ impl Filter {
                 let tag = tag.as_slice();
                 tag.len() >= 2 && is_letter(&tag[0], *letter) && values.iter().any(|v| *v == tag[1])
             })
+        }) && self.search.as_ref().is_none_or(|search| {
+            super::search::searchable(event.kind.as_u16())
+                && super::search::content_matches(&super::search::terms(search), &event.content)
         })
     }
 }
@@ -168,7 +181,7 @@ mod tests {
         let id = "a".repeat(64);
         let filter = Filter::from_json(&json!({
             "ids": [id], "authors": [], "kinds": [1, 30023], "#e": ["x"], "#t": ["y", "z"],
-            "since": 5, "until": 10, "limit": 3, "search": "ignored"
+            "since": 5, "until": 10, "limit": 3, "search": "pizza"
         }))
         .unwrap();
         assert_eq!(filter.ids.unwrap().len(), 1);
@@ -176,6 +189,7 @@ mod tests {
         assert_eq!(filter.kinds, Some(vec![1, 30023]));
         assert_eq!(filter.tags.len(), 2);
         assert_eq!((filter.since, filter.until, filter.limit), (Some(5), Some(10), Some(3)));
+        assert_eq!(filter.search.as_deref(), Some("pizza"));
     }
 
     #[test]

@@ -46,12 +46,16 @@ pub enum ParseError {
     Closed { sub_id: String, reason: String },
     /// A NIP-77 message whose subscription id is known: answer with NEG-ERR.
     NegError { sub_id: String, reason: String },
+    /// An EVENT that is not valid JSON but whose id could be read: answer with `OK false` for that id.
+    Event { event_id: String, reason: String },
 }
 
 impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
-        let parts: Vec<&RawValue> = serde_json::from_str(text)
-            .map_err(|_| ParseError::Notice("invalid: message is not a JSON array".into()))?;
+        let parts: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| match event_id_in_text(text) {
+            Some(event_id) => ParseError::Event { event_id, reason: "invalid: the event is not valid JSON".into() },
+            None => ParseError::Notice("invalid: message is not a JSON array".into()),
+        })?;
         let verb: &str = parts
             .first()
             .and_then(|v| serde_json::from_str(v.get()).ok())
@@ -141,6 +145,25 @@ pub fn event_id_of(raw: &RawValue) -> Option<String> {
         .filter(|id| id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()))
 }
 
+/// The id of an EVENT message that is not valid JSON, read from its text: the first `"id"` key after the verb with
+/// a 64-digit hex string value. Best effort, so that a client whose event got mangled still gets an `OK` it can
+/// match instead of a NOTICE.
+fn event_id_in_text(text: &str) -> Option<String> {
+    let rest = text.trim_start().strip_prefix('[')?.trim_start().strip_prefix("\"EVENT\"")?;
+    let mut search = rest;
+    while let Some(at) = search.find("\"id\"") {
+        let after = search[at + 4..].trim_start();
+        if let Some(value) = after.strip_prefix(':').map(str::trim_start).and_then(|v| v.strip_prefix('"'))
+            && let Some(id) = value.get(..64).filter(|id| id.bytes().all(|b| b.is_ascii_hexdigit()))
+            && value[64..].starts_with('"')
+        {
+            return Some(id.to_ascii_lowercase());
+        }
+        search = &search[at + 4..];
+    }
+    None
+}
+
 fn quote(text: &str) -> String {
     serde_json::to_string(text).expect("strings always serialize")
 }
@@ -207,6 +230,20 @@ mod tests {
         for bad in
             ["", "{}", "[]", "[1]", r#"["EVENT"]"#, r#"["REQ"]"#, r#"["REQ",5,{}]"#, r#"["NOPE"]"#, "[\"EVENT\",{}"]
         {
+            assert!(matches!(ClientMessage::parse(bad), Err(ParseError::Notice(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_event_that_is_not_json_is_answered_by_its_id_when_it_can_be_read() {
+        let id = "ab".repeat(32);
+        let broken = format!(r#"["EVENT",{{"id": "{id}","pubkey":"x","content":"unterminated}}]"#);
+        assert_eq!(
+            ClientMessage::parse(&broken).unwrap_err(),
+            ParseError::Event { event_id: id, reason: "invalid: the event is not valid JSON".into() }
+        );
+        // No readable id, or not an EVENT: a NOTICE, as before.
+        for bad in [r#"["EVENT",{"id":"short","content":"x}]"#, r#"["REQ",{"id":"ab"#] {
             assert!(matches!(ClientMessage::parse(bad), Err(ParseError::Notice(_))), "{bad}");
         }
     }

@@ -4,6 +4,7 @@
 pub mod event;
 pub mod filter;
 pub mod message;
+pub mod search;
 pub mod verify;
 
 pub use event::{KindClass, SharedEvent, VerifiedEvent};

@@ -6,6 +6,7 @@ use super::callbacks::CallbackIndex;
 use super::mutes::MuteLists;
 use super::registry::Registry;
 use super::text::Summary;
+use crate::hooks::ReadGate;
 use crate::protocol::VerifiedEvent;
 use crate::store::db_time;
 use crate::store::jobs::NewJob;
@@ -45,6 +46,8 @@ pub struct Matcher<'a> {
     pub read_restricted_kinds: &'a [u16],
     /// `[push] max_mentions` when `suppress_hellthreads` is on: NIP-9a filters by `#p` are spared events tagging more.
     pub spare_hellthreads: Option<usize>,
+    /// Who may read beyond the kinds' rule (NIP-29 private groups): asked for each pubkey about to be notified.
+    pub gate: Option<&'a dyn ReadGate>,
 }
 
 impl Matcher<'_> {
@@ -62,7 +65,7 @@ impl Matcher<'_> {
         for registration in self.registry.matching(event, now) {
             let dedup_key = format!("push:{}:{}", event.event.id.to_hex(), registration.device.address());
             if jobs.iter().any(|job| job.dedup_key == dedup_key)
-                || (restricted && !event.is_party(&registration.pubkey))
+                || !self.may_read(restricted, &registration.pubkey, event)
                 || self.mutes.silences(&registration.pubkey, event)
             {
                 continue;
@@ -98,6 +101,11 @@ impl Matcher<'_> {
         jobs
     }
 
+    /// A push is a read: the pubkey must be a party to an event of a restricted kind, and the gate must let it read.
+    fn may_read(&self, restricted: bool, pubkey: &[u8; 32], event: &VerifiedEvent) -> bool {
+        (!restricted || event.is_party(pubkey)) && self.gate.is_none_or(|gate| gate.may_read(pubkey, event))
+    }
+
     fn too_old(&self, event: &VerifiedEvent, now: i64) -> bool {
         now.saturating_sub(db_time(event.created_at())) > db_time(self.max_event_age_secs)
     }
@@ -114,7 +122,7 @@ impl Matcher<'_> {
         for subscription in self.callbacks.matching(event, now.max(0) as u64, spare) {
             let group_key = format!("{CALLBACK_PREFIX}{}", subscription.callback);
             if jobs.iter().any(|job| job.group_key == group_key)
-                || (restricted && !event.is_party(&subscription.pubkey))
+                || !self.may_read(restricted, &subscription.pubkey, event)
                 || self.mutes.silences(&subscription.pubkey, event)
             {
                 continue;

@@ -12,7 +12,7 @@ use super::audience::Audience;
 use super::jobs::Matcher;
 use super::nip9a::SUBSCRIPTION_KIND;
 use crate::config::Config;
-use crate::hooks::RemoteEvents;
+use crate::hooks::{ReadGate, RemoteEvents};
 use crate::lifecycle::Lifecycle;
 use crate::protocol::{KindClass, SharedEvent};
 use crate::store::jobs::{JobQueue, JobSource, NewJob};
@@ -42,6 +42,8 @@ pub struct Matching {
     jobs_committed: AtomicBool,
     /// The delivery loop's wake-up.
     wake: Arc<Notify>,
+    /// Who may read what beyond the kinds' rule (NIP-29 private groups), when the relay hosts groups.
+    gate: Option<Arc<dyn ReadGate>>,
 }
 
 impl Matching {
@@ -51,6 +53,7 @@ impl Matching {
         audience: Arc<Audience>,
         queue: Arc<dyn JobQueue>,
         wake: Arc<Notify>,
+        gate: Option<Arc<dyn ReadGate>>,
         lifecycle: &Lifecycle,
     ) -> Self {
         let (intake, waiting) = mpsc::channel(config.push.max_pending_intake.max(1));
@@ -66,6 +69,7 @@ impl Matching {
             intake,
             jobs_committed: AtomicBool::new(false),
             wake,
+            gate,
         }
     }
 
@@ -77,6 +81,7 @@ impl Matching {
             max_event_age_secs: self.max_event_age_secs,
             read_restricted_kinds: &self.read_restricted_kinds,
             spare_hellthreads: self.spare_hellthreads,
+            gate: self.gate.as_deref(),
         }
     }
 

@@ -43,6 +43,7 @@ use tokio::sync::Notify;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::hooks::ReadGate;
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use audience::Audience;
@@ -76,6 +77,7 @@ impl PushService {
         store: Arc<dyn Store>,
         lifecycle: &Lifecycle,
         clock: Clock,
+        gate: Option<Arc<dyn ReadGate>>,
     ) -> Result<Arc<Self>, String> {
         let push = &config.push;
         let keys = keys::load_or_create(&push.secret_key_file)?;
@@ -93,7 +95,7 @@ impl PushService {
         audience.load_lists(&audience.registry.pubkeys()).await;
         audience.load_callbacks().await;
         let wake = Arc::new(Notify::new());
-        let matching = Matching::start(config, audience.clone(), store.clone(), wake.clone(), lifecycle);
+        let matching = Matching::start(config, audience.clone(), store.clone(), wake.clone(), gate, lifecycle);
         let delivery = Arc::new(Delivery {
             config: push.clone(),
             queue: store,

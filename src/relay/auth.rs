@@ -1,9 +1,10 @@
 //! NIP-42: the challenge, the check of AUTH events, and what an authenticated reader may see.
 
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 use nostr::event::Event;
 
+use crate::groups::Groups;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
 use crate::store::Visibility;
@@ -48,11 +49,20 @@ fn normalise_url(url: &str) -> String {
 pub struct Reader {
     restricted_kinds: Vec<u16>,
     pubkeys: RwLock<Vec<Hash32>>,
+    /// NIP-29 groups hosted here, whose private ones only their members read.
+    groups: Option<Arc<Groups>>,
+}
+
+/// What one query may see: the reader's pubkeys as they are now, and the groups hidden from them.
+pub struct ReadScope {
+    pub viewers: Vec<Hash32>,
+    hidden_groups: Vec<String>,
+    hidden_metadata: Vec<String>,
 }
 
 impl Reader {
-    pub fn new(restricted_kinds: Vec<u16>) -> Self {
-        Self { restricted_kinds, pubkeys: RwLock::default() }
+    pub fn new(restricted_kinds: Vec<u16>, groups: Option<Arc<Groups>>) -> Self {
+        Self { restricted_kinds, pubkeys: RwLock::default(), groups }
     }
 
     pub fn authenticate(&self, pubkey: Hash32) {
@@ -74,14 +84,33 @@ impl Reader {
         self.restricted_kinds.contains(&kind)
     }
 
-    /// What the store may show this reader, given a snapshot of its pubkeys.
-    pub fn visibility<'a>(&'a self, viewers: &'a [Hash32]) -> Visibility<'a> {
-        Visibility { restricted_kinds: &self.restricted_kinds, viewers }
+    /// A snapshot of what the reader may see, for one query.
+    pub fn scope(&self) -> ReadScope {
+        let viewers = self.pubkeys();
+        let (hidden_groups, hidden_metadata) = self.groups.as_ref().map(|g| g.hidden_for(&viewers)).unwrap_or_default();
+        ReadScope { viewers, hidden_groups, hidden_metadata }
+    }
+
+    /// What the store may show this reader, given a snapshot of what it may see.
+    pub fn visibility<'a>(&'a self, scope: &'a ReadScope) -> Visibility<'a> {
+        Visibility {
+            restricted_kinds: &self.restricted_kinds,
+            viewers: &scope.viewers,
+            hidden_groups: &scope.hidden_groups,
+            hidden_metadata: &scope.hidden_metadata,
+        }
+    }
+
+    /// A private group the filters ask for by `#h` or `#d`, when the reader has not authenticated: it is told to.
+    pub fn private_group_in(&self, filters: &[crate::protocol::Filter]) -> Option<String> {
+        let groups = self.groups.as_ref()?;
+        filters.iter().find_map(|filter| groups.private_group_in(filter))
     }
 
     /// The live-delivery twin of the store's visibility rule.
     pub fn may_see(&self, event: &VerifiedEvent) -> bool {
-        !self.is_restricted(event.kind())
-            || self.pubkeys.read().expect("reader lock").iter().any(|pubkey| event.is_party(pubkey))
+        let pubkeys = self.pubkeys.read().expect("reader lock");
+        (!self.is_restricted(event.kind()) || pubkeys.iter().any(|pubkey| event.is_party(pubkey)))
+            && self.groups.as_ref().is_none_or(|groups| groups.may_read(&pubkeys, event))
     }
 }

@@ -24,9 +24,10 @@ use super::auth::{self, Reader};
 use super::negentropy::Reconciliations;
 use super::rate::{ClientAddress, ConnectionSlot};
 use super::subscriptions::{Outbox, SubscriptionKey};
+use crate::groups::Verdict;
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
 use crate::protocol::{Filter, KindClass};
-use crate::store::WriteOutcome;
+use crate::store::{StoreError, WriteOutcome};
 
 /// How long a closing connection waits for its in-flight events to be acknowledged.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +61,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     let limits = &config.limits;
     let (sink, mut stream) = socket.split();
     let mut sink = Sink { inner: sink, timeout: Duration::from_secs(limits.send_timeout_secs.max(1)) };
-    let reader = Arc::new(Reader::new(config.read_restricted_kinds()));
+    let reader = Arc::new(Reader::new(config.read_restricted_kinds(), state.groups.clone()));
     let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, limits.max_outgoing_bytes, reader.clone());
     let peer = Arc::new(Peer { ip: address.key, reader, challenge: auth::new_challenge() });
     let mut session = Session {
@@ -296,6 +297,7 @@ impl Session {
             Err(ParseError::NegError { sub_id, reason }) => send(sink, message::neg_err(&sub_id, &reason)).await,
             Err(ParseError::Notice(reason)) => send(sink, message::notice(&reason)).await,
             Err(ParseError::Closed { sub_id, reason }) => send(sink, message::closed(&sub_id, &reason)).await,
+            Err(ParseError::Event { event_id, reason }) => send(sink, message::ok(&event_id, false, &reason)).await,
         }
     }
 
@@ -333,6 +335,11 @@ impl Session {
         if asks_restricted && reader.pubkeys().is_empty() {
             return Some("auth-required: these kinds are served only to their author and recipients".into());
         }
+        if reader.pubkeys().is_empty()
+            && let Some(group) = reader.private_group_in(filters)
+        {
+            return Some(format!("auth-required: group {group} is private: only its members may read it"));
+        }
         None
     }
 
@@ -353,9 +360,9 @@ impl Session {
         // those events until the stored ones and EOSE have been sent.
         let key = self.state.subscriptions.add(&self.outbox, &sub_id, filters.clone());
         self.subscriptions.insert(sub_id.clone(), key);
-        let viewers = self.peer.reader.pubkeys();
+        let scope = self.peer.reader.scope();
         let started = std::time::Instant::now();
-        let visibility = self.peer.reader.visibility(&viewers);
+        let visibility = self.peer.reader.visibility(&scope);
         match self.state.store.query(&filters, visibility, limits.max_req_bytes).await {
             Ok(events) => {
                 let stored = events.iter().map(|stored| message::event(&sub_id, &stored.json));
@@ -376,9 +383,9 @@ impl Session {
         if let Some(reason) = self.refusal(&sub_id, &filters, Opens::Nothing) {
             return send(sink, message::closed(&sub_id, &reason)).await;
         }
-        let viewers = self.peer.reader.pubkeys();
+        let scope = self.peer.reader.scope();
         let max = self.state.config().limits.max_count;
-        match self.state.store.count(&filters, self.peer.reader.visibility(&viewers), max).await {
+        match self.state.store.count(&filters, self.peer.reader.visibility(&scope), max).await {
             Ok(count) => send(sink, message::count(&sub_id, count.min(max), count > max)).await,
             Err(e) => {
                 tracing::error!(sub_id, "count failed: {e}");
@@ -413,16 +420,29 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
     {
         return message::ok(&id, accepted, &reason);
     }
+    if let Some(groups) = &state.groups
+        && let Some(verdict) = groups.handle(&event, &state.writer, &state.store).await
+    {
+        return match verdict {
+            Verdict::Refused(reason) | Verdict::Pending(reason) => message::ok(&id, false, &reason),
+            Verdict::Written(outcome) => answer_write(&id, outcome),
+        };
+    }
     if event.class() == KindClass::Ephemeral {
         crate::store::writer::tell(&state.listeners, std::slice::from_ref(&event));
         return message::ok(&id, true, "");
     }
-    match state.writer.write(event).await {
-        Ok(WriteOutcome::Stored) => message::ok(&id, true, ""),
-        Ok(WriteOutcome::Duplicate) => message::ok(&id, true, "duplicate: already have this event"),
-        Ok(WriteOutcome::Superseded) => message::ok(&id, false, "duplicate: a newer version is already stored"),
-        Ok(WriteOutcome::Deleted) => message::ok(&id, false, "blocked: this event was deleted by its author"),
-        Err(_) => message::ok(&id, false, "error: could not store the event"),
+    answer_write(&id, state.writer.write(event).await)
+}
+
+/// The `OK` for an event handed to the writer.
+fn answer_write(id: &str, outcome: Result<WriteOutcome, StoreError>) -> String {
+    match outcome {
+        Ok(WriteOutcome::Stored) => message::ok(id, true, ""),
+        Ok(WriteOutcome::Duplicate) => message::ok(id, true, "duplicate: already have this event"),
+        Ok(WriteOutcome::Superseded) => message::ok(id, false, "duplicate: a newer version is already stored"),
+        Ok(WriteOutcome::Deleted) => message::ok(id, false, "blocked: this event was deleted by its author"),
+        Err(_) => message::ok(id, false, "error: could not store the event"),
     }
 }
 

@@ -17,6 +17,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::clock::Clock;
 use crate::config::Config;
+use crate::groups::Groups;
 use crate::hooks::{DeviceRegistrar, EventConsumer};
 use crate::report::Reporter;
 use crate::store::writer::{AcceptListener, Writer};
@@ -59,6 +60,8 @@ pub struct RelayWiring {
     pub consumer: Option<Arc<dyn EventConsumer>>,
     /// Push's device registration for `POST /register` (NIP-97), when push is on.
     pub registrar: Option<Arc<dyn DeviceRegistrar>>,
+    /// NIP-29 groups, when `[groups] enabled`.
+    pub groups: Option<Arc<Groups>>,
     pub moderation_store: Arc<dyn ModerationStore>,
     pub shutdown: CancellationToken,
     pub clock: Clock,
@@ -77,6 +80,8 @@ pub struct RelayState {
     pub consumer: Option<Arc<dyn EventConsumer>>,
     /// Push's device registration for `POST /register` (NIP-97), when push is on.
     pub registrar: Option<Arc<dyn DeviceRegistrar>>,
+    /// NIP-29 groups hosted here: their events are checked (and their actions carried out) before the writer.
+    pub groups: Option<Arc<Groups>>,
     /// Fields the NIP-11 document adds to what the configuration says (the relay's own pubkey as `self`, say).
     nip11_extra: OnceLock<serde_json::Map<String, serde_json::Value>>,
     /// Where the operator's moderation lists are kept (NIP-86).
@@ -107,6 +112,7 @@ impl RelayState {
             listeners: wiring.listeners,
             consumer: wiring.consumer,
             registrar: wiring.registrar,
+            groups: wiring.groups,
             nip11_extra: OnceLock::new(),
             moderation_store: wiring.moderation_store,
             connections_per_ip,

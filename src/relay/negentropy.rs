@@ -41,8 +41,8 @@ impl Reconciliations {
         let config = state.config();
         let cap = config.limits.max_negentropy_records;
         filter.limit = Some(cap as u64 + 1);
-        let viewers = reader.pubkeys();
-        let events = match state.store.query_filter(&filter, reader.visibility(&viewers), usize::MAX).await {
+        let scope = reader.scope();
+        let events = match state.store.query_filter(&filter, reader.visibility(&scope), usize::MAX).await {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!(sub_id, "negentropy query failed: {e}");

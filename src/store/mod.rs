@@ -38,10 +38,14 @@ pub enum WriteOutcome {
 
 /// Kinds that only some readers may see: an event of such a kind is visible to its author and to the pubkeys it
 /// `p`-tags, when they are among `viewers` (the pubkeys the connection authenticated as, NIP-42).
+/// NIP-29 adds the groups the reader may not see: events `h`-tagged with one of `hidden_groups` (private groups
+/// it is not a member of), and the group metadata events (kinds 39000-39003) whose `d` is one of `hidden_metadata`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Visibility<'a> {
     pub restricted_kinds: &'a [u16],
     pub viewers: &'a [Hash32],
+    pub hidden_groups: &'a [String],
+    pub hidden_metadata: &'a [String],
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -149,6 +153,11 @@ impl dyn EventStore {
     ) -> Result<Vec<StoredEvent>, StoreError> {
         let share = max_bytes / filters.len().max(1);
         let per_filter = try_join_all(filters.iter().map(|f| self.query_filter(f, visibility, share))).await?;
+        if filters.iter().any(|f| f.search.is_some()) {
+            // NIP-50: results stay in each filter's order (best match first), filter by filter.
+            let mut seen = std::collections::HashSet::new();
+            return Ok(per_filter.into_iter().flatten().filter(|e| seen.insert(e.id)).collect());
+        }
         let mut events: Vec<StoredEvent> = per_filter.into_iter().flatten().collect();
         events.sort_unstable_by(|a, b| b.created_at.cmp(&a.created_at).then_with(|| a.id.cmp(&b.id)));
         events.dedup_by(|a, b| a.id == b.id);

@@ -21,7 +21,7 @@ use sqlx::{Postgres, QueryBuilder, Row};
 
 use crate::clock::Clock;
 use crate::protocol::filter::Hash32;
-use crate::protocol::{Filter, SharedEvent};
+use crate::protocol::{Filter, SharedEvent, search};
 use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, Removal, Tombstone, Version};
 use crate::store::{
@@ -117,7 +117,14 @@ impl EventStore for PgStore {
         }
         let mut query = QueryBuilder::new("SELECT e.id, e.created_at, e.json FROM events e WHERE ");
         push_conditions(&mut query, filter, visibility, self.clock.secs());
-        query.push(" ORDER BY e.created_at DESC, e.id ASC");
+        match search_terms(filter) {
+            // NIP-50: best match first, then newest.
+            Some(terms) => query
+                .push(" ORDER BY ts_rank(e.search, plainto_tsquery('simple', ")
+                .push_bind(terms)
+                .push(")) DESC, e.created_at DESC, e.id ASC"),
+            None => query.push(" ORDER BY e.created_at DESC, e.id ASC"),
+        };
         if let Some(limit) = filter.limit {
             query.push(" LIMIT ").push_bind(db_time(limit));
         }
@@ -298,8 +305,9 @@ async fn insert(
     key: Option<&str>,
 ) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (id) DO NOTHING RETURNING seq",
+        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags, search)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('simple', $10))
+         ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
     .bind(&event.id()[..])
     .bind(&event.pubkey()[..])
@@ -310,6 +318,8 @@ async fn insert(
     .bind(event.expiration().map(db_time))
     .bind(node)
     .bind(event.indexed_tags().map(|(letter, value)| tag_key(letter, value)).collect::<Vec<_>>())
+    // PostgreSQL text cannot hold NUL, which a JSON string can (`\u0000`): it would fail the whole batch.
+    .bind(search::indexed_text(event.kind(), &event.event.content).map(|text| text.replace('\0', " ")))
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -396,6 +406,20 @@ fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibili
         let keys: Vec<String> = values.iter().map(|value| tag_key(*letter, value)).collect();
         query.push(" AND e.tags && ").push_bind(keys);
     }
+    if let Some(terms) = search_terms(filter) {
+        query.push(" AND e.search @@ plainto_tsquery('simple', ").push_bind(terms).push(")");
+    }
+    // NIP-29: events of private groups the reader is not in, and metadata of groups it may not see.
+    if !visibility.hidden_groups.is_empty() {
+        let keys: Vec<String> = visibility.hidden_groups.iter().map(|group| tag_key('h', group)).collect();
+        query.push(" AND NOT (e.tags && ").push_bind(keys).push(")");
+    }
+    if !visibility.hidden_metadata.is_empty() {
+        query
+            .push(" AND NOT (e.kind BETWEEN 39000 AND 39003 AND e.d_tag = ANY(")
+            .push_bind(visibility.hidden_metadata.to_vec())
+            .push("))");
+    }
     if !visibility.restricted_kinds.is_empty() {
         let kinds: Vec<i32> = visibility.restricted_kinds.iter().map(|&k| i32::from(k)).collect();
         let viewers: Vec<String> = visibility.viewers.iter().map(|v| tag_key('p', &hex::encode(v))).collect();
@@ -408,6 +432,12 @@ fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibili
             .push_bind(viewers)
             .push(")");
     }
+}
+
+/// A filter's NIP-50 words, joined for `plainto_tsquery` (which requires them all); none when it has no words.
+fn search_terms(filter: &Filter) -> Option<String> {
+    let terms = search::terms(filter.search.as_deref()?);
+    (!terms.is_empty()).then(|| terms.join(" "))
 }
 
 /// How a tag is kept in `events.tags`: `letter:value`.

@@ -24,7 +24,7 @@ use tokio::sync::Mutex;
 use crate::clock::Clock;
 use crate::config::DatabaseConfig;
 use crate::protocol::filter::Hash32;
-use crate::protocol::{Filter, SharedEvent};
+use crate::protocol::{Filter, SharedEvent, search};
 use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
     ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
@@ -132,10 +132,24 @@ impl EventStore for SqliteStore {
         if filter.limit == Some(0) || filter.is_empty_range() {
             return Ok(Vec::new());
         }
+        let now = self.clock.secs();
+        if let Some(terms) = filter.search.as_deref().map(search::terms).filter(|terms| !terms.is_empty()) {
+            // NIP-50: best match first (FTS5's bm25 rank), then newest.
+            let mut query = Sql::new(
+                "SELECT e.id, e.created_at, e.json FROM events_fts JOIN events e ON e.seq = events_fts.rowid \
+                 WHERE events_fts MATCH ",
+            );
+            query.push_bind(search::fts5_query(&terms)).push(" AND ");
+            push_conditions(&mut query, &Filter { search: None, ..filter.clone() }, visibility, now, None);
+            query.push(" ORDER BY events_fts.rank, e.created_at DESC");
+            if let Some(limit) = filter.limit {
+                query.push(" LIMIT ").push_bind(db_time(limit));
+            }
+            return self.queries.events(query, max_bytes).await;
+        }
         let arms = split_on_driver(filter);
         let (first, rest) = arms.split_first().expect("a filter yields at least one arm");
         let mut query = Sql::default();
-        let now = self.clock.secs();
         push_arm(&mut query, first, visibility, now);
         for arm in rest {
             // An event carrying two of the tag values asked for is in two arms; UNION keeps it once.
@@ -351,6 +365,13 @@ fn push_conditions(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>,
             .push_bind(serde_json::to_string(values).expect("strings serialize"))
             .push(")))");
     }
+    if let Some(terms) = filter.search.as_deref().map(search::terms).filter(|terms| !terms.is_empty()) {
+        query
+            .push(" AND e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ")
+            .push_bind(search::fts5_query(&terms))
+            .push(")");
+    }
+    push_group_conditions(query, visibility);
     if !visibility.restricted_kinds.is_empty() {
         let kinds = serde_json::to_string(visibility.restricted_kinds).expect("integers serialize");
         let viewers = hex_list(visibility.viewers);
@@ -362,6 +383,24 @@ fn push_conditions(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>,
             .push(")) OR e.seq IN (SELECT t.event_seq FROM tags t WHERE t.name = 'p' AND t.value IN (SELECT value FROM json_each(")
             .push_bind(viewers)
             .push("))))");
+    }
+}
+
+/// NIP-29: events of the private groups the reader is not a member of (by their `h` tag, each a look-up by the
+/// tag table's whole key), and the relay's metadata events (`d` tag) of the groups it may not see.
+fn push_group_conditions(query: &mut Sql, visibility: Visibility<'_>) {
+    if !visibility.hidden_groups.is_empty() {
+        query
+            .push(" AND NOT EXISTS (SELECT 1 FROM json_each(")
+            .push_bind(serde_json::to_string(visibility.hidden_groups).expect("strings serialize"))
+            .push(") g JOIN tags h ON h.name = 'h' AND h.value = g.value AND h.created_at = e.created_at")
+            .push(" AND h.event_seq = e.seq)");
+    }
+    if !visibility.hidden_metadata.is_empty() {
+        query
+            .push(" AND NOT (e.kind BETWEEN 39000 AND 39003 AND e.d_tag IN (SELECT value FROM json_each(")
+            .push_bind(serde_json::to_string(visibility.hidden_metadata).expect("strings serialize"))
+            .push(")))");
     }
 }
 

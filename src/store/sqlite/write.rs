@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
 
-use crate::protocol::VerifiedEvent;
+use crate::protocol::{VerifiedEvent, search};
 use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, Removal, Tombstone, Version};
 use crate::store::{StoreError, WriteOutcome, db_time};
 
@@ -181,6 +181,9 @@ fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>) -> Result<
             insert.execute(params![seq, &*name.encode_utf8(&mut letter), value, created_at])?;
         }
     }
+    if let Some(text) = search::indexed_text(event.kind(), &event.event.content) {
+        tx.prepare_cached("INSERT INTO events_fts (rowid, content) VALUES (?, ?)")?.execute(params![seq, text])?;
+    }
     Ok(true)
 }
 
@@ -251,8 +254,10 @@ pub(super) fn delete_where(
         "DELETE FROM tags WHERE event_seq = ?1 AND created_at = ?2
          AND (name, value) IN (SELECT t.value ->> 0, t.value ->> 1 FROM json_each(?3, '$.tags') t)",
     )?;
+    let mut delete_text = conn.prepare_cached("DELETE FROM events_fts WHERE rowid = ?")?;
     let mut rows = removed.query(params)?;
     while let Some(row) = rows.next()? {
+        delete_text.execute(params![row.get::<_, i64>(0)?])?;
         delete_tags.execute(params![
             row.get::<_, i64>(0)?,
             row.get::<_, i64>(1)?,
