@@ -15,6 +15,8 @@ pub struct GroupsConfig {
     pub creators: Vec<String>,
     /// A group event older than this many seconds is refused (NIP-29 "late publication").
     pub late_publication_secs: u64,
+    /// The most groups the relay hosts (deleted ones count: their ids stay taken).
+    pub max_groups: usize,
     /// The most groups one pubkey may create.
     pub max_groups_per_creator: usize,
     /// The most members one group may have.
@@ -27,6 +29,7 @@ impl Default for GroupsConfig {
             enabled: true,
             creators: Vec::new(),
             late_publication_secs: 3600,
+            max_groups: 10_000,
             max_groups_per_creator: 100,
             max_members: 10_000,
         }

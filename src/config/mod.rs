@@ -379,6 +379,7 @@ impl Config {
             ("push.max_callback_length", self.push.max_callback_length),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
             ("groups.max_members", self.groups.max_members),
+            ("groups.max_groups", self.groups.max_groups),
         ] {
             if value == 0 {
                 return Err(format!("{key}: expected a positive number"));

@@ -44,6 +44,27 @@ struct Registry {
     deleted: HashSet<String>,
     /// How many groups each pubkey created.
     created_by: HashMap<Hash32, usize>,
+    /// Ids of the private and hidden groups: what each query's visibility is computed from, without a walk over
+    /// every group.
+    gated: HashSet<String>,
+}
+
+impl Registry {
+    /// Puts a group in (or back), keeping `gated` true to it.
+    fn put(&mut self, group: Group) {
+        if group.private || group.hidden {
+            self.gated.insert(group.id.clone());
+        } else {
+            self.gated.remove(&group.id);
+        }
+        self.groups.insert(group.id.clone(), group);
+    }
+
+    fn delete(&mut self, id: &str) {
+        self.groups.remove(id);
+        self.gated.remove(id);
+        self.deleted.insert(id.to_owned());
+    }
 }
 
 pub struct Groups {
@@ -154,6 +175,8 @@ impl Groups {
             relay: &self.relay,
             creators: &self.creators,
             created_by_author: registry.created_by.get(event.pubkey()).copied().unwrap_or(0),
+            groups: registry.groups.len() + registry.deleted.len(),
+            max_groups: self.config.max_groups,
             max_groups_per_creator: self.config.max_groups_per_creator,
             max_members: self.config.max_members,
             late_publication_secs: self.config.late_publication_secs,
@@ -180,11 +203,7 @@ impl Groups {
         }
         let current = self.registry.read().expect("groups lock").groups.get(&id).cloned();
         if change.delete_group {
-            {
-                let mut registry = self.registry.write().expect("groups lock");
-                registry.groups.remove(&id);
-                registry.deleted.insert(id.clone());
-            }
+            self.registry.write().expect("groups lock").delete(&id);
             let relay = hex::encode(self.relay);
             let addresses = (METADATA_KIND..=ROLES_KIND).map(|kind| vec!["a".into(), format!("{kind}:{relay}:{id}")]);
             // No earlier than the metadata it withdraws, which may be dated ahead of the clock.
@@ -198,7 +217,7 @@ impl Groups {
             }
             let mut registry = self.registry.write().expect("groups lock");
             let recent = registry.groups.get_mut(&id).map(|g| std::mem::take(&mut g.recent)).unwrap_or_default();
-            registry.groups.insert(id, Group { recent, ..group });
+            registry.put(Group { recent, ..group });
         }
         for event in own {
             if let Err(e) = writer.write(event).await {
@@ -239,7 +258,7 @@ impl Groups {
     pub fn hidden_for(&self, readers: &[Hash32]) -> (Vec<String>, Vec<String>) {
         let registry = self.registry.read().expect("groups lock");
         let (mut events, mut metadata) = (Vec::new(), Vec::new());
-        for group in registry.groups.values() {
+        for group in registry.gated.iter().filter_map(|id| registry.groups.get(id)) {
             if !group.readable_by(readers) {
                 events.push(group.id.clone());
             }
@@ -302,14 +321,13 @@ impl AcceptListener for Groups {
                 (METADATA_KIND..=ROLES_KIND, _) if event.pubkey() == &self.relay => {
                     let id = event.d_tag();
                     if !registry.deleted.contains(id) {
-                        registry.groups.entry(id.to_owned()).or_insert_with(|| Group::new(id)).apply_metadata(event);
+                        let mut group = registry.groups.remove(id).unwrap_or_else(|| Group::new(id));
+                        group.apply_metadata(event);
+                        registry.put(group);
                     }
                 }
                 (CREATE_GROUP, Some(_)) => *registry.created_by.entry(*event.pubkey()).or_default() += 1,
-                (DELETE_GROUP, Some(id)) => {
-                    registry.groups.remove(id);
-                    registry.deleted.insert(id.to_owned());
-                }
+                (DELETE_GROUP, Some(id)) => registry.delete(id),
                 (CREATE_INVITE, Some(id)) => {
                     if let (Some(group), Some(code)) = (registry.groups.get_mut(id), tag_value(event, "code")) {
                         group.invites.insert(code.to_owned());

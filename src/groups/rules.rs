@@ -15,6 +15,9 @@ pub const CREATE_INVITE: u16 = 9009;
 pub const JOIN: u16 = 9021;
 pub const LEAVE: u16 = 9022;
 
+/// Invite codes one group keeps at most.
+pub const MAX_INVITES: usize = 1000;
+
 /// Whether a kind is one the relay acts on (moderation 9000-9020, join, leave) rather than a post.
 pub fn is_action(kind: u16) -> bool {
     (PUT_USER..=9020).contains(&kind) || kind == JOIN || kind == LEAVE
@@ -29,6 +32,9 @@ pub struct Context<'a> {
     /// Groups the event's author created so far, and the most one may.
     pub created_by_author: usize,
     pub max_groups_per_creator: usize,
+    /// Groups hosted (and deleted ids kept), and the most the relay keeps.
+    pub groups: usize,
+    pub max_groups: usize,
     pub max_members: usize,
     pub late_publication_secs: u64,
     pub now: u64,
@@ -90,6 +96,9 @@ pub fn create(
     let author = event.pubkey();
     if author != ctx.relay && !ctx.creators.is_empty() && !ctx.creators.contains(author) {
         return Err("restricted: this relay lets only some pubkeys create groups".into());
+    }
+    if ctx.groups >= ctx.max_groups {
+        return Err(format!("rate-limited: this relay hosts as many groups as it will ({})", ctx.max_groups));
     }
     if ctx.created_by_author >= ctx.max_groups_per_creator {
         return Err(format!("rate-limited: a pubkey may create {} groups here", ctx.max_groups_per_creator));
@@ -192,7 +201,11 @@ fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context
         DELETE_GROUP if admin => change.delete_group = true,
         CREATE_INVITE if moderator => {
             let code = tag_value(event, "code").filter(|code| !code.is_empty() && code.len() <= 256);
-            group.invites.insert(code.ok_or("invalid: an invite needs a code tag (1 to 256 bytes)")?.to_owned());
+            let code = code.ok_or("invalid: an invite needs a code tag (1 to 256 bytes)")?;
+            if group.invites.len() >= MAX_INVITES && !group.invites.contains(code) {
+                return Err(format!("rate-limited: a group keeps at most {MAX_INVITES} invite codes"));
+            }
+            group.invites.insert(code.to_owned());
         }
         CREATE_GROUP => return Err(format!("duplicate: group {} already exists here", group.id)),
         // The other kinds of the range: kept when an admin sends them, with no effect here.
