@@ -331,3 +331,36 @@ async fn a_node_refuses_the_id_of_a_live_node() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     assert!(stderr.contains(&format!("{a_id:?}")) && stderr.contains("[database] node_id"), "{stderr}");
 }
+
+/// Publishes `make(attempt)` on `client` until it is accepted (another node's change takes a moment to arrive);
+/// every refusal on the way must start with `refused_as`.
+async fn accepted_eventually(client: &mut Client, make: impl Fn(u64) -> Event, refused_as: &str) {
+    for attempt in 0..50 {
+        let (accepted, reason) = client.publish(&make(attempt)).await;
+        if accepted {
+            return;
+        }
+        assert!(reason.starts_with(refused_as), "{reason}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("never accepted");
+}
+
+#[tokio::test]
+async fn a_group_made_on_one_node_is_in_force_on_the_other() {
+    let c = cluster().await;
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let mut on_a = c.a.client().await;
+    on_a.publish_ok(&sign(&alice, 9007, "", &[&["h", "hq"], &["private"]], now())).await;
+    // Node b learns of the group from node a's metadata events: a join there is taken.
+    let mut on_b = c.b.client().await;
+    let join = |n: u64| sign(&bob, 9021, &n.to_string(), &[&["h", "hq"]], now());
+    accepted_eventually(&mut on_b, join, "invalid:").await;
+    // ...and node a of the member node b added.
+    let post = |n: u64| sign(&bob, 9, &format!("hello {n}"), &[&["h", "hq"]], now());
+    accepted_eventually(&mut on_a, post, "restricted:").await;
+    let (accepted, _) = on_b.publish(&sign(&Keys::generate(), 9, "stranger", &[&["h", "hq"]], now())).await;
+    assert!(!accepted);
+    // Private on both: an outsider on node b sees none of it.
+    assert!(on_b.req("k", &[json!({"kinds": [9]})]).await.is_empty());
+}
