@@ -15,6 +15,7 @@ use crate::config::Config;
 use crate::groups::Groups;
 use crate::hooks::{DeviceRegistrar, EventConsumer, ReadGate, RemoteEvents, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
+use crate::protocol::VerifiedEvent;
 use crate::push::PushService;
 use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{RelayState, RelayWiring};
@@ -63,12 +64,17 @@ impl RelayHandle {
         let config = Arc::new(config);
         let run = Run { lifecycle: Lifecycle::new(), clock: clock.clone(), node: config.database.node() };
         let (store, postgres) = open_store(&config, &run).await?;
+        // Read before anything is loaded from the database: whatever other nodes commit from now on reaches this one.
+        let since = match &postgres {
+            Some(postgres) => Some(cluster::starting_seq(postgres).await?),
+            None => None,
+        };
         let groups = load_groups(&config, &store, &run).await?;
         let push = start_push(&config, &store, &groups, &run).await?;
         let activity = Arc::new(EventActivity::new(clock.clone()));
         let parts = Parts { push: &push, groups: &groups, activity: &activity };
         let (state, writer_task, peers_listeners) = relay_state(&config, &store, &postgres, parts, &run).await?;
-        start_peers(&postgres, &push, peers_listeners, &run).await?;
+        start_peers(&postgres, since, &push, peers_listeners, &run).await?;
         let upstream = start_upstream(&config, &state, &store, &push, &run);
         let Run { lifecycle, .. } = run;
         let upstream_status = upstream.as_ref().map(|u| u.status.clone());
@@ -224,15 +230,14 @@ async fn relay_state(
 /// On PostgreSQL: this node's heartbeat, and listening to the other nodes.
 async fn start_peers(
     postgres: &Option<Arc<PgStore>>,
+    since: Option<i64>,
     push: &Option<Arc<PushService>>,
     listeners: Vec<Arc<dyn AcceptListener>>,
     run: &Run,
 ) -> anyhow::Result<()> {
-    let Some(postgres) = postgres else { return Ok(()) };
+    let (Some(postgres), Some(since)) = (postgres, since) else { return Ok(()) };
     let (lifecycle, node) = (&run.lifecycle, &run.node);
     lifecycle.spawn(postgres.clone().keep_alive(lifecycle.shutdown()));
-    // Read before this node serves anyone: whatever the others commit from now on reaches it.
-    let since = cluster::starting_seq(postgres).await?;
     let registrations = push.as_ref().map(|p| p.intake.clone() as Arc<dyn SharedRegistrations>);
     let shutdown = lifecycle.shutdown();
     lifecycle.spawn(cluster::listen(postgres.clone(), node.clone(), since, listeners, registrations, shutdown));
@@ -261,6 +266,9 @@ fn start_upstream(
             then: push.matching.clone(),
             writes: Arc::new(tokio::sync::Semaphore::new(config.upstream.max_pending_writes)),
             lifecycle: lifecycle.clone(),
+            storable: state.groups.clone().map(|groups| {
+                Arc::new(move |event: &VerifiedEvent| !groups.concerns(event)) as crate::upstream::Storable
+            }),
         })
     } else {
         push.matching.clone()

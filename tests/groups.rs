@@ -109,6 +109,9 @@ async fn a_group_is_created_joined_posted_in_and_left() {
     client.publish_ok(&group_event(&bob, 9022, "pizza", "bye", &[])).await;
     let (accepted, _) = client.publish(&group_event(&bob, 9, "pizza", "still here?", &[])).await;
     assert!(!accepted);
+    // One group per event: a second h tag cannot carry a post into another group.
+    let (accepted, reason) = client.publish(&group_event(&alice, 9, "pizza", "sneaky", &[&["h", "other"]])).await;
+    assert!(!accepted && reason.starts_with("invalid:"), "{reason}");
     // Events naming a group not hosted here are ordinary events.
     client.publish_ok(&group_event(&bob, 9, "elsewhere", "hello", &[])).await;
 }
@@ -166,6 +169,56 @@ async fn a_private_closed_group_is_invisible_to_outsiders() {
     assert_eq!(once(&mut outsider, json!({"kinds": [9], "#h": ["secret"]})).await.len(), 2);
     owner.publish_ok(&group_event(&alice, 9001, "secret", "", &[&["p", &dave.public_key().to_hex()]])).await;
     assert!(once(&mut member, json!({"kinds": [9], "#h": ["secret"]})).await.is_empty());
+}
+
+async fn tricks_let_nothing_into_or_out_of_a_private_group() {
+    let relay = TestRelay::start().await;
+    let (alice, dave, eve) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let url = relay.config.server.public_url.clone();
+    // An outsider watching from before the group exists: its creation (name, flags) is already the group's.
+    let mut outsider = relay.client().await;
+    assert!(outsider.auth(&eve, &url).await.0);
+    assert!(outsider.req("live", &[json!({"kinds": [9007, 9, 39000]})]).await.is_empty());
+    let mut owner = relay.client().await;
+    assert!(owner.auth(&alice, &url).await.0);
+    owner.publish_ok(&group_event(&alice, 9007, "vault", "", &[&["private"], &["closed"], &["name", "Vault"]])).await;
+    outsider.expect_silence().await;
+
+    // A second h tag, or a first one without a value, carries nothing in.
+    let sneak = sign(&eve, 9, "in", &[&["h", "nowhere"], &["h", "vault"]], now());
+    let (accepted, reason) = outsider.publish(&sneak).await;
+    assert!(!accepted && reason.starts_with("invalid:"), "{reason}");
+    let (accepted, reason) = outsider.publish(&sign(&eve, 9, "in", &[&["h"], &["h", "vault"]], now())).await;
+    assert!(!accepted && reason.starts_with("restricted:"), "{reason}");
+
+    // An invite code admits one join.
+    owner.publish_ok(&group_event(&alice, 9009, "vault", "", &[&["code", "once"]])).await;
+    let mut member = relay.client().await;
+    assert!(member.auth(&dave, &url).await.0);
+    member.publish_ok(&group_event(&dave, 9021, "vault", "", &[&["code", "once"]])).await;
+    let (accepted, reason) = outsider.publish(&group_event(&eve, 9021, "vault", "", &[&["code", "once"]])).await;
+    assert!(!accepted && reason.contains("approval"), "{reason}");
+
+    // A deleted event does not come back.
+    let post = group_event(&dave, 9, "vault", "oops", &[]);
+    member.publish_ok(&post).await;
+    owner.publish_ok(&group_event(&alice, 9005, "vault", "", &[&["e", &id_of(&post)]])).await;
+    let (accepted, reason) = member.publish(&post).await;
+    assert!(!accepted && reason.starts_with("blocked:"), "{reason}");
+    outsider.expect_silence().await;
+    outsider.close("live").await;
+
+    // An id that stored events already use is not taken for a new group.
+    owner.publish_ok(&group_event(&eve, 9, "squatted", "first!", &[])).await;
+    let (accepted, reason) = owner.publish(&group_event(&alice, 9007, "squatted", "", &[])).await;
+    assert!(!accepted && reason.starts_with("duplicate:"), "{reason}");
+
+    // Deleted: nothing of it is served, to members or anyone.
+    owner.publish_ok(&group_event(&alice, 9008, "vault", "", &[])).await;
+    for client in [&mut owner, &mut member, &mut outsider] {
+        assert!(once(client, json!({"#h": ["vault"], "kinds": [9, 9000, 9007, 9021]})).await.is_empty());
+        assert!(once(client, json!({"#d": ["vault"]})).await.is_empty());
+    }
 }
 
 async fn moderators_and_admins_act_within_their_roles() {
@@ -255,6 +308,7 @@ async fn private_group_messages_push_only_to_members() {
 crate::on_both_backends!(
     a_group_is_created_joined_posted_in_and_left,
     a_private_closed_group_is_invisible_to_outsiders,
+    tricks_let_nothing_into_or_out_of_a_private_group,
     moderators_and_admins_act_within_their_roles,
     groups_survive_a_restart,
     only_creators_the_operator_lists_create_groups,

@@ -29,9 +29,9 @@ impl Default for GroupsConfig {
             enabled: true,
             creators: Vec::new(),
             late_publication_secs: 3600,
-            max_groups: 10_000,
+            max_groups: 1_000,
             max_groups_per_creator: 100,
-            max_members: 10_000,
+            max_members: 5_000,
         }
     }
 }

@@ -61,9 +61,13 @@ impl Registry {
     }
 
     fn delete(&mut self, id: &str) {
+        self.forget(id);
+        self.deleted.insert(id.to_owned());
+    }
+
+    fn forget(&mut self, id: &str) {
         self.groups.remove(id);
         self.gated.remove(id);
-        self.deleted.insert(id.to_owned());
     }
 }
 
@@ -106,7 +110,8 @@ impl Groups {
         for kinds in [vec![METADATA_KIND, MEMBERS_KIND], vec![ADMINS_KIND]] {
             groups.accepted(&read(by_relay(kinds)).await?);
         }
-        for kind in [CREATE_GROUP, DELETE_GROUP, CREATE_INVITE] {
+        // Invites, then the joins that used them up (a code admits one join).
+        for kind in [CREATE_GROUP, DELETE_GROUP, CREATE_INVITE, rules::JOIN] {
             groups.accepted(&read(of_kind(kind)).await?);
         }
         let ids: Vec<String> = groups.registry.read().expect("groups lock").groups.keys().cloned().collect();
@@ -115,7 +120,7 @@ impl Groups {
             let events = read(recent).await?;
             let mut registry = groups.registry.write().expect("groups lock");
             for event in events {
-                let id = tag_value(&event, "h").unwrap_or_default();
+                let id = event.group().unwrap_or_default();
                 registry.groups.get_mut(id).into_iter().for_each(|group| group.saw(event.id()));
             }
         }
@@ -135,7 +140,10 @@ impl Groups {
             let reason = "restricted: group metadata (kinds 39000-39003) is written by the relay itself";
             return (event.pubkey() != &self.relay).then(|| Verdict::Refused(reason.into()));
         }
-        let id = tag_value(event, "h")?.to_owned();
+        let id = event.group()?.to_owned();
+        if let Some(reason) = self.several_groups(event) {
+            return Some(Verdict::Refused(reason));
+        }
         if !rules::is_action(kind) {
             let registry = self.registry.read().expect("groups lock");
             if registry.deleted.contains(&id) {
@@ -159,15 +167,50 @@ impl Groups {
             Ok(change) => change,
             Err(reason) => return Some(Verdict::Refused(reason)),
         };
+        if kind == CREATE_GROUP {
+            if let Some(reason) = self.taken_elsewhere(&id, store).await {
+                return Some(Verdict::Refused(reason));
+            }
+            // In force before its creation is stored: a private group's first event is already its own.
+            self.registry.write().expect("groups lock").put(change.group.clone());
+        }
         match writer.write(event.clone()).await {
             Ok(WriteOutcome::Stored) => {}
-            other => return Some(Verdict::Written(other)),
+            other => {
+                if kind == CREATE_GROUP {
+                    self.registry.write().expect("groups lock").forget(&id);
+                }
+                return Some(Verdict::Written(other));
+            }
         }
         if let Some(reason) = change.pending {
             return Some(Verdict::Pending(reason));
         }
         self.carry_out(change, writer, store).await;
         Some(Verdict::Written(Ok(WriteOutcome::Stored)))
+    }
+
+    /// A new group's id that stored events already name (posted before it existed, or a group of another relay):
+    /// they would become the group's.
+    async fn taken_elsewhere(&self, id: &str, store: &Arc<dyn EventStore>) -> Option<String> {
+        let named = Filter { tags: [('h', vec![id.to_owned()])].into(), limit: Some(1), ..Filter::default() };
+        match store.query(&[named], Visibility::default(), usize::MAX).await {
+            Ok(found) if found.is_empty() => None,
+            Ok(_) => Some(format!("duplicate: events here already name group {id}; pick another id")),
+            Err(_) => Some("error: could not check the group id".into()),
+        }
+    }
+
+    /// An event naming a group here and another group in its `h` tags is refused: otherwise a member of one group
+    /// could post into another (a private one, say) that checks only its first `h`.
+    fn several_groups(&self, event: &VerifiedEvent) -> Option<String> {
+        let mut named: Vec<&str> = event.indexed_tags().filter(|(letter, _)| *letter == 'h').map(|(_, v)| v).collect();
+        named.sort_unstable();
+        named.dedup();
+        let registry = self.registry.read().expect("groups lock");
+        let ours = |id: &&str| registry.groups.contains_key(*id) || registry.deleted.contains(*id);
+        (named.len() > 1 && named.iter().any(ours))
+            .then(|| "invalid: an event belongs to one group; this one has several h tags".to_owned())
     }
 
     fn context<'a>(&'a self, registry: &Registry, event: &VerifiedEvent) -> Context<'a> {
@@ -210,10 +253,13 @@ impl Groups {
             own.push(self.sign(DELETION_KIND, addresses.collect(), now.max(group.written_at)));
             // Its events go with it: nothing would gate a private group's events any more.
             remove_matching(store, Filter { tags: [('h', vec![id])].into(), ..Filter::default() }).await;
-        } else if current.is_none_or(|current| !current.same_state(&group)) {
-            group.written_at = now.max(group.written_at + 1);
-            for (kind, tags) in group.metadata_tags() {
-                own.push(self.sign(kind, tags, group.written_at));
+        } else {
+            // Metadata events only when what they say changed (a deleted event changes none of it).
+            if change.created || current.is_none_or(|current| !current.same_state(&group)) {
+                group.written_at = now.max(group.written_at + 1);
+                for (kind, tags) in group.metadata_tags() {
+                    own.push(self.sign(kind, tags, group.written_at));
+                }
             }
             let mut registry = self.registry.write().expect("groups lock");
             let recent = registry.groups.get_mut(&id).map(|g| std::mem::take(&mut g.recent)).unwrap_or_default();
@@ -239,18 +285,33 @@ impl Groups {
     /// Whether one of `readers` (authenticated pubkeys) may read the event, as far as groups say.
     pub fn may_read(&self, readers: &[Hash32], event: &VerifiedEvent) -> bool {
         let registry = self.registry.read().expect("groups lock");
-        if registry.groups.is_empty() {
+        if registry.gated.is_empty() && registry.deleted.is_empty() {
             return true;
         }
-        if (METADATA_KIND..=ROLES_KIND).contains(&event.kind())
-            && let Some(group) = registry.groups.get(event.d_tag())
-        {
-            return group.metadata_readable_by(readers);
+        if (METADATA_KIND..=ROLES_KIND).contains(&event.kind()) {
+            let id = event.d_tag();
+            if registry.deleted.contains(id) {
+                return false;
+            }
+            if let Some(group) = registry.groups.get(id) {
+                return group.metadata_readable_by(readers);
+            }
         }
-        event
-            .indexed_tags()
-            .filter(|(letter, _)| *letter == 'h')
-            .all(|(_, id)| registry.groups.get(id).is_none_or(|group| group.readable_by(readers)))
+        match event.group() {
+            Some(id) if registry.deleted.contains(id) => false,
+            Some(id) => registry.groups.get(id).is_none_or(|group| group.readable_by(readers)),
+            None => true,
+        }
+    }
+
+    /// Whether an event is one groups here decide on (metadata kinds, anything naming a hosted or deleted group):
+    /// such an event from a watched relay is not stored, since it did not take the group's checks.
+    pub fn concerns(&self, event: &VerifiedEvent) -> bool {
+        let registry = self.registry.read().expect("groups lock");
+        (METADATA_KIND..=ROLES_KIND).contains(&event.kind())
+            || event.indexed_tags().any(|(letter, id)| {
+                letter == 'h' && (registry.groups.contains_key(id) || registry.deleted.contains(id))
+            })
     }
 
     /// The store's form of `may_read`: the private groups whose events `readers` may not see, and the groups whose
@@ -266,6 +327,9 @@ impl Groups {
                 metadata.push(group.id.clone());
             }
         }
+        // A deleted group's events are being removed, or were: nobody reads what is left.
+        events.extend(registry.deleted.iter().cloned());
+        metadata.extend(registry.deleted.iter().cloned());
         (events, metadata)
     }
 
@@ -304,40 +368,56 @@ async fn remove_matching(store: &Arc<dyn EventStore>, filter: Filter) {
 
 impl AcceptListener for Groups {
     /// Follows what was stored, here or on another node: the relay's metadata events, creations (counted per
-    /// creator), deletions, invites, and each group's recent ids.
+    /// creator), deletions and invites by those whose roles allow them, joins that used an invite code, and each
+    /// group's recent ids.
     fn accepted(&self, events: &[SharedEvent]) {
-        let relevant = |e: &&SharedEvent| {
-            matches!(e.kind(), METADATA_KIND..=ROLES_KIND | CREATE_GROUP | DELETE_GROUP | CREATE_INVITE)
-                || tag_value(e, "h").is_some()
-        };
+        let relevant = |e: &&SharedEvent| (METADATA_KIND..=ROLES_KIND).contains(&e.kind()) || e.group().is_some();
         if !events.iter().any(|e| relevant(&e)) {
             return;
         }
         let mut registry = self.registry.write().expect("groups lock");
-        let registry = &mut *registry;
         for event in events.iter().filter(relevant) {
-            let h = tag_value(event, "h");
-            match (event.kind(), h) {
-                (METADATA_KIND..=ROLES_KIND, _) if event.pubkey() == &self.relay => {
-                    let id = event.d_tag();
-                    if !registry.deleted.contains(id) {
-                        let mut group = registry.groups.remove(id).unwrap_or_else(|| Group::new(id));
-                        group.apply_metadata(event);
-                        registry.put(group);
-                    }
+            self.follow(&mut registry, event);
+        }
+    }
+}
+
+impl Groups {
+    fn follow(&self, registry: &mut Registry, event: &VerifiedEvent) {
+        let author = event.pubkey();
+        let may = |group: Option<&Group>, roles: &[&str]| {
+            author == &self.relay || group.is_some_and(|g| roles.iter().any(|role| g.has_role(author, role)))
+        };
+        match (event.kind(), event.group()) {
+            (METADATA_KIND..=ROLES_KIND, _) if author == &self.relay => {
+                let id = event.d_tag();
+                if !registry.deleted.contains(id) {
+                    let mut group = registry.groups.remove(id).unwrap_or_else(|| Group::new(id));
+                    group.apply_metadata(event);
+                    registry.put(group);
                 }
-                (CREATE_GROUP, Some(_)) => *registry.created_by.entry(*event.pubkey()).or_default() += 1,
-                (DELETE_GROUP, Some(id)) => registry.delete(id),
-                (CREATE_INVITE, Some(id)) => {
-                    if let (Some(group), Some(code)) = (registry.groups.get_mut(id), tag_value(event, "code")) {
-                        group.invites.insert(code.to_owned());
-                    }
+            }
+            (CREATE_GROUP, Some(_)) => *registry.created_by.entry(*author).or_default() += 1,
+            // (At start a deleted group has no metadata left to check roles in: its deletion stands.)
+            (DELETE_GROUP, Some(id))
+                if may(registry.groups.get(id), &[state::ADMIN]) || !registry.groups.contains_key(id) =>
+            {
+                registry.delete(id)
+            }
+            (CREATE_INVITE, Some(id)) if may(registry.groups.get(id), &[state::ADMIN, state::MODERATOR]) => {
+                if let (Some(group), Some(code)) = (registry.groups.get_mut(id), tag_value(event, "code")) {
+                    group.invites.insert(code.to_owned());
                 }
-                _ => {}
             }
-            if let Some(group) = h.and_then(|id| registry.groups.get_mut(id)) {
-                group.saw(event.id());
+            (rules::JOIN, Some(id)) => {
+                if let (Some(group), Some(code)) = (registry.groups.get_mut(id), tag_value(event, "code")) {
+                    group.invites.remove(code);
+                }
             }
+            _ => {}
+        }
+        if let Some(group) = event.group().and_then(|id| registry.groups.get_mut(id)) {
+            group.saw(event.id());
         }
     }
 }

@@ -15,6 +15,9 @@ pub const CREATE_INVITE: u16 = 9009;
 pub const JOIN: u16 = 9021;
 pub const LEAVE: u16 = 9022;
 
+/// Roles one member holds at most.
+const MAX_ROLES: usize = 8;
+
 /// Invite codes one group keeps at most.
 pub const MAX_INVITES: usize = 1000;
 
@@ -45,6 +48,8 @@ pub struct Context<'a> {
 pub struct Change {
     /// The group as it is after the action.
     pub group: Group,
+    /// The action created it.
+    pub created: bool,
     /// Members the relay adds or removes in its own name (kind 9000 for a join, 9001 for a leave).
     pub put: Option<Hash32>,
     pub removed: Option<Hash32>,
@@ -76,6 +81,9 @@ pub fn check_post(group: &Group, event: &VerifiedEvent, ctx: &Context) -> Result
         let id = &group.id;
         return Err(format!("restricted: only members of group {id} may post in it; ask to join with kind 9021"));
     }
+    if group.removed.contains(event.id()) {
+        return Err("blocked: a moderator of this group deleted this event".into());
+    }
     check_timeline(group, event, ctx)
 }
 
@@ -106,7 +114,7 @@ pub fn create(
     let mut group = Group::new(id);
     edit(&mut group, event);
     group.members.insert(*author, vec![ADMIN.to_owned()]);
-    Ok(Change { group, ..Change::default() })
+    Ok(Change { group, created: true, ..Change::default() })
 }
 
 /// A join, leave or moderation event in an existing group.
@@ -123,7 +131,8 @@ pub fn act(current: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<Chan
             if group.members.len() >= ctx.max_members {
                 return Err(format!("restricted: group is full ({} members)", ctx.max_members));
             }
-            let invited = tag_value(event, "code").is_some_and(|code| group.invites.contains(code));
+            // A code admits one join: read by others in a public group's join requests, it admits no one else.
+            let invited = tag_value(event, "code").is_some_and(|code| group.invites.remove(code));
             if group.closed && !invited {
                 change.pending =
                     Some("restricted: this group is closed; your request awaits an admin's approval".into());
@@ -165,6 +174,9 @@ fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context
     match kind {
         PUT_USER => {
             for (user, roles) in users()? {
+                if roles.len() > MAX_ROLES || roles.iter().any(|role| role.is_empty() || role.len() > 64) {
+                    return Err(format!("invalid: at most {MAX_ROLES} roles, each 1 to 64 bytes"));
+                }
                 // A moderator adds plain members and leaves roles alone.
                 if !moderator || (!admin && (!roles.is_empty() || group.roles_of(&user).is_some_and(|r| !r.is_empty())))
                 {
@@ -197,6 +209,7 @@ fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context
             if change.delete_events.is_empty() {
                 return Err("invalid: name the events to delete in e tags".into());
             }
+            change.delete_events.iter().for_each(|id| group.forbid(id));
         }
         DELETE_GROUP if admin => change.delete_group = true,
         CREATE_INVITE if moderator => {

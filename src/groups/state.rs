@@ -38,6 +38,9 @@ pub struct Group {
     pub invites: HashSet<String>,
     /// The first four bytes of the ids of its newest events, for `previous` tags.
     pub recent: VecDeque<[u8; 4]>,
+    /// Events its moderators deleted lately, refused if they are sent again (kept in memory: late publication
+    /// bounds how long a copy could come back).
+    pub removed: VecDeque<Hash32>,
     /// `created_at` of its metadata events as last written: the next ones are later, so that they replace these.
     pub written_at: u64,
 }
@@ -90,6 +93,14 @@ impl Group {
             self.recent.pop_front();
         }
         self.recent.push_back([id[0], id[1], id[2], id[3]]);
+    }
+
+    /// Remembers an event its moderators deleted.
+    pub fn forbid(&mut self, id: &Hash32) {
+        if self.removed.len() == RECENT {
+            self.removed.pop_front();
+        }
+        self.removed.push_back(*id);
     }
 
     /// Whether `prefix` (eight hex digits) starts the id of one of its recent events.

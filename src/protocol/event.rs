@@ -97,6 +97,12 @@ impl VerifiedEvent {
         self.indexed_tags().any(|(letter, value)| letter == 'p' && value == hex)
     }
 
+    /// NIP-29: the group the event belongs to, its first `h` tag's value (a relay hosting groups refuses events
+    /// naming a group of its own and another).
+    pub fn group(&self) -> Option<&str> {
+        self.indexed_tags().find(|(letter, _)| *letter == 'h').map(|(_, value)| value)
+    }
+
     /// The (letter, first value) pairs of single-letter tags: what tag filters can query.
     pub fn indexed_tags(&self) -> impl Iterator<Item = (char, &str)> {
         self.event.tags.iter().filter_map(|tag| {

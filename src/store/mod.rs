@@ -38,8 +38,9 @@ pub enum WriteOutcome {
 
 /// Kinds that only some readers may see: an event of such a kind is visible to its author and to the pubkeys it
 /// `p`-tags, when they are among `viewers` (the pubkeys the connection authenticated as, NIP-42).
-/// NIP-29 adds the groups the reader may not see: events `h`-tagged with one of `hidden_groups` (private groups
-/// it is not a member of), and the group metadata events (kinds 39000-39003) whose `d` is one of `hidden_metadata`.
+/// NIP-29 adds the groups the reader may not see: events whose group (first `h` tag, `VerifiedEvent::group`) is one
+/// of `hidden_groups` (private groups it is not a member of, deleted ones), and the group metadata events (kinds
+/// 39000-39003) whose `d` is one of `hidden_metadata`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Visibility<'a> {
     pub restricted_kinds: &'a [u16],

@@ -19,7 +19,7 @@ use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 use crate::hooks::{RemoteEvents, WatchSource};
 use crate::lifecycle::Lifecycle;
-use crate::protocol::{Filter, KindClass, SharedEvent};
+use crate::protocol::{Filter, KindClass, SharedEvent, VerifiedEvent};
 use crate::report::{Reporter, Section};
 use crate::store::Leases;
 use crate::store::writer::Writer;
@@ -37,11 +37,17 @@ pub struct StoreFirst {
     pub writes: Arc<tokio::sync::Semaphore>,
     /// Those tasks are the application's, which waits for them at shutdown.
     pub lifecycle: Lifecycle,
+    /// Events this refuses are passed on but not stored: what concerns a NIP-29 group hosted here must take the
+    /// group's own checks, which a remote relay's copy has not.
+    pub storable: Option<Storable>,
 }
+
+/// Whether a remote event may be stored here (see `StoreFirst::storable`).
+pub type Storable = Arc<dyn Fn(&VerifiedEvent) -> bool + Send + Sync>;
 
 impl RemoteEvents for StoreFirst {
     fn remote_event(&self, event: SharedEvent) {
-        if event.class() == KindClass::Ephemeral {
+        if event.class() == KindClass::Ephemeral || self.storable.as_ref().is_some_and(|storable| !storable(&event)) {
             return self.then.remote_event(event);
         }
         let Ok(permit) = self.writes.clone().try_acquire_owned() else {

@@ -305,8 +305,8 @@ async fn insert(
     key: Option<&str>,
 ) -> Result<Option<i64>, StoreError> {
     Ok(sqlx::query_scalar(
-        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags, search)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('simple', $10))
+        "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags, search, grp)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('simple', $10), $11)
          ON CONFLICT (id) DO NOTHING RETURNING seq",
     )
     .bind(&event.id()[..])
@@ -320,6 +320,7 @@ async fn insert(
     .bind(event.indexed_tags().map(|(letter, value)| tag_key(letter, value)).collect::<Vec<_>>())
     // PostgreSQL text cannot hold NUL, which a JSON string can (`\u0000`): it would fail the whole batch.
     .bind(search::indexed_text(event.kind(), &event.event.content).map(|text| text.replace('\0', " ")))
+    .bind(event.group())
     .fetch_optional(&mut *conn)
     .await?)
 }
@@ -411,8 +412,7 @@ fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibili
     }
     // NIP-29: events of private groups the reader is not in, and metadata of groups it may not see.
     if !visibility.hidden_groups.is_empty() {
-        let keys: Vec<String> = visibility.hidden_groups.iter().map(|group| tag_key('h', group)).collect();
-        query.push(" AND NOT (e.tags && ").push_bind(keys).push(")");
+        query.push(" AND (e.grp IS NULL OR NOT (e.grp = ANY(").push_bind(visibility.hidden_groups.to_vec()).push(")))");
     }
     if !visibility.hidden_metadata.is_empty() {
         query

@@ -386,15 +386,15 @@ fn push_conditions(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>,
     }
 }
 
-/// NIP-29: events of the private groups the reader is not a member of (by their `h` tag, each a look-up by the
-/// tag table's whole key), and the relay's metadata events (`d` tag) of the groups it may not see.
+/// NIP-29: events of the private groups the reader is not a member of (by the event's group, `events.grp`: NULL
+/// for most rows, and SQLite builds the list's look-up once per statement), and the relay's metadata events (`d`
+/// tag) of the groups it may not see.
 fn push_group_conditions(query: &mut Sql, visibility: Visibility<'_>) {
     if !visibility.hidden_groups.is_empty() {
         query
-            .push(" AND NOT EXISTS (SELECT 1 FROM json_each(")
+            .push(" AND (e.grp IS NULL OR e.grp NOT IN (SELECT value FROM json_each(")
             .push_bind(serde_json::to_string(visibility.hidden_groups).expect("strings serialize"))
-            .push(") g JOIN tags h ON h.name = 'h' AND h.value = g.value AND h.created_at = e.created_at")
-            .push(" AND h.event_seq = e.seq)");
+            .push(")))");
     }
     if !visibility.hidden_metadata.is_empty() {
         query

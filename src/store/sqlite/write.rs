@@ -154,8 +154,8 @@ fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>) -> Result<
     let created_at = db_time(event.created_at());
     let seq: Option<i64> = tx
         .prepare_cached(
-            "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO NOTHING RETURNING seq",
+            "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, grp)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING RETURNING seq",
         )?
         .query_row(
             params![
@@ -165,7 +165,8 @@ fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>) -> Result<
                 event.kind(),
                 key,
                 &*event.json,
-                event.expiration().map(db_time)
+                event.expiration().map(db_time),
+                event.group()
             ],
             |row| row.get(0),
         )
