@@ -62,4 +62,16 @@ async fn search_finds_notes_by_their_words_best_match_first() {
     assert_eq!(live[2]["id"], id_of(&hot));
 }
 
-crate::on_both_backends!(search_finds_notes_by_their_words_best_match_first);
+async fn search_can_be_turned_off() {
+    let relay = TestRelay::start_with(|c| c.database.search_index = false).await;
+    let mut client = relay.client().await;
+    client.publish_ok(&note(&Keys::generate(), "pizza")).await;
+    client.send(json!(["REQ", "s", {"search": "pizza"}])).await;
+    let closed = client.recv().await;
+    assert_eq!(closed[0], "CLOSED");
+    assert!(closed[2].as_str().unwrap().starts_with("blocked:"), "{closed}");
+    assert_eq!(client.req("k", &[json!({"kinds": [1]})]).await.len(), 1, "other reads go on");
+    assert!(!relay.nip11().await["supported_nips"].as_array().unwrap().contains(&json!(50)));
+}
+
+crate::on_both_backends!(search_finds_notes_by_their_words_best_match_first, search_can_be_turned_off);

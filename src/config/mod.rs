@@ -207,6 +207,9 @@ pub struct DatabaseConfig {
     /// SQLite: how long a write waits for a lock another process holds (a backup, `pushrelay import`) before the
     /// events waiting on it are refused with `OK false error:`.
     pub busy_timeout_ms: u64,
+    /// NIP-50: index each new event's content for `search` filters (about 10 % of ingest CPU, BENCHMARKS.md). Off,
+    /// a REQ or COUNT with `search` is refused, and events stored meanwhile stay out of the index.
+    pub search_index: bool,
 }
 
 impl Default for DatabaseConfig {
@@ -218,6 +221,7 @@ impl Default for DatabaseConfig {
             max_batch: 512,
             purge_interval_secs: 60,
             busy_timeout_ms: 10_000,
+            search_index: true,
         }
     }
 }

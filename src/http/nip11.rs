@@ -9,11 +9,11 @@ use serde_json::{Map, Value, json};
 use crate::config::Config;
 
 /// The NIPs this relay implements whatever its configuration: NIP-01 (with what NIP-02, 16, 20 and 33 added to it),
-/// deletion, the information document, expiration, AUTH, COUNT, search, vanish, protected events, negentropy.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 50, 62, 70, 77];
+/// deletion, the information document, expiration, AUTH, COUNT, vanish, protected events, negentropy.
+pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
 
 /// Every NIP the relay implements as configured: the fixed ones, then those that depend on a setting (NIP-04 and
-/// NIP-17/59 when their kinds are served only to their parties, NIP-29 with groups, NIP-86 and NIP-98 with
+/// NIP-17/59 when their kinds are served only to their parties, NIP-29 with groups, NIP-50 with the search index, NIP-86 and NIP-98 with
 /// administrators, NIP-97 and NIP-9a with push; "9a" as a string, since that NIP's name is not a number).
 pub fn supported_nips(config: &Config) -> Vec<Value> {
     let restricted = config.read_restricted_kinds();
@@ -26,6 +26,9 @@ pub fn supported_nips(config: &Config) -> Vec<Value> {
     }
     if config.groups.enabled {
         numbers.push(29);
+    }
+    if config.database.search_index {
+        numbers.push(50);
     }
     if !config.auth.admin_pubkeys.is_empty() {
         numbers.extend([86, 98]);

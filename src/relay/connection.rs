@@ -328,6 +328,9 @@ impl Session {
         if self.req_limiter.as_ref().is_some_and(|l| l.check().is_err()) {
             return Some("rate-limited: too many requests, slow down".into());
         }
+        if !config.database.search_index && filters.iter().any(|f| f.search.is_some()) {
+            return Some("blocked: search (NIP-50) is turned off on this relay".into());
+        }
         let reader = &self.peer.reader;
         let asks_restricted = filters
             .iter()

@@ -239,7 +239,8 @@ pub async fn open(
     clock: Clock,
 ) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), StoreError> {
     if config.is_postgres() {
-        let store = Arc::new(PgStore::open(&config.url, config.read_connections, node.to_owned(), clock).await?);
+        let store = PgStore::open(&config.url, config.read_connections, node.to_owned(), clock).await?;
+        let store = Arc::new(store.with_search_index(config.search_index));
         return Ok((store.clone(), Some(store)));
     }
     let path = config.sqlite_path().map_err(StoreError::new)?;

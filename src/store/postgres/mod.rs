@@ -42,6 +42,8 @@ pub struct PgStore {
     node: String,
     /// Hides expired events from reads; dates the jobs a commit makes and this node's heartbeats.
     clock: Clock,
+    /// NIP-50: new events' content is indexed (`[database] search_index`).
+    search_index: bool,
 }
 
 impl PgStore {
@@ -54,7 +56,12 @@ impl PgStore {
             .map_err(|e| StoreError::new(format!("cannot connect to PostgreSQL: {e}")))?;
         // sqlx takes an advisory lock while migrating, so nodes starting together do not race.
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
-        Ok(Self { pool, node, clock })
+        Ok(Self { pool, node, clock, search_index: true })
+    }
+
+    /// Whether new events' content is indexed for search.
+    pub fn with_search_index(self, search_index: bool) -> Self {
+        Self { search_index, ..self }
     }
 
     pub fn pool(&self) -> &PgPool {
@@ -90,7 +97,7 @@ impl EventStore for PgStore {
         let mut outcomes = Vec::with_capacity(batch.len());
         let now_ms = self.clock.millis();
         for event in batch {
-            let outcome = match write_event(&mut tx, &self.node, event).await? {
+            let outcome = match write_event(&mut tx, &self.node, event, self.search_index).await? {
                 Ok(seq) => {
                     announce(&mut tx, &self.node, seq, event).await?;
                     if let Some(source) = job_source {
@@ -234,6 +241,7 @@ async fn write_event(
     conn: &mut PgConnection,
     node: &str,
     event: &SharedEvent,
+    search_index: bool,
 ) -> Result<Result<i64, WriteOutcome>, StoreError> {
     let plan = match rules::plan(event, &facts(conn, event).await?) {
         Ok(plan) => plan,
@@ -242,7 +250,9 @@ async fn write_event(
     for change in plan.before {
         apply(conn, change).await?;
     }
-    let Some(seq) = insert(conn, node, event, plan.key).await? else { return Ok(Err(WriteOutcome::Duplicate)) };
+    let Some(seq) = insert(conn, node, event, plan.key, search_index).await? else {
+        return Ok(Err(WriteOutcome::Duplicate));
+    };
     for change in plan.after {
         apply(conn, change).await?;
     }
@@ -303,7 +313,9 @@ async fn insert(
     node: &str,
     event: &SharedEvent,
     key: Option<&str>,
+    search_index: bool,
 ) -> Result<Option<i64>, StoreError> {
+    let text = search::indexed_text(event.kind(), &event.event.content).filter(|_| search_index);
     Ok(sqlx::query_scalar(
         "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, node, tags, search, grp)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, to_tsvector('simple', $10), $11)
@@ -319,7 +331,7 @@ async fn insert(
     .bind(node)
     .bind(event.indexed_tags().map(|(letter, value)| tag_key(letter, value)).collect::<Vec<_>>())
     // PostgreSQL text cannot hold NUL, which a JSON string can (`\u0000`): it would fail the whole batch.
-    .bind(search::indexed_text(event.kind(), &event.event.content).map(|text| text.replace('\0', " ")))
+    .bind(text.map(|text| text.replace('\0', " ")))
     .bind(event.group())
     .fetch_optional(&mut *conn)
     .await?)

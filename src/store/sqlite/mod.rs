@@ -40,6 +40,8 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// Hides expired events from reads; dates the jobs a commit makes.
     clock: Clock,
+    /// NIP-50: new events' content is indexed (`[database] search_index`).
+    search_index: bool,
 }
 
 impl SqliteStore {
@@ -71,7 +73,8 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), queries, readers, clock })
+        let search_index = config.search_index;
+        Ok(Self { writer: Arc::new(Mutex::new(writer)), queries, readers, clock, search_index })
     }
 
     /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch. The connection is
@@ -107,11 +110,12 @@ impl EventStore for SqliteStore {
         let batch = batch.to_vec();
         let job_source = job_source.cloned();
         let now_ms = self.clock.millis();
+        let search_index = self.search_index;
         self.write(move |conn| {
             conn.transaction(Synchronous::Full, |tx| {
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for event in &batch {
-                    let outcome = write_event(tx, event)?;
+                    let outcome = write_event(tx, event, search_index)?;
                     if let (WriteOutcome::Stored, Some(source)) = (outcome, &job_source) {
                         jobs::insert_jobs(tx, &jobs_of(source.as_ref(), event), now_ms)?;
                     }

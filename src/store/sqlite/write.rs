@@ -91,7 +91,12 @@ impl WriteConnection {
 }
 
 /// Writes one event on the batch's transaction: reads what the NIP rules need, then carries out their plan.
-pub(super) fn write_event(tx: &Transaction, event: &VerifiedEvent) -> Result<WriteOutcome, StoreError> {
+/// `search_index`: index the content for NIP-50 search.
+pub(super) fn write_event(
+    tx: &Transaction,
+    event: &VerifiedEvent,
+    search_index: bool,
+) -> Result<WriteOutcome, StoreError> {
     let plan = match rules::plan(event, &facts(tx, event)?) {
         Ok(plan) => plan,
         Err(refused) => return Ok(refused),
@@ -99,7 +104,7 @@ pub(super) fn write_event(tx: &Transaction, event: &VerifiedEvent) -> Result<Wri
     for change in plan.before {
         apply(tx, change)?;
     }
-    if !insert(tx, event, plan.key)? {
+    if !insert(tx, event, plan.key, search_index)? {
         return Ok(WriteOutcome::Duplicate);
     }
     for change in plan.after {
@@ -150,7 +155,7 @@ fn named_events(tx: &Transaction, event: &VerifiedEvent) -> Result<Vec<Named>, S
 }
 
 /// Inserts the event and its tags; false when its id is already stored.
-fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>) -> Result<bool, StoreError> {
+fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>, search_index: bool) -> Result<bool, StoreError> {
     let created_at = db_time(event.created_at());
     let seq: Option<i64> = tx
         .prepare_cached(
@@ -182,7 +187,7 @@ fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>) -> Result<
             insert.execute(params![seq, &*name.encode_utf8(&mut letter), value, created_at])?;
         }
     }
-    if let Some(text) = search::indexed_text(event.kind(), &event.event.content) {
+    if let Some(text) = search::indexed_text(event.kind(), &event.event.content).filter(|_| search_index) {
         tx.prepare_cached("INSERT INTO events_fts (rowid, content) VALUES (?, ?)")?.execute(params![seq, text])?;
     }
     Ok(true)
