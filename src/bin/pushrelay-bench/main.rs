@@ -57,6 +57,10 @@ enum Scenario {
         requests: usize,
         #[arg(long, default_value_t = 8)]
         connections: usize,
+        /// NIP-50 searches instead of the usual mix: `rare` (a word one note holds, with a word all hold) or
+        /// `common` (a word every note holds: the index ranks all of them).
+        #[arg(long)]
+        search: Option<String>,
     },
     /// Many connections with live subscriptions; a publisher at a steady rate; delivery latency.
     Fanout {
@@ -99,8 +103,8 @@ async fn main() {
         Scenario::Ingest { events, connections, window } => {
             scenarios::ingest(&cli.url, cli.pid, events, connections, window).await
         }
-        Scenario::Req { populate, requests, connections } => {
-            scenarios::req(&cli.url, cli.pid, populate, requests, connections).await
+        Scenario::Req { populate, requests, connections, search } => {
+            scenarios::req(&cli.url, cli.pid, populate, requests, connections, search.as_deref()).await
         }
         Scenario::Fanout { subscribers, rate, seconds } => {
             scenarios::fanout(&cli.url, cli.pid, subscribers, rate, seconds).await

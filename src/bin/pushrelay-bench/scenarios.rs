@@ -132,6 +132,7 @@ pub async fn req(
     populate: usize,
     requests: usize,
     connections: usize,
+    search: Option<&str>,
 ) -> Result<Report, String> {
     let authors = events::keys(populate.div_ceil(EVENTS_PER_AUTHOR).max(1));
     let events = events::notes(populate, &authors);
@@ -144,10 +145,13 @@ pub async fn req(
     }
     // The mix: an author's notes, a hashtag's, ten ids; as clients ask for a profile page, a topic, a thread.
     let filters: Vec<serde_json::Value> = (0..requests)
-        .map(|i| match i % 3 {
-            0 => json!({"authors": [authors[(i * 31) % authors.len()].public_key().to_hex()], "kinds": [1], "limit": 20}),
-            1 => json!({"#t": [format!("topic{}", i % 10)], "limit": 50}),
-            _ => json!({"ids": (0..10).filter_map(|k| ids.get((i * 97 + k * 13) % ids.len().max(1))).collect::<Vec<_>>()}),
+        .map(|i| match (search, i % 3) {
+            // Notes say "benchmark note {n} xxx...": each number is one note's word, "benchmark" every note's.
+            (Some("rare"), _) => json!({"search": format!("benchmark {}", (i * 7919) % populate.max(1)), "limit": 20}),
+            (Some(_), _) => json!({"search": "benchmark", "kinds": [1], "limit": 20}),
+            (None, 0) => json!({"authors": [authors[(i * 31) % authors.len()].public_key().to_hex()], "kinds": [1], "limit": 20}),
+            (None, 1) => json!({"#t": [format!("topic{}", i % 10)], "limit": 50}),
+            (None, _) => json!({"ids": (0..10).filter_map(|k| ids.get((i * 97 + k * 13) % ids.len().max(1))).collect::<Vec<_>>()}),
         })
         .collect();
     let bar = progress(requests, "REQs");
