@@ -210,6 +210,9 @@ pub struct DatabaseConfig {
     /// NIP-50: index each new event's content for `search` filters (about 10 % of ingest CPU, BENCHMARKS.md). Off,
     /// a REQ or COUNT with `search` is refused, and events stored meanwhile stay out of the index.
     pub search_index: bool,
+    /// NIP-50: a search ranks the newest this many events that match it (and the filter's other fields); ranking
+    /// every match of a word most notes hold would make one REQ cost a tenth of a second.
+    pub search_candidates: usize,
 }
 
 impl Default for DatabaseConfig {
@@ -222,6 +225,7 @@ impl Default for DatabaseConfig {
             purge_interval_secs: 60,
             busy_timeout_ms: 10_000,
             search_index: true,
+            search_candidates: 1000,
         }
     }
 }
@@ -383,6 +387,7 @@ impl Config {
             ("push.max_callback_length", self.push.max_callback_length),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
             ("groups.max_members", self.groups.max_members),
+            ("database.search_candidates", self.database.search_candidates),
             ("groups.max_groups", self.groups.max_groups),
         ] {
             if value == 0 {

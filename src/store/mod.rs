@@ -240,7 +240,7 @@ pub async fn open(
 ) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), StoreError> {
     if config.is_postgres() {
         let store = PgStore::open(&config.url, config.read_connections, node.to_owned(), clock).await?;
-        let store = Arc::new(store.with_search_index(config.search_index));
+        let store = Arc::new(store.with_search(config.search_index, config.search_candidates));
         return Ok((store.clone(), Some(store)));
     }
     let path = config.sqlite_path().map_err(StoreError::new)?;

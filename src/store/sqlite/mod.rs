@@ -40,8 +40,10 @@ pub struct SqliteStore {
     readers: SqlitePool,
     /// Hides expired events from reads; dates the jobs a commit makes.
     clock: Clock,
-    /// NIP-50: new events' content is indexed (`[database] search_index`).
+    /// NIP-50: new events' content is indexed (`[database] search_index`), and a search ranks at most this many of
+    /// the newest matches (`[database] search_candidates`).
     search_index: bool,
+    search_candidates: usize,
 }
 
 impl SqliteStore {
@@ -73,8 +75,9 @@ impl SqliteStore {
             .test_before_acquire(false)
             .connect_with(options.read_only(true))
             .await?;
-        let search_index = config.search_index;
-        Ok(Self { writer: Arc::new(Mutex::new(writer)), queries, readers, clock, search_index })
+        let (search_index, search_candidates) = (config.search_index, config.search_candidates);
+        let writer = Arc::new(Mutex::new(writer));
+        Ok(Self { writer, queries, readers, clock, search_index, search_candidates })
     }
 
     /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch. The connection is
@@ -138,14 +141,18 @@ impl EventStore for SqliteStore {
         }
         let now = self.clock.secs();
         if let Some(terms) = filter.search.as_deref().map(search::terms).filter(|terms| !terms.is_empty()) {
-            // NIP-50: best match first (FTS5's bm25 rank), then newest.
+            // NIP-50: best match first (FTS5's bm25 rank), then newest, among the newest `search_candidates` matches:
+            // FTS5 walks its index newest first and stops there. CROSS JOIN keeps the index as the outer loop: left
+            // to itself, SQLite walked `events` by kind and ran the full-text query once per row (15 s for a word
+            // every one of 100,000 notes holds, against 3 ms; BENCHMARKS.md).
             let mut query = Sql::new(
-                "SELECT e.id, e.created_at, e.json FROM events_fts JOIN events e ON e.seq = events_fts.rowid \
-                 WHERE events_fts MATCH ",
+                "SELECT e.id, e.created_at, e.json FROM (SELECT events_fts.rowid AS seq, events_fts.rank AS r \
+                 FROM events_fts CROSS JOIN events e ON e.seq = events_fts.rowid WHERE events_fts MATCH ",
             );
             query.push_bind(search::fts5_query(&terms)).push(" AND ");
             push_conditions(&mut query, &Filter { search: None, ..filter.clone() }, visibility, now, None);
-            query.push(" ORDER BY events_fts.rank, e.created_at DESC");
+            query.push(" ORDER BY events_fts.rowid DESC LIMIT ").push_bind(db_time(self.search_candidates as u64));
+            query.push(") c JOIN events e ON e.seq = c.seq ORDER BY c.r, e.created_at DESC");
             if let Some(limit) = filter.limit {
                 query.push(" LIMIT ").push_bind(db_time(limit));
             }
