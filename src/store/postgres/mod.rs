@@ -125,8 +125,9 @@ impl EventStore for PgStore {
             return Ok(Vec::new());
         }
         let mut query = QueryBuilder::new("");
-        let searching = search_terms(filter).is_some();
-        match search_terms(filter) {
+        let terms = search_terms(filter);
+        let searching = terms.is_some();
+        match terms {
             // NIP-50: best match first, then newest, among the newest `search_candidates` matches (ranking every
             // match of a word most notes hold cost a tenth of a second a query).
             Some(terms) => {
