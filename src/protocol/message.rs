@@ -173,7 +173,21 @@ pub fn ok(event_id: &str, accepted: bool, message: &str) -> String {
 }
 
 pub fn event(sub_id: &str, event_json: &str) -> String {
-    format!(r#"["EVENT",{},{event_json}]"#, quote(sub_id))
+    event_after(&event_prefix(sub_id), event_json)
+}
+
+/// `["EVENT",<sub_id>,`: the start of every event sent to one subscription, quoted once for all of them.
+pub fn event_prefix(sub_id: &str) -> String {
+    format!(r#"["EVENT",{},"#, quote(sub_id))
+}
+
+/// An event message from its subscription's `event_prefix`: one allocation, no formatting.
+pub fn event_after(prefix: &str, event_json: &str) -> String {
+    let mut message = String::with_capacity(prefix.len() + event_json.len() + 1);
+    message.push_str(prefix);
+    message.push_str(event_json);
+    message.push(']');
+    message
 }
 
 pub fn eose(sub_id: &str) -> String {

@@ -74,14 +74,23 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     };
     let mut pending: FuturesUnordered<BoxFuture<'static, String>> = FuturesUnordered::new();
     let mut live = LiveFlush::new(Duration::from_millis(limits.live_flush_ms));
+    // Made once, not at each turn of the loop: a live event wakes this task, and whatever the loop builds anew
+    // for each wake-up is paid once per delivery (BENCHMARKS.md, fan-out).
+    let shutdown = state.shutdown.clone().cancelled_owned();
+    let overflowed = session.outbox.overflowed.clone().cancelled_owned();
+    let flush_due = tokio::time::sleep_until(live.due);
+    tokio::pin!(shutdown, overflowed, flush_due);
 
     if send(&mut sink, message::auth(&peer.challenge)).await.is_err() {
         return;
     }
     let reason = loop {
+        // In this order: the socket is read last, so that a wake-up for a live event or an answer does not also
+        // try a read that would find nothing; what is read is answered first, so the client's own work leads.
         tokio::select! {
-            _ = state.shutdown.cancelled() => break "relay shutting down",
-            _ = session.outbox.overflowed.cancelled() => {
+            biased;
+            _ = &mut shutdown => break "relay shutting down",
+            _ = &mut overflowed => {
                 metrics::counter!(crate::metrics::SLOW_CLIENTS, "reason" => "outbox_full").increment(1);
                 let _ = send(&mut sink, message::notice("error: disconnected for reading too slowly")).await;
                 break "too slow reading";
@@ -92,12 +101,17 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
                 if send_all(&mut sink, std::iter::once(reply).chain(ready)).await.is_err() { break "send failed"; }
             }
             Some(event) = outgoing.recv(), if live.held.is_none() => {
-                if let Some(first) = live.hold_or_send(event) {
-                    let ready = std::iter::from_fn(|| outgoing.try_recv());
-                    if send_all(&mut sink, std::iter::once(first).chain(ready)).await.is_err() { break "send failed"; }
+                match live.hold_or_send(event) {
+                    Some(first) => {
+                        let ready = std::iter::from_fn(|| outgoing.try_recv());
+                        if send_all(&mut sink, std::iter::once(first).chain(ready)).await.is_err() {
+                            break "send failed";
+                        }
+                    }
+                    None => flush_due.as_mut().reset(live.due),
                 }
             }
-            _ = tokio::time::sleep_until(live.due), if live.held.is_some() => {
+            () = &mut flush_due, if live.held.is_some() => {
                 let first = live.release();
                 let ready = std::iter::from_fn(|| outgoing.try_recv());
                 if send_all(&mut sink, first.into_iter().chain(ready)).await.is_err() { break "send failed"; }
@@ -190,7 +204,7 @@ async fn send(sink: &mut Sink, text: String) -> Result<(), ()> {
 async fn send_all(sink: &mut Sink, texts: impl Iterator<Item = String>) -> Result<(), ()> {
     let timeout = sink.timeout;
     for text in texts {
-        metrics::counter!(crate::metrics::MESSAGES_OUT, "verb" => crate::metrics::verb_of(&text)).increment(1);
+        crate::metrics::count_out(&text);
         match tokio::time::timeout(timeout, sink.inner.feed(Message::Text(text.into()))).await {
             Ok(Ok(())) => {}
             Ok(Err(_)) => return Err(()),
@@ -257,7 +271,7 @@ impl Session {
             Ok(ClientMessage::NegClose { .. }) => "NEG-CLOSE",
             Err(_) => "invalid",
         };
-        metrics::counter!(crate::metrics::MESSAGES_IN, "verb" => verb).increment(1);
+        crate::metrics::count_in(verb);
         match parsed {
             Ok(ClientMessage::Event(raw)) => {
                 pending.push(process_event(self.state.clone(), self.peer.clone(), raw).boxed());
@@ -368,7 +382,8 @@ impl Session {
         let visibility = self.peer.reader.visibility(&scope);
         match self.state.store.query(&filters, visibility, limits.max_req_bytes).await {
             Ok(events) => {
-                let stored = events.iter().map(|stored| message::event(&sub_id, &stored.json));
+                let prefix = message::event_prefix(&sub_id);
+                let stored = events.iter().map(|stored| message::event_after(&prefix, &stored.json));
                 send_all(sink, stored.chain(std::iter::once(message::eose(&sub_id)))).await?;
                 metrics::histogram!(crate::metrics::REQ_SECONDS).record(started.elapsed().as_secs_f64());
                 Ok(())

@@ -75,7 +75,8 @@ pub type SubscriptionKey = u64;
 
 struct LiveSubscription {
     outbox: Arc<Outbox>,
-    sub_id: String,
+    /// `["EVENT",<sub_id>,`, quoted once.
+    prefix: String,
     filters: Vec<Filter>,
 }
 
@@ -103,7 +104,7 @@ impl SubscriptionIndex {
         for filter in &filters {
             index.file(key, filter, true);
         }
-        let subscription = LiveSubscription { outbox: outbox.clone(), sub_id: sub_id.to_owned(), filters };
+        let subscription = LiveSubscription { outbox: outbox.clone(), prefix: message::event_prefix(sub_id), filters };
         index.subscriptions.insert(key, subscription);
         key
     }
@@ -140,7 +141,7 @@ impl SubscriptionIndex {
             let subscription = &index.subscriptions[&key];
             if subscription.filters.iter().any(|f| f.matches(&event.event)) && subscription.outbox.reader.may_see(event)
             {
-                subscription.outbox.push(message::event(&subscription.sub_id, &event.json));
+                subscription.outbox.push(message::event_after(&subscription.prefix, &event.json));
             }
         }
     }
