@@ -12,6 +12,7 @@ use std::borrow::Cow;
 use std::path::Path;
 use std::str::FromStr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -31,7 +32,7 @@ use crate::store::{
     RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, db_time,
 };
 use read::{Readers, Sql};
-use write::{Synchronous, WriteConnection, delete_where, write_event};
+use write::{Synchronous, WriteConnection, delete_where, index_backlog, write_event};
 
 pub struct SqliteStore {
     writer: Arc<Mutex<WriteConnection>>,
@@ -44,7 +45,12 @@ pub struct SqliteStore {
     /// the newest matches (`[database] search_candidates`).
     search_index: bool,
     search_candidates: usize,
+    /// Events put in the search backlog since it was last indexed (changed only while the write connection is held).
+    search_backlog: Arc<AtomicUsize>,
 }
+
+/// The search backlog is indexed in the commit that brings it to this many events (migration 0012 says why).
+const BACKLOG_BATCH: usize = 1000;
 
 impl SqliteStore {
     pub async fn open(path: &Path, config: &DatabaseConfig, clock: Clock) -> Result<Self, StoreError> {
@@ -77,7 +83,29 @@ impl SqliteStore {
             .await?;
         let (search_index, search_candidates) = (config.search_index, config.search_candidates);
         let writer = Arc::new(Mutex::new(writer));
-        Ok(Self { writer, queries, readers, clock, search_index, search_candidates })
+        let search_backlog = Arc::new(AtomicUsize::new(0));
+        let store = Self { writer, queries, readers, clock, search_index, search_candidates, search_backlog };
+        if store.search_index {
+            // What a stop left in the backlog (or what was stored while search was off and noted before).
+            store.search_backlog.store(1, Ordering::Relaxed);
+            store.search_ready().await?;
+        }
+        Ok(store)
+    }
+
+    /// NIP-50: indexes the search backlog, if any, so that a search sees every event committed before it.
+    async fn search_ready(&self) -> Result<(), StoreError> {
+        if self.search_backlog.load(Ordering::Relaxed) == 0 {
+            return Ok(());
+        }
+        let backlog = self.search_backlog.clone();
+        self.write(move |conn| {
+            // Not fsynced: the events are already durable, and a backlog lost in a power cut is indexed at start.
+            conn.transaction(Synchronous::Normal, index_backlog)?;
+            backlog.store(0, Ordering::Relaxed);
+            Ok(())
+        })
+        .await
     }
 
     /// Runs `work` on the write connection on a blocking thread: one hand-off for a whole batch. The connection is
@@ -114,18 +142,31 @@ impl EventStore for SqliteStore {
         let job_source = job_source.cloned();
         let now_ms = self.clock.millis();
         let search_index = self.search_index;
+        let backlog = self.search_backlog.clone();
         self.write(move |conn| {
-            conn.transaction(Synchronous::Full, |tx| {
+            let (mut added, mut indexed) = (0, false);
+            let outcomes = conn.transaction(Synchronous::Full, |tx| {
                 let mut outcomes = Vec::with_capacity(batch.len());
                 for event in &batch {
-                    let outcome = write_event(tx, event, search_index)?;
+                    let outcome = write_event(tx, event, search_index, &mut added)?;
                     if let (WriteOutcome::Stored, Some(source)) = (outcome, &job_source) {
                         jobs::insert_jobs(tx, &jobs_of(source.as_ref(), event), now_ms)?;
                     }
                     outcomes.push(outcome);
                 }
+                if added > 0 && backlog.load(Ordering::Relaxed) + added >= BACKLOG_BATCH {
+                    index_backlog(tx)?;
+                    indexed = true;
+                }
                 Ok(outcomes)
-            })
+            })?;
+            // Counted once committed: a failed batch left the backlog as it was.
+            if indexed {
+                backlog.store(0, Ordering::Relaxed);
+            } else {
+                backlog.fetch_add(added, Ordering::Relaxed);
+            }
+            Ok(outcomes)
         })
         .await
     }
@@ -141,6 +182,7 @@ impl EventStore for SqliteStore {
         }
         let now = self.clock.secs();
         if let Some(terms) = filter.search.as_deref().map(search::terms).filter(|terms| !terms.is_empty()) {
+            self.search_ready().await?;
             // NIP-50: best match first (FTS5's bm25 rank), then newest, among the newest `search_candidates` matches:
             // FTS5 walks its index newest first and stops there. CROSS JOIN keeps the index as the outer loop: left
             // to itself, SQLite walked `events` by kind and ran the full-text query once per row (15 s for a word
@@ -177,6 +219,9 @@ impl EventStore for SqliteStore {
     }
 
     async fn count(&self, filters: &[Filter], visibility: Visibility<'_>, at_most: u64) -> Result<u64, StoreError> {
+        if filters.iter().any(|f| f.search.is_some()) {
+            self.search_ready().await?;
+        }
         let now = self.clock.secs();
         let mut query = Sql::new("SELECT COUNT(*) FROM (");
         let mut first = true;

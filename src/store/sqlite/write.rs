@@ -91,11 +91,12 @@ impl WriteConnection {
 }
 
 /// Writes one event on the batch's transaction: reads what the NIP rules need, then carries out their plan.
-/// `search_index`: index the content for NIP-50 search.
+/// `search_index`: index the content for NIP-50 search, through the backlog (counted in `backlog`).
 pub(super) fn write_event(
     tx: &Transaction,
     event: &VerifiedEvent,
     search_index: bool,
+    backlog: &mut usize,
 ) -> Result<WriteOutcome, StoreError> {
     let plan = match rules::plan(event, &facts(tx, event)?) {
         Ok(plan) => plan,
@@ -104,7 +105,7 @@ pub(super) fn write_event(
     for change in plan.before {
         apply(tx, change)?;
     }
-    if !insert(tx, event, plan.key, search_index)? {
+    if !insert(tx, event, plan.key, search_index, backlog)? {
         return Ok(WriteOutcome::Duplicate);
     }
     for change in plan.after {
@@ -155,7 +156,13 @@ fn named_events(tx: &Transaction, event: &VerifiedEvent) -> Result<Vec<Named>, S
 }
 
 /// Inserts the event and its tags; false when its id is already stored.
-fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>, search_index: bool) -> Result<bool, StoreError> {
+fn insert(
+    tx: &Transaction,
+    event: &VerifiedEvent,
+    key: Option<&str>,
+    search_index: bool,
+    backlog: &mut usize,
+) -> Result<bool, StoreError> {
     let created_at = db_time(event.created_at());
     let seq: Option<i64> = tx
         .prepare_cached(
@@ -187,10 +194,39 @@ fn insert(tx: &Transaction, event: &VerifiedEvent, key: Option<&str>, search_ind
             insert.execute(params![seq, &*name.encode_utf8(&mut letter), value, created_at])?;
         }
     }
-    if let Some(text) = search::indexed_text(event.kind(), &event.event.content).filter(|_| search_index) {
-        tx.prepare_cached("INSERT INTO events_fts (rowid, content) VALUES (?, ?)")?.execute(params![seq, text])?;
+    if search_index && search::indexed_text(event.kind(), &event.event.content).is_some() {
+        tx.prepare_cached("INSERT INTO search_backlog (seq) VALUES (?)")?.execute(params![seq])?;
+        *backlog += 1;
     }
     Ok(true)
+}
+
+/// NIP-50: puts the content of every event in the backlog into the full-text index, in this one transaction, and
+/// empties the backlog; returns how many events it indexed. (Migration 0012 says why the index is kept in bulk.)
+pub(super) fn index_backlog(tx: &Transaction) -> Result<usize, StoreError> {
+    #[derive(serde::Deserialize)]
+    struct Content<'a> {
+        #[serde(borrow)]
+        content: std::borrow::Cow<'a, str>,
+    }
+    let mut backlog =
+        tx.prepare_cached("SELECT e.seq, e.kind, e.json FROM search_backlog b JOIN events e USING (seq)")?;
+    let mut index = tx.prepare_cached("INSERT INTO events_fts (rowid, content) VALUES (?, ?)")?;
+    let mut rows = backlog.query([])?;
+    let mut indexed = 0;
+    while let Some(row) = rows.next()? {
+        let (seq, kind): (i64, u16) = (row.get(0)?, row.get(1)?);
+        let json = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
+        let content = serde_json::from_str::<Content>(json)
+            .map_err(|e| StoreError::new(format!("stored event {seq} has no readable content: {e}")))?;
+        if let Some(text) = search::indexed_text(kind, &content.content) {
+            index.execute(params![seq, text])?;
+            indexed += 1;
+        }
+    }
+    drop(rows);
+    tx.prepare_cached("DELETE FROM search_backlog")?.execute([])?;
+    Ok(indexed)
 }
 
 /// Carries out one change of a plan.
@@ -261,9 +297,12 @@ pub(super) fn delete_where(
          AND (name, value) IN (SELECT t.value ->> 0, t.value ->> 1 FROM json_each(?3, '$.tags') t)",
     )?;
     let mut delete_text = conn.prepare_cached("DELETE FROM events_fts WHERE rowid = ?")?;
+    let mut delete_backlog = conn.prepare_cached("DELETE FROM search_backlog WHERE seq = ?")?;
     let mut rows = removed.query(params)?;
     while let Some(row) = rows.next()? {
+        // In the index or still in its backlog (a seq freed here may be given to the next event stored).
         delete_text.execute(params![row.get::<_, i64>(0)?])?;
+        delete_backlog.execute(params![row.get::<_, i64>(0)?])?;
         delete_tags.execute(params![
             row.get::<_, i64>(0)?,
             row.get::<_, i64>(1)?,
@@ -295,6 +334,75 @@ mod tests {
         let conn = rusqlite::Connection::open(path).unwrap();
         let mut rows = conn.prepare("SELECT name, value, event_seq FROM tags ORDER BY event_seq, name").unwrap();
         rows.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap().map(Result::unwrap).collect()
+    }
+
+    fn note(keys: &Keys, content: &str) -> SharedEvent {
+        Arc::new(VerifiedEvent::new(EventBuilder::new(Kind::TextNote, content).finalize(keys).unwrap()))
+    }
+
+    fn rows(path: &std::path::Path, sql: &str) -> i64 {
+        rusqlite::Connection::open(path).unwrap().query_row(sql, [], |row| row.get(0)).unwrap()
+    }
+
+    async fn searched(store: &SqliteStore, words: &str) -> Vec<String> {
+        let filter = crate::protocol::Filter::from_json(&serde_json::json!({"search": words})).unwrap();
+        let store: &dyn EventStore = store;
+        let found = store.query(&[filter], Default::default(), 1 << 20).await.unwrap();
+        found.iter().map(|e| hex::encode(e.id)).collect()
+    }
+
+    /// The search index is kept in bulk (migration 0012): a stored event waits in the backlog, and a search (or
+    /// a COUNT with one) indexes the backlog first, so it still finds every event committed before it.
+    #[tokio::test]
+    async fn a_search_indexes_the_backlog_before_it_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let keys = Keys::generate();
+        let (pizza, pasta) = (note(&keys, "pizza tonight"), note(&keys, "pasta tomorrow"));
+        store.write_batch(&[pizza.clone(), pasta.clone()], None).await.unwrap();
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 2);
+        assert_eq!(searched(&store, "pizza").await, [hex::encode(pizza.id())]);
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 0);
+        let filter = crate::protocol::Filter::from_json(&serde_json::json!({"search": "tomorrow"})).unwrap();
+        store.write_batch(&[note(&keys, "tomorrow again")], None).await.unwrap();
+        assert_eq!(store.count(&[filter], Default::default(), 100).await.unwrap(), 2);
+    }
+
+    /// An event removed while in the backlog is never indexed, and the event stored next (which SQLite may give
+    /// the freed seq) is indexed with its own words.
+    #[tokio::test]
+    async fn an_event_removed_from_the_backlog_is_never_indexed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let keys = Keys::generate();
+        let (gone, next) = (note(&keys, "gone words"), note(&keys, "next words"));
+        store.write_batch(std::slice::from_ref(&gone), None).await.unwrap();
+        assert!(store.remove_event(gone.id()).await.unwrap());
+        store.write_batch(std::slice::from_ref(&next), None).await.unwrap();
+        assert!(searched(&store, "gone").await.is_empty());
+        assert_eq!(searched(&store, "words").await, [hex::encode(next.id())]);
+    }
+
+    /// What a stop (or a crash) left in the backlog is indexed when the store opens; and a backlog of
+    /// `BACKLOG_BATCH` events is indexed in the commit that fills it, with no search asking.
+    #[tokio::test]
+    async fn the_backlog_is_indexed_at_start_and_when_full() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let keys = Keys::generate();
+        store.write_batch(&[note(&keys, "left behind")], None).await.unwrap();
+        drop(store);
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 1);
+        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 0);
+        assert_eq!(rows(&path, "SELECT count(*) FROM events_fts WHERE events_fts MATCH 'behind'"), 1);
+        let batch: Vec<SharedEvent> = (0..super::super::BACKLOG_BATCH).map(|n| note(&keys, &format!("n{n}"))).collect();
+        store.write_batch(&batch, None).await.unwrap();
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 0);
+        assert_eq!(rows(&path, "SELECT count(*) FROM events_fts WHERE events_fts MATCH 'n999'"), 1);
     }
 
     /// Tag rows are keyed by tag, not by event: a removed event's rows must be found from its JSON, and only
