@@ -198,7 +198,8 @@ pub struct DatabaseConfig {
     /// This node's name among several on one PostgreSQL database (announcements, job leases, upstream ownership);
     /// empty: the host name with a random suffix, new at each start. A node refuses an id a live node has.
     pub node_id: String,
-    /// Read-only connections serving REQ queries.
+    /// Read-only connections serving REQ queries; 0 (the default): SQLite one per core the relay may run on,
+    /// PostgreSQL 4 (`DatabaseConfig::readers`).
     pub read_connections: u32,
     /// Most events committed in one transaction by the writer.
     pub max_batch: usize,
@@ -215,12 +216,26 @@ pub struct DatabaseConfig {
     pub search_candidates: usize,
 }
 
+impl DatabaseConfig {
+    /// How many read connections to open (`read_connections`, or what 0 stands for). SQLite runs each query whole on
+    /// its connection's thread, so threads beyond the cores only take turns: with four on one core, each query
+    /// woke a sleeping thread, and the switches cost 15 % of REQs per CPU-second (BENCHMARKS.md). A PostgreSQL
+    /// connection mostly waits on the server, so a few more than the cores cost nothing.
+    pub fn readers(&self, sqlite: bool) -> u32 {
+        match self.read_connections {
+            0 if sqlite => std::thread::available_parallelism().map_or(1, |n| n.get() as u32),
+            0 => 4,
+            n => n,
+        }
+    }
+}
+
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://data/pushrelay.db".to_owned(),
             node_id: String::new(),
-            read_connections: 4,
+            read_connections: 0,
             max_batch: 512,
             purge_interval_secs: 60,
             busy_timeout_ms: 10_000,
@@ -467,6 +482,17 @@ mod tests {
         let config = load_str("").unwrap();
         assert_eq!(config.server.bind.port(), 7777);
         assert_eq!(config.limits.default_limit, 100);
+    }
+
+    /// `read_connections = 0`: SQLite one per core the process may run on, PostgreSQL a pool of 4; a number is
+    /// taken as it is.
+    #[test]
+    fn read_connections_zero_means_the_cores_on_sqlite() {
+        let auto = load_str("").unwrap().database;
+        let cores = std::thread::available_parallelism().unwrap().get() as u32;
+        assert_eq!((auto.readers(true), auto.readers(false)), (cores, 4));
+        let set = load_str("[database]\nread_connections = 3\n").unwrap().database;
+        assert_eq!((set.readers(true), set.readers(false)), (3, 3));
     }
 
     #[test]

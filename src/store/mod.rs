@@ -239,7 +239,7 @@ pub async fn open(
     clock: Clock,
 ) -> Result<(Arc<dyn Store>, Option<Arc<PgStore>>), StoreError> {
     if config.is_postgres() {
-        let store = PgStore::open(&config.url, config.read_connections, node.to_owned(), clock).await?;
+        let store = PgStore::open(&config.url, config.readers(false), node.to_owned(), clock).await?;
         let store = Arc::new(store.with_search(config.search_index, config.search_candidates));
         return Ok((store.clone(), Some(store)));
     }

@@ -73,7 +73,7 @@ impl SqliteStore {
         let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&owned, busy_timeout))
             .await
             .map_err(|e| StoreError::new(format!("opening the write connection failed: {e}")))??;
-        let queries = Readers::open(path, config.read_connections as usize, busy_timeout)?;
+        let queries = Readers::open(path, config.readers(true) as usize, busy_timeout)?;
         let readers = SqlitePoolOptions::new()
             .max_connections(2)
             // A SQLite connection does not drop like a network one; the check before each use was a round trip to
