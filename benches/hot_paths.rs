@@ -38,7 +38,7 @@ fn hot_paths(c: &mut Criterion) {
     // Fan-out: 10,000 live subscriptions to other authors; the event's cost is its look-ups, not the count.
     let index = SubscriptionIndex::default();
     let reader = std::sync::Arc::new(Reader::new(Vec::new(), None));
-    let (outbox, _receiver) = Outbox::new(16, usize::MAX, reader);
+    let (outbox, _receiver) = Outbox::new(16, usize::MAX, reader, Default::default());
     for _ in 0..10_000 {
         let author = Keys::generate().public_key().to_hex();
         index.add(&outbox, "s", vec![Filter::from_json(&json!({"authors": [author], "kinds": [1]})).unwrap()]);

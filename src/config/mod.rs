@@ -178,7 +178,7 @@ impl Default for LimitsConfig {
             max_outgoing_bytes: 4 * 1024 * 1024,
             max_req_bytes: 8 * 1024 * 1024,
             send_timeout_secs: 20,
-            live_flush_ms: 20,
+            live_flush_ms: 50,
             max_count: 100_000,
             max_negentropy_sessions: 2,
             max_pending_events: 64,

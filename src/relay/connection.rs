@@ -17,13 +17,14 @@ use futures_util::{FutureExt, SinkExt, StreamExt};
 use governor::DefaultDirectRateLimiter;
 use serde_json::value::RawValue;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::RelayState;
 use super::admission::Refusal;
 use super::auth::{self, Reader};
 use super::negentropy::Reconciliations;
 use super::rate::{ClientAddress, ConnectionSlot};
-use super::subscriptions::{Outbox, SubscriptionKey};
+use super::subscriptions::{Outbox, Outgoing, SubscriptionKey};
 use crate::groups::Verdict;
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
 use crate::protocol::{Filter, KindClass};
@@ -62,11 +63,11 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     let (sink, mut stream) = socket.split();
     let mut sink = Sink { inner: sink, timeout: Duration::from_secs(limits.send_timeout_secs.max(1)) };
     let reader = Arc::new(Reader::new(config.read_restricted_kinds(), state.groups.clone()));
-    let (outbox, mut outgoing) = Outbox::new(limits.max_outgoing_queue, limits.max_outgoing_bytes, reader.clone());
     let peer = Arc::new(Peer { ip: address.key, reader, challenge: auth::new_challenge() });
     let mut session = Session {
         state: state.clone(),
-        outbox,
+        live: None,
+        overflowed: CancellationToken::new(),
         peer: peer.clone(),
         subscriptions: HashMap::new(),
         reconciliations: Reconciliations::default(),
@@ -77,9 +78,8 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     // Made once, not at each turn of the loop: a live event wakes this task, and whatever the loop builds anew
     // for each wake-up is paid once per delivery (BENCHMARKS.md, fan-out).
     let shutdown = state.shutdown.clone().cancelled_owned();
-    let overflowed = session.outbox.overflowed.clone().cancelled_owned();
-    let flush_due = tokio::time::sleep_until(live.due);
-    tokio::pin!(shutdown, overflowed, flush_due);
+    let overflowed = session.overflowed.clone().cancelled_owned();
+    tokio::pin!(shutdown, overflowed);
 
     if send(&mut sink, message::auth(&peer.challenge)).await.is_err() {
         return;
@@ -100,20 +100,16 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
                 let ready = std::iter::from_fn(|| pending.next().now_or_never().flatten());
                 if send_all(&mut sink, std::iter::once(reply).chain(ready)).await.is_err() { break "send failed"; }
             }
-            Some(event) = outgoing.recv(), if live.held.is_none() => {
-                match live.hold_or_send(event) {
-                    Some(first) => {
-                        let ready = std::iter::from_fn(|| outgoing.try_recv());
-                        if send_all(&mut sink, std::iter::once(first).chain(ready)).await.is_err() {
-                            break "send failed";
-                        }
-                    }
-                    None => flush_due.as_mut().reset(live.due),
+            Some(event) = next_live(&mut session.live), if live.held.is_none() && session.live.is_some() => {
+                if let Some(first) = live.hold_or_send(event) {
+                    let ready = std::iter::from_fn(|| session.live.as_mut()?.1.try_recv());
+                    if send_all(&mut sink, std::iter::once(first).chain(ready)).await.is_err() { break "send failed"; }
                 }
             }
-            () = &mut flush_due, if live.held.is_some() => {
+            // Made anew at each turn: kept across turns, a timer would add a quarter of a KiB to every connection.
+            () = tokio::time::sleep_until(live.due), if live.held.is_some() => {
                 let first = live.release();
-                let ready = std::iter::from_fn(|| outgoing.try_recv());
+                let ready = std::iter::from_fn(|| session.live.as_mut()?.1.try_recv());
                 if send_all(&mut sink, first.into_iter().chain(ready)).await.is_err() { break "send failed"; }
             }
             incoming = stream.next(), if pending.len() < limits.max_pending_events => match incoming {
@@ -236,9 +232,21 @@ enum Opens {
     Reconciliation,
 }
 
+/// The next live event, once the connection has an outbox.
+async fn next_live(live: &mut Option<(Arc<Outbox>, Outgoing)>) -> Option<String> {
+    match live {
+        Some((_, outgoing)) => outgoing.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 struct Session {
     state: Arc<RelayState>,
-    outbox: Arc<Outbox>,
+    /// The outbox live events arrive in, and its receiving end: made at the first REQ, since a channel is a
+    /// kilobyte and most of a relay's connections may sit idle (memory per idle connection, BENCHMARKS.md).
+    live: Option<(Arc<Outbox>, Outgoing)>,
+    /// Cancelled when the outbox overflowed (`Outbox::overflowed`).
+    overflowed: CancellationToken,
     peer: Arc<Peer>,
     subscriptions: HashMap<String, SubscriptionKey>,
     reconciliations: Reconciliations,
@@ -246,6 +254,14 @@ struct Session {
 }
 
 impl Session {
+    /// The connection's outbox, made now if this is its first subscription.
+    fn outbox(&mut self) -> &Arc<Outbox> {
+        let (reader, overflowed) = (&self.peer.reader, &self.overflowed);
+        let limits = &self.state.config().limits;
+        let (queue, bytes) = (limits.max_outgoing_queue, limits.max_outgoing_bytes);
+        &self.live.get_or_insert_with(|| Outbox::new(queue, bytes, reader.clone(), overflowed.clone())).0
+    }
+
     /// Handles one text message. Err means the socket is gone.
     async fn handle(
         &mut self,
@@ -375,7 +391,8 @@ impl Session {
         }
         // Live delivery starts before the query, so that nothing committed in between is missed; the outbox holds
         // those events until the stored ones and EOSE have been sent.
-        let key = self.state.subscriptions.add(&self.outbox, &sub_id, filters.clone());
+        let outbox = self.outbox().clone();
+        let key = self.state.subscriptions.add(&outbox, &sub_id, filters.clone());
         self.subscriptions.insert(sub_id.clone(), key);
         let scope = self.peer.reader.scope();
         let started = std::time::Instant::now();

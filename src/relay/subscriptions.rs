@@ -29,10 +29,15 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub fn new(capacity: usize, max_bytes: usize, reader: Arc<Reader>) -> (Arc<Self>, Outgoing) {
+    pub fn new(
+        capacity: usize,
+        max_bytes: usize,
+        reader: Arc<Reader>,
+        overflowed: CancellationToken,
+    ) -> (Arc<Self>, Outgoing) {
         let (queue, receiver) = mpsc::channel(capacity);
         let bytes = Arc::new(AtomicUsize::new(0));
-        let outbox = Self { queue, bytes: bytes.clone(), max_bytes, reader, overflowed: CancellationToken::new() };
+        let outbox = Self { queue, bytes: bytes.clone(), max_bytes, reader, overflowed };
         (Arc::new(outbox), Outgoing { receiver, bytes })
     }
 
