@@ -208,7 +208,7 @@ pub struct DatabaseConfig {
     /// SQLite: how long a write waits for a lock another process holds (a backup, `pushrelay import`) before the
     /// events waiting on it are refused with `OK false error:`.
     pub busy_timeout_ms: u64,
-    /// NIP-50: index each new event's content for `search` filters (about 10 % of ingest CPU, BENCHMARKS.md). Off,
+    /// NIP-50: index each new event's content for `search` filters (its cost: BENCHMARKS.md). Off,
     /// a REQ or COUNT with `search` is refused, and events stored meanwhile stay out of the index.
     pub search_index: bool,
     /// NIP-50: a search ranks the newest this many events that match it (and the filter's other fields); ranking
