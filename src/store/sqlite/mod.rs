@@ -32,7 +32,7 @@ use crate::store::{
     RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, db_time,
 };
 use read::{Readers, Sql};
-use write::{Synchronous, WriteConnection, delete_where, index_backlog, write_event};
+use write::{Synchronous, WriteConnection, delete_where, index_backlog, index_backlog_in_batch, write_event};
 
 pub struct SqliteStore {
     writer: Arc<Mutex<WriteConnection>>,
@@ -155,8 +155,7 @@ impl EventStore for SqliteStore {
                     outcomes.push(outcome);
                 }
                 if added > 0 && backlog.load(Ordering::Relaxed) + added >= BACKLOG_BATCH {
-                    index_backlog(tx)?;
-                    indexed = true;
+                    indexed = index_backlog_in_batch(tx)?;
                 }
                 Ok(outcomes)
             })?;

@@ -217,8 +217,12 @@ pub(super) fn index_backlog(tx: &Transaction) -> Result<usize, StoreError> {
     while let Some(row) = rows.next()? {
         let (seq, kind): (i64, u16) = (row.get(0)?, row.get(1)?);
         let json = row.get_ref(2)?.as_str().map_err(rusqlite::Error::from)?;
-        let content = serde_json::from_str::<Content>(json)
-            .map_err(|e| StoreError::new(format!("stored event {seq} has no readable content: {e}")))?;
+        // Every stored event's JSON was read once already; one that cannot be is left out of the index, not allowed
+        // to stop the indexing of the rest.
+        let Ok(content) = serde_json::from_str::<Content>(json) else {
+            tracing::warn!(seq, "a stored event's content could not be read for the search index");
+            continue;
+        };
         if let Some(text) = search::indexed_text(kind, &content.content) {
             index.execute(params![seq, text])?;
             indexed += 1;
@@ -227,6 +231,23 @@ pub(super) fn index_backlog(tx: &Transaction) -> Result<usize, StoreError> {
     drop(rows);
     tx.prepare_cached("DELETE FROM search_backlog")?.execute([])?;
     Ok(indexed)
+}
+
+/// `index_backlog` inside a batch's transaction, under a savepoint: if the indexing fails, it alone is rolled
+/// back (logged; the backlog waits for the next try) and the batch's events are committed all the same.
+pub(super) fn index_backlog_in_batch(tx: &Transaction) -> Result<bool, StoreError> {
+    tx.execute_batch("SAVEPOINT search_backlog")?;
+    match index_backlog(tx) {
+        Ok(_) => {
+            tx.execute_batch("RELEASE search_backlog")?;
+            Ok(true)
+        }
+        Err(e) => {
+            tracing::error!("indexing the search backlog failed: {e}");
+            tx.execute_batch("ROLLBACK TO search_backlog; RELEASE search_backlog")?;
+            Ok(false)
+        }
+    }
 }
 
 /// Carries out one change of a plan.
@@ -403,6 +424,25 @@ mod tests {
         store.write_batch(&batch, None).await.unwrap();
         assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 0);
         assert_eq!(rows(&path, "SELECT count(*) FROM events_fts WHERE events_fts MATCH 'n999'"), 1);
+    }
+
+    /// A failure while indexing the backlog inside a batch costs the batch nothing: its events are committed, and
+    /// the backlog is indexed later (here by the next search, once the fault is gone).
+    #[tokio::test]
+    async fn a_failed_indexing_does_not_cost_the_batch_its_events() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let fault = "CREATE TRIGGER fault BEFORE DELETE ON search_backlog BEGIN SELECT RAISE(ABORT, 'fault'); END";
+        rusqlite::Connection::open(&path).unwrap().execute_batch(fault).unwrap();
+        let keys = Keys::generate();
+        let batch: Vec<SharedEvent> = (0..super::super::BACKLOG_BATCH).map(|n| note(&keys, &format!("n{n}"))).collect();
+        let outcomes = store.write_batch(&batch, None).await.unwrap();
+        assert!(outcomes.iter().all(|o| *o == crate::store::WriteOutcome::Stored));
+        assert_eq!(rows(&path, "SELECT count(*) FROM events"), super::super::BACKLOG_BATCH as i64);
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), super::super::BACKLOG_BATCH as i64);
+        rusqlite::Connection::open(&path).unwrap().execute_batch("DROP TRIGGER fault").unwrap();
+        assert_eq!(searched(&store, "n7").await.len(), 1);
     }
 
     /// Tag rows are keyed by tag, not by event: a removed event's rows must be found from its JSON, and only
