@@ -4,7 +4,7 @@
 
 use std::sync::OnceLock;
 
-use metrics::Counter;
+use metrics::{Counter, Histogram};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 pub const CONNECTIONS: &str = "pushrelay_connections";
@@ -161,6 +161,8 @@ fn prime() {
 struct MessageCounters {
     inbound: Vec<Counter>,
     outbound: Vec<Counter>,
+    /// `REQ_SECONDS`, recorded once per REQ.
+    req_seconds: Histogram,
 }
 
 static MESSAGE_COUNTERS: OnceLock<MessageCounters> = OnceLock::new();
@@ -170,6 +172,7 @@ impl MessageCounters {
         Self {
             inbound: VERBS_IN.iter().map(|&verb| metrics::counter!(MESSAGES_IN, "verb" => verb)).collect(),
             outbound: VERBS_OUT.iter().map(|&verb| metrics::counter!(MESSAGES_OUT, "verb" => verb)).collect(),
+            req_seconds: metrics::histogram!(REQ_SECONDS),
         }
     }
 }
@@ -182,6 +185,14 @@ pub fn count_in(verb: &'static str) {
 /// Counts a message sent to a client, by its verb (`verb_of`).
 pub fn count_out(message: &str) {
     count(verb_of(message), &VERBS_OUT, |counters| &counters.outbound, MESSAGES_OUT);
+}
+
+/// Records how long a REQ took to its EOSE.
+pub fn record_req_seconds(seconds: f64) {
+    match MESSAGE_COUNTERS.get() {
+        Some(cached) => cached.req_seconds.record(seconds),
+        None => metrics::histogram!(REQ_SECONDS).record(seconds),
+    }
 }
 
 fn count(verb: &'static str, verbs: &[&str], of: fn(&MessageCounters) -> &Vec<Counter>, name: &'static str) {

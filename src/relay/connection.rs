@@ -402,7 +402,7 @@ impl Session {
                 let prefix = message::event_prefix(&sub_id);
                 let stored = events.iter().map(|stored| message::event_after(&prefix, &stored.json));
                 send_all(sink, stored.chain(std::iter::once(message::eose(&sub_id)))).await?;
-                metrics::histogram!(crate::metrics::REQ_SECONDS).record(started.elapsed().as_secs_f64());
+                crate::metrics::record_req_seconds(started.elapsed().as_secs_f64());
                 Ok(())
             }
             Err(e) => {

@@ -357,6 +357,14 @@ mod tests {
         rows.query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?))).unwrap().map(Result::unwrap).collect()
     }
 
+    /// A store on a new SQLite file in a folder of its own (kept while the folder value lives).
+    async fn fresh_store() -> (tempfile::TempDir, std::path::PathBuf, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("relay.db");
+        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        (dir, path, store)
+    }
+
     fn note(keys: &Keys, content: &str) -> SharedEvent {
         Arc::new(VerifiedEvent::new(EventBuilder::new(Kind::TextNote, content).finalize(keys).unwrap()))
     }
@@ -376,9 +384,7 @@ mod tests {
     /// a COUNT with one) indexes the backlog first, so it still finds every event committed before it.
     #[tokio::test]
     async fn a_search_indexes_the_backlog_before_it_reads() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let (_dir, path, store) = fresh_store().await;
         let keys = Keys::generate();
         let (pizza, pasta) = (note(&keys, "pizza tonight"), note(&keys, "pasta tomorrow"));
         store.write_batch(&[pizza.clone(), pasta.clone()], None).await.unwrap();
@@ -394,9 +400,7 @@ mod tests {
     /// the freed seq) is indexed with its own words.
     #[tokio::test]
     async fn an_event_removed_from_the_backlog_is_never_indexed() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let (_dir, _path, store) = fresh_store().await;
         let keys = Keys::generate();
         let (gone, next) = (note(&keys, "gone words"), note(&keys, "next words"));
         store.write_batch(std::slice::from_ref(&gone), None).await.unwrap();
@@ -410,9 +414,7 @@ mod tests {
     /// `BACKLOG_BATCH` events is indexed in the commit that fills it, with no search asking.
     #[tokio::test]
     async fn the_backlog_is_indexed_at_start_and_when_full() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let (_dir, path, store) = fresh_store().await;
         let keys = Keys::generate();
         store.write_batch(&[note(&keys, "left behind")], None).await.unwrap();
         drop(store);
@@ -430,9 +432,7 @@ mod tests {
     /// the backlog is indexed later (here by the next search, once the fault is gone).
     #[tokio::test]
     async fn a_failed_indexing_does_not_cost_the_batch_its_events() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("relay.db");
-        let store = SqliteStore::open(&path, &Default::default(), crate::clock::Clock::system()).await.unwrap();
+        let (_dir, path, store) = fresh_store().await;
         let fault = "CREATE TRIGGER fault BEFORE DELETE ON search_backlog BEGIN SELECT RAISE(ABORT, 'fault'); END";
         rusqlite::Connection::open(&path).unwrap().execute_batch(fault).unwrap();
         let keys = Keys::generate();
