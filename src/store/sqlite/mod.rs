@@ -260,6 +260,11 @@ impl EventStore for SqliteStore {
     }
 
     async fn close(&self) {
+        // Another process (`pushrelay import`) may have filled the backlog while the relay runs: the relay's count
+        // does not see those rows, so the writer of them indexes them before it lets go.
+        if let Err(e) = self.search_ready().await {
+            tracing::warn!("indexing the search backlog at close failed: {e}");
+        }
         self.queries.close();
         self.readers.close().await;
         // A checkpoint folds the WAL back into the main file so that a stopped relay leaves one tidy file.

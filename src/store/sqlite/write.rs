@@ -428,6 +428,17 @@ mod tests {
         assert_eq!(rows(&path, "SELECT count(*) FROM events_fts WHERE events_fts MATCH 'n999'"), 1);
     }
 
+    /// A store that closes (`pushrelay import` at its end, the relay at shutdown) leaves no backlog: another
+    /// process's store would not know of it.
+    #[tokio::test]
+    async fn closing_the_store_indexes_its_backlog() {
+        let (_dir, path, store) = fresh_store().await;
+        store.write_batch(&[note(&Keys::generate(), "imported words")], None).await.unwrap();
+        store.close().await;
+        assert_eq!(rows(&path, "SELECT count(*) FROM search_backlog"), 0);
+        assert_eq!(rows(&path, "SELECT count(*) FROM events_fts WHERE events_fts MATCH 'imported'"), 1);
+    }
+
     /// A failure while indexing the backlog inside a batch costs the batch nothing: its events are committed, and
     /// the backlog is indexed later (here by the next search, once the fault is gone).
     #[tokio::test]
