@@ -12,9 +12,13 @@ type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 pub struct Sender(SplitSink<Socket, Message>);
 pub struct Receiver(SplitStream<Socket>);
 
+/// Connects with Nagle's algorithm off, as browsers' WebSockets are: with it on, an EVENT sent while the one
+/// before is unacknowledged waits in our own socket for the relay's ACK (up to the delayed-ACK timer, 40 ms),
+/// and a relay that answers after a pause looked up to 40 ms slower than it is.
 pub async fn connect(url: &str) -> Result<(Sender, Receiver), String> {
-    let (socket, _) =
-        tokio_tungstenite::connect_async(url).await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
     let (sink, stream) = socket.split();
     Ok((Sender(sink), Receiver(stream)))
 }
