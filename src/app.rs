@@ -21,7 +21,7 @@ use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{RelayState, RelayWiring};
 use crate::report::Reporter;
 use crate::store::jobs::JobSource;
-use crate::store::writer::{AcceptListener, Writer};
+use crate::store::writer::{AcceptListener, Batching, Writer};
 use crate::store::{EventStore, Leases, PgStore, Store};
 use crate::upstream::parts::WatchAs;
 use crate::upstream::{RemoteStatus, StatusBoard, StoreFirst, Upstream};
@@ -200,7 +200,11 @@ async fn relay_state(
     }
     let job_source = push.as_ref().map(|p| p.matching.clone() as Arc<dyn JobSource>);
     let events: Arc<dyn EventStore> = store.clone();
-    let (writer, writer_task) = Writer::spawn(events.clone(), config.database.max_batch, listeners.clone(), job_source);
+    let batching = Batching {
+        max_batch: config.database.max_batch,
+        commit_delay: Duration::from_millis(config.database.commit_delay_ms),
+    };
+    let (writer, writer_task) = Writer::spawn(events.clone(), batching, listeners.clone(), job_source);
     let wiring = RelayWiring {
         store: events,
         writer,

@@ -104,14 +104,15 @@ async fn another_users_dms_on_a_watched_relay_never_wake_your_phone() {
 /// Publishes `count` notes of about 60 KB each; returns their ids.
 async fn fill(relay: &TestRelay, count: usize) -> Vec<String> {
     let mut publisher = relay.client().await;
+    let events = filler_notes(count);
+    publisher.publish_all_ok(&events).await;
+    events.iter().map(id_of).collect()
+}
+
+/// Notes of 60 KB each.
+fn filler_notes(count: usize) -> Vec<Event> {
     let filler = "z".repeat(60_000);
-    let mut ids = Vec::new();
-    for i in 0..count {
-        let event = sign(&Keys::generate(), 1, &format!("{i} {filler}"), &[], now());
-        publisher.publish_ok(&event).await;
-        ids.push(id_of(&event));
-    }
-    ids
+    (0..count).map(|i| sign(&Keys::generate(), 1, &format!("{i} {filler}"), &[], now())).collect()
 }
 
 /// A raw WebSocket that asks for everything and then never reads.
@@ -163,10 +164,7 @@ async fn sigterm_ends_the_relay_whatever_clients_do() {
     let (mut relay, address) = spawn_relay_binary(&mut relay_command(dir.path(), &extra)).await;
     let url = format!("ws://{address}");
     let mut publisher = Client::connect(&url).await;
-    let filler = "z".repeat(60_000);
-    for i in 0..400 {
-        publisher.publish_ok(&sign(&Keys::generate(), 1, &format!("{i} {filler}"), &[], now())).await;
-    }
+    publisher.publish_all_ok(&filler_notes(400)).await;
     let _stalled = sluggard(&url).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let asked = std::time::Instant::now();

@@ -19,9 +19,7 @@ async fn reconciliation_finds_what_each_side_lacks() {
     let (relay_only, rest) = events.split_at(40);
     let (both, client_only) = rest.split_at(200);
     let mut client = relay.client().await;
-    for event in relay_only.iter().chain(both) {
-        client.publish_ok(event).await;
-    }
+    client.publish_all_ok(&events[..240]).await;
 
     // The client's side: the events it holds, as the negentropy crate wants them.
     let mut storage = NegentropyStorageVector::new();

@@ -178,7 +178,7 @@ impl Default for LimitsConfig {
             max_outgoing_bytes: 4 * 1024 * 1024,
             max_req_bytes: 8 * 1024 * 1024,
             send_timeout_secs: 20,
-            live_flush_ms: 50,
+            live_flush_ms: 10,
             max_count: 100_000,
             max_negentropy_sessions: 2,
             max_pending_events: 64,
@@ -203,6 +203,10 @@ pub struct DatabaseConfig {
     pub read_connections: u32,
     /// Most events committed in one transaction by the writer.
     pub max_batch: usize,
+    /// A commit does not start sooner than this many milliseconds after the one before; the events that arrive
+    /// meanwhile share it (and wait for their `OK` and their fan-out). 0: each commit starts as soon as the one
+    /// before has ended.
+    pub commit_delay_ms: u64,
     /// How often expired events (NIP-40) are purged, in seconds.
     pub purge_interval_secs: u64,
     /// SQLite: how long a write waits for a lock another process holds (a backup, `pushrelay import`) before the
@@ -237,6 +241,7 @@ impl Default for DatabaseConfig {
             node_id: String::new(),
             read_connections: 0,
             max_batch: 512,
+            commit_delay_ms: 50,
             purge_interval_secs: 60,
             busy_timeout_ms: 10_000,
             search_index: true,

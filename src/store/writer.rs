@@ -4,11 +4,13 @@
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::FutureExt;
 
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
+use tokio::time::Instant;
 
 use super::jobs::{JobSource, panic_message};
 use super::{EventStore, StoreError, WriteOutcome};
@@ -41,12 +43,12 @@ impl Writer {
     /// `listeners` hear of every committed batch; `job_source` adds jobs to the commit of each stored event.
     pub fn spawn(
         store: Arc<dyn EventStore>,
-        max_batch: usize,
+        batching: Batching,
         listeners: Vec<Arc<dyn AcceptListener>>,
         job_source: Option<Arc<dyn JobSource>>,
     ) -> (Self, JoinHandle<()>) {
-        let (requests, queue) = mpsc::channel(max_batch * 4);
-        let task = tokio::spawn(run(store, queue, max_batch, listeners, job_source));
+        let (requests, queue) = mpsc::channel(batching.max_batch * 4);
+        let task = tokio::spawn(run(store, queue, batching, listeners, job_source));
         (Self { requests }, task)
     }
 
@@ -59,15 +61,31 @@ impl Writer {
     }
 }
 
+/// How the writer gathers events into commits.
+#[derive(Clone, Copy, Debug)]
+pub struct Batching {
+    /// Most events in one transaction (`[database] max_batch`).
+    pub max_batch: usize,
+    /// A commit does not start sooner than this after the one before (`[database] commit_delay_ms`): the events
+    /// that arrive meanwhile wait and share it. An event after a quiet spell is committed at once.
+    pub commit_delay: Duration,
+}
+
 async fn run(
     store: Arc<dyn EventStore>,
     mut queue: mpsc::Receiver<WriteRequest>,
-    max_batch: usize,
+    batching: Batching,
     listeners: Vec<Arc<dyn AcceptListener>>,
     job_source: Option<Arc<dyn JobSource>>,
 ) {
+    let max_batch = batching.max_batch;
     let mut requests = Vec::with_capacity(max_batch);
+    let mut last_start: Option<Instant> = None;
     while queue.recv_many(&mut requests, max_batch).await > 0 {
+        if let Some(due) = last_start.map(|start| start + batching.commit_delay).filter(|due| *due > Instant::now()) {
+            gather(&mut queue, &mut requests, max_batch, due).await;
+        }
+        last_start = Some(Instant::now());
         let events: Vec<SharedEvent> = requests.iter().map(|r| r.event.clone()).collect();
         let outcomes = commit(&*store, &events, job_source.as_ref()).await;
         let stored: Vec<SharedEvent> = events
@@ -97,6 +115,14 @@ async fn run(
             let _ = request.reply.send(outcome);
         }
     }
+}
+
+/// Takes the requests that arrive until `due`, or until the batch is full. A durable commit costs a WAL write and
+/// an fsync whatever it holds (300 µs of CPU for a one-note commit on SQLite, BENCHMARKS.md), so under a steady
+/// trickle of events, one commit per event was most of the relay's CPU.
+async fn gather(queue: &mut mpsc::Receiver<WriteRequest>, requests: &mut Vec<WriteRequest>, max: usize, due: Instant) {
+    let more = async { while requests.len() < max && queue.recv_many(requests, max - requests.len()).await > 0 {} };
+    let _ = tokio::time::timeout_at(due, more).await;
 }
 
 /// Commits a batch: whole when it can, else one by one so that only the culprit is refused. A panic in a commit
@@ -161,8 +187,9 @@ mod tests {
     use crate::store::{StoredEvent, Visibility};
     use nostr::prelude::*;
 
-    /// The real SQLite store, except that a batch holding an event whose content is "panic" panics.
-    struct Panicking(crate::store::sqlite::SqliteStore);
+    /// The real SQLite store, except that a batch holding an event whose content is "panic" panics; it notes the
+    /// size of each batch it is given.
+    struct Panicking(crate::store::sqlite::SqliteStore, std::sync::Mutex<Vec<usize>>);
 
     #[async_trait::async_trait]
     impl EventStore for Panicking {
@@ -171,6 +198,7 @@ mod tests {
             batch: &[SharedEvent],
             job_source: Option<&Arc<dyn JobSource>>,
         ) -> Result<Vec<WriteOutcome>, StoreError> {
+            self.1.lock().unwrap().push(batch.len());
             assert!(batch.iter().all(|e| e.event.content != "panic"), "a panic in the store");
             self.0.write_batch(batch, job_source).await
         }
@@ -207,23 +235,61 @@ mod tests {
         Arc::new(VerifiedEvent::new(EventBuilder::new(Kind::TextNote, content).finalize(&keys).unwrap()))
     }
 
+    async fn store(dir: &tempfile::TempDir) -> Arc<Panicking> {
+        let config = crate::config::DatabaseConfig::default();
+        let path = dir.path().join("relay.db");
+        let store = crate::store::sqlite::SqliteStore::open(&path, &config, crate::clock::Clock::system()).await;
+        Arc::new(Panicking(store.unwrap(), Default::default()))
+    }
+
     #[tokio::test]
     async fn the_writer_survives_a_panic_in_a_batch_or_a_listener() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::DatabaseConfig::default();
-        let store = crate::store::sqlite::SqliteStore::open(
-            &dir.path().join("relay.db"),
-            &config,
-            crate::clock::Clock::system(),
-        )
-        .await
-        .unwrap();
-        let (writer, _task) = Writer::spawn(Arc::new(Panicking(store)), 16, vec![Arc::new(Fragile)], None);
+        let batching = Batching { max_batch: 16, commit_delay: Duration::ZERO };
+        let (writer, _task) = Writer::spawn(store(&dir).await, batching, vec![Arc::new(Fragile)], None);
         // Three at once, so that they share a batch: only the culprit is refused.
         let (a, bad, b) = (event("a"), event("panic"), event("b"));
         let (a, bad, b) = tokio::join!(writer.write(a), writer.write(bad), writer.write(b));
         assert_eq!((a.unwrap(), b.unwrap()), (WriteOutcome::Stored, WriteOutcome::Stored));
         assert!(bad.unwrap_err().to_string().contains("panicked"));
         assert_eq!(writer.write(event("after")).await.unwrap(), WriteOutcome::Stored);
+    }
+
+    /// Writes `contents` one after another, 50 ms apart, each without waiting for the one before.
+    async fn staggered(writer: &Writer, contents: &[&str]) -> Vec<Result<WriteOutcome, StoreError>> {
+        let mut writes = Vec::new();
+        for content in contents {
+            let (writer, event) = (writer.clone(), event(content));
+            writes.push(tokio::spawn(async move { writer.write(event).await }));
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        futures_util::future::join_all(writes).await.into_iter().map(Result::unwrap).collect()
+    }
+
+    #[tokio::test]
+    async fn events_that_follow_a_commit_within_the_delay_share_the_next_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let delay = Duration::from_secs(2);
+        let batching = Batching { max_batch: 16, commit_delay: delay };
+        let (writer, _task) = Writer::spawn(store.clone(), batching, vec![], None);
+        // After a quiet spell an event is committed at once, not after the delay.
+        let first = tokio::time::timeout(delay, writer.write(event("first"))).await;
+        assert_eq!(first.expect("committed before the delay").unwrap(), WriteOutcome::Stored);
+        let outcomes = staggered(&writer, &["a", "b", "c"]).await;
+        assert!(outcomes.iter().all(|o| matches!(o, Ok(WriteOutcome::Stored))), "{outcomes:?}");
+        assert_eq!(*store.1.lock().unwrap(), [1, 3]);
+    }
+
+    #[tokio::test]
+    async fn a_full_batch_does_not_wait_out_the_delay() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let batching = Batching { max_batch: 2, commit_delay: Duration::from_secs(600) };
+        let (writer, _task) = Writer::spawn(store.clone(), batching, vec![], None);
+        writer.write(event("first")).await.unwrap();
+        let outcomes = tokio::time::timeout(Duration::from_secs(60), staggered(&writer, &["a", "b"])).await;
+        assert!(outcomes.expect("committed once full").iter().all(|o| matches!(o, Ok(WriteOutcome::Stored))));
+        assert_eq!(*store.1.lock().unwrap(), [1, 2]);
     }
 }

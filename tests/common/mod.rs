@@ -216,6 +216,20 @@ impl Client {
         assert!(accepted, "event refused: {message}");
     }
 
+    /// Publishes events as a bulk uploader does, every one sent before any `OK` is read; each must be accepted.
+    /// (One at a time, each waits for the commit after the one before: up to `[database] commit_delay_ms`.)
+    pub async fn publish_all_ok(&mut self, events: &[Event]) {
+        for event in events {
+            self.send(json!(["EVENT", event])).await;
+        }
+        let mut waiting: std::collections::HashSet<String> = events.iter().map(id_of).collect();
+        while !waiting.is_empty() {
+            let answer = self.recv().await;
+            assert!(answer[0] == "OK" && answer[2] == true, "expected OK true, got {answer}");
+            assert!(waiting.remove(answer[1].as_str().unwrap()), "OK for another event: {answer}");
+        }
+    }
+
     /// Sends a REQ and returns the stored events up to EOSE (the subscription stays open).
     pub async fn req(&mut self, sub_id: &str, filters: &[Value]) -> Vec<Value> {
         let mut message = vec![json!("REQ"), json!(sub_id)];
