@@ -23,6 +23,7 @@ use super::RelayState;
 use super::admission::Refusal;
 use super::auth::{self, Reader};
 use super::negentropy::Reconciliations;
+use super::pace::{AWAITED_WITHIN, Pace};
 use super::rate::{ClientAddress, ConnectionSlot};
 use super::subscriptions::{Outbox, Outgoing, SubscriptionKey};
 use crate::groups::Verdict;
@@ -50,6 +51,7 @@ struct Peer {
     ip: IpAddr,
     reader: Arc<Reader>,
     challenge: String,
+    pace: Pace,
 }
 
 /// `slot` holds the connection's place in the per-IP count until the connection ends.
@@ -63,7 +65,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     let (sink, mut stream) = socket.split();
     let mut sink = Sink { inner: sink, timeout: Duration::from_secs(limits.send_timeout_secs.max(1)) };
     let reader = Arc::new(Reader::new(config.read_restricted_kinds(), state.groups.clone()));
-    let peer = Arc::new(Peer { ip: address.key, reader, challenge: auth::new_challenge() });
+    let peer = Arc::new(Peer { ip: address.key, reader, challenge: auth::new_challenge(), pace: Pace::default() });
     let mut session = Session {
         state: state.clone(),
         live: None,
@@ -432,6 +434,7 @@ impl Session {
 
 /// Admits, stores or relays one event, and returns the message that answers it.
 async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
+    let (_in_flight, awaited) = peer.pace.start(AWAITED_WITHIN);
     if !state.rate_limits().allow_event_from_ip(peer.ip) {
         let Some(id) = event_id_of(&raw) else {
             return message::notice("rate-limited: too many events from your address");
@@ -467,7 +470,8 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         crate::store::writer::tell(&state.listeners, std::slice::from_ref(&event));
         return message::ok(&id, true, "");
     }
-    answer_write(&id, state.writer.write(event).await)
+    let written = if awaited { state.writer.write_awaited(event).await } else { state.writer.write(event).await };
+    answer_write(&id, written)
 }
 
 /// The `OK` for an event handed to the writer.

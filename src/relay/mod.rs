@@ -5,6 +5,7 @@ pub mod auth;
 pub mod connection;
 pub mod moderation;
 pub mod negentropy;
+mod pace;
 pub mod rate;
 pub mod subscriptions;
 pub mod verifier;

@@ -30,6 +30,8 @@ pub trait AcceptListener: Send + Sync {
 struct WriteRequest {
     event: SharedEvent,
     reply: oneshot::Sender<Result<WriteOutcome, StoreError>>,
+    /// Its client sends nothing more until it has the answer (`Writer::write_awaited`).
+    awaited: bool,
 }
 
 /// A cheap, cloneable handle for submitting events to the writer task.
@@ -54,9 +56,20 @@ impl Writer {
 
     /// Queues an event and waits until it is committed (or refused).
     pub async fn write(&self, event: SharedEvent) -> Result<WriteOutcome, StoreError> {
+        self.submit(event, false).await
+    }
+
+    /// As `write`, for an event whose client sends nothing more until it has the answer (one publishing an event at
+    /// a time): its commit is not held back by `Batching::commit_delay`, which would only slow that client down
+    /// to one event per delay, with no other event to share the commit.
+    pub async fn write_awaited(&self, event: SharedEvent) -> Result<WriteOutcome, StoreError> {
+        self.submit(event, true).await
+    }
+
+    async fn submit(&self, event: SharedEvent, awaited: bool) -> Result<WriteOutcome, StoreError> {
         let (reply, outcome) = oneshot::channel();
         let stopped = || StoreError::new("the writer has stopped");
-        self.requests.send(WriteRequest { event, reply }).await.map_err(|_| stopped())?;
+        self.requests.send(WriteRequest { event, reply, awaited }).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }
 }
@@ -67,7 +80,8 @@ pub struct Batching {
     /// Most events in one transaction (`[database] max_batch`).
     pub max_batch: usize,
     /// A commit does not start sooner than this after the one before (`[database] commit_delay_ms`): the events
-    /// that arrive meanwhile wait and share it. An event after a quiet spell is committed at once.
+    /// that arrive meanwhile wait and share it. An event after a quiet spell is committed at once, and so is one
+    /// its client is waiting on (`Writer::write_awaited`), with whatever waits beside it.
     pub commit_delay: Duration,
 }
 
@@ -82,7 +96,10 @@ async fn run(
     let mut requests = Vec::with_capacity(max_batch);
     let mut last_start: Option<Instant> = None;
     while queue.recv_many(&mut requests, max_batch).await > 0 {
-        if let Some(due) = last_start.map(|start| start + batching.commit_delay).filter(|due| *due > Instant::now()) {
+        let hold = last_start.map(|start| start + batching.commit_delay).filter(|due| *due > Instant::now());
+        if let Some(due) = hold
+            && !requests.iter().any(|r| r.awaited)
+        {
             gather(&mut queue, &mut requests, max_batch, due).await;
         }
         last_start = Some(Instant::now());
@@ -291,5 +308,17 @@ mod tests {
         let outcomes = tokio::time::timeout(Duration::from_secs(60), staggered(&writer, &["a", "b"])).await;
         assert!(outcomes.expect("committed once full").iter().all(|o| matches!(o, Ok(WriteOutcome::Stored))));
         assert_eq!(*store.1.lock().unwrap(), [1, 2]);
+    }
+
+    #[tokio::test]
+    async fn an_event_its_client_waits_on_is_not_held_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let batching = Batching { max_batch: 16, commit_delay: Duration::from_secs(600) };
+        let (writer, _task) = Writer::spawn(store.clone(), batching, vec![], None);
+        writer.write(event("first")).await.unwrap();
+        let second = tokio::time::timeout(Duration::from_secs(60), writer.write_awaited(event("second"))).await;
+        assert_eq!(second.expect("committed at once").unwrap(), WriteOutcome::Stored);
+        assert_eq!(*store.1.lock().unwrap(), [1, 1]);
     }
 }
