@@ -265,8 +265,9 @@ impl Groups {
             let recent = registry.groups.get_mut(&id).map(|g| std::mem::take(&mut g.recent)).unwrap_or_default();
             registry.put(Group { recent, ..group });
         }
+        // One after another, each awaited: the commit delay would hold each back behind the one before.
         for event in own {
-            if let Err(e) = writer.write(event).await {
+            if let Err(e) = writer.write_awaited(event).await {
                 tracing::error!("a group event of the relay's own could not be stored: {e}");
             }
         }
