@@ -133,6 +133,29 @@ async fn results_are_newest_first_with_ties_by_id_and_deduplicated_across_filter
     assert_eq!(got, expected);
 }
 
+/// Many events of one second, asked for by a limit that falls among them: the lowest ids of that second, whether
+/// the second fits in what the store reads past the limit (`TIE_ROOM`, 32) or not.
+async fn a_limit_within_one_busy_second_keeps_its_lowest_ids() {
+    let relay = TestRelay::start().await;
+    let mut client = relay.client().await;
+    let t = now() - 1000;
+    let mut events: Vec<Event> =
+        (0..80).map(|i| sign(&Keys::generate(), 1, &format!("n{i}"), &[&["t", "busy"]], t)).collect();
+    events.push(sign(&Keys::generate(), 1, "newer", &[&["t", "busy"]], t + 1));
+    events.push(sign(&Keys::generate(), 1, "older", &[&["t", "busy"]], t - 1));
+    client.publish_all_ok(&events).await;
+    let mut expected = events.clone();
+    expected.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+    let expected: Vec<String> = expected.iter().map(id_of).collect();
+    for limit in [1, 5, 60, 81, 82, 100] {
+        for filter in [json!({"#t": ["busy"], "limit": limit}), json!({"kinds": [1], "limit": limit})] {
+            let got = client.req_ids("s", std::slice::from_ref(&filter)).await;
+            assert_eq!(got, expected[..limit.min(expected.len())], "{filter}");
+            client.close("s").await;
+        }
+    }
+}
+
 async fn limit_default_and_maximum() {
     let relay = TestRelay::start_with(|c| {
         c.limits.default_limit = 3;
@@ -327,6 +350,7 @@ crate::on_both_backends!(
     replaceable_ties_keep_the_lowest_id,
     addressable_is_replaced_per_d_tag,
     results_are_newest_first_with_ties_by_id_and_deduplicated_across_filters,
+    a_limit_within_one_busy_second_keeps_its_lowest_ids,
     limit_default_and_maximum,
     limit_zero_gives_eose_then_live_events,
     filters_by_every_field,

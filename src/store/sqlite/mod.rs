@@ -203,6 +203,17 @@ impl EventStore for SqliteStore {
         let (first, rest) = arms.split_first().expect("a filter yields at least one arm");
         let mut query = Sql::default();
         push_arm(&mut query, first, visibility, now);
+        if let (true, Some(limit)) = (rest.is_empty() && !grouped(first), filter.limit) {
+            // One arm comes in time order (from its index, or SQL's sort of at most `cap` rows); `newest` makes
+            // NIP-01's tie-break within a second.
+            let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+            let cap = limit.saturating_add(read::TIE_ROOM);
+            query.push(" ORDER BY 2 DESC LIMIT ").push_bind(db_time(cap as u64));
+            let mut exact = Sql::default();
+            push_arm(&mut exact, first, visibility, now);
+            exact.push(" ORDER BY 2 DESC, 1 ASC LIMIT ").push_bind(db_time(limit as u64));
+            return self.queries.newest((query, cap), exact, limit, max_bytes).await;
+        }
         for arm in rest {
             // An event carrying two of the tag values asked for is in two arms; UNION keeps it once.
             query.push(if filter.tags.is_empty() { " UNION ALL " } else { " UNION " });
@@ -383,9 +394,14 @@ fn push_arm(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>, now: u
     push_conditions(query, filter, visibility, now, driving_tag.map(|(letter, _)| *letter));
     // Each (name, value) is stored once per event, so one driving value yields each event once; an event that
     // carries several of the values asked for would come once per value, and GROUP BY folds those.
-    if driving_tag.is_some_and(|(_, values)| values.len() > 1) {
+    if grouped(filter) {
         query.push(" GROUP BY e.seq");
     }
+}
+
+/// Whether a filter's arm folds an event found under several of its driving tag's values into one row.
+fn grouped(filter: &Filter) -> bool {
+    filter.tags.iter().next().is_some_and(|(_, values)| values.len() > 1)
 }
 
 /// Appends a filter's conditions to a query over `events e`. Every value is a bound parameter; lists travel as

@@ -17,6 +17,10 @@ use tokio::sync::oneshot;
 
 use crate::store::{StoreError, StoredEvent};
 
+/// How many rows past its limit a query for the newest events reads (`Readers::newest`), for the second the limit
+/// falls in; a second with more events than that is sorted by SQL instead.
+pub(super) const TIE_ROOM: usize = 32;
+
 /// A query's text and its parameters, built together so that every value is bound, never spliced into the text.
 #[derive(Default)]
 pub(super) struct Sql {
@@ -102,22 +106,34 @@ impl Readers {
     /// The rows of `SELECT id, created_at, json ...`, in order, until they pass `max_bytes` of JSON (always at
     /// least one).
     pub(super) async fn events(&self, sql: Sql, max_bytes: usize) -> Result<Vec<StoredEvent>, StoreError> {
+        self.read(move |conn| all_events(conn, &sql, max_bytes)).await
+    }
+
+    /// The newest `limit` events of a query whose rows come newest second first (`ORDER BY 2 DESC LIMIT cap`, the
+    /// cap `TIE_ROOM` past `limit`), in NIP-01's order: within one second the lowest id first. SQL's own tie-break
+    /// sorted the rows of the last second the limit reached, JSON and all, and that sort was a fifth of a REQ's
+    /// CPU (BENCHMARKS.md); here the rows are read on only through that second. Should that second run past the
+    /// cap, `exact` (the same query with SQL's tie-break) answers instead.
+    pub(super) async fn newest(
+        &self,
+        (sql, cap): (Sql, usize),
+        exact: Sql,
+        limit: usize,
+        max_bytes: usize,
+    ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(move |conn| {
             let mut statement = conn.prepare_cached(&sql.text)?;
             let mut rows = statement.query(params_from_iter(&sql.values))?;
-            let mut found = Vec::new();
-            let mut bytes = 0usize;
+            let mut newest = Newest::new(limit, max_bytes);
+            let mut read = 0;
             while let Some(row) = rows.next()? {
-                let json: String = row.get(2)?;
-                bytes = bytes.saturating_add(json.len());
-                if bytes > max_bytes && !found.is_empty() {
-                    break;
+                if !newest.wants(row.get(1)?) {
+                    return Ok(newest.finish());
                 }
-                let id: Vec<u8> = row.get(0)?;
-                let id = id.try_into().map_err(|_| StoreError::new("stored id is not 32 bytes"))?;
-                found.push(StoredEvent { id, created_at: row.get(1)?, json });
+                newest.add(stored_event(row)?);
+                read += 1;
             }
-            Ok(found)
+            if read < cap { Ok(newest.finish()) } else { all_events(conn, &exact, max_bytes) }
         })
         .await
     }
@@ -137,6 +153,109 @@ impl Readers {
     }
 }
 
+/// Every row of a query, in its order, until `max_bytes` of JSON (the first row whatever its size).
+fn all_events(conn: &Connection, sql: &Sql, max_bytes: usize) -> Result<Vec<StoredEvent>, StoreError> {
+    let mut statement = conn.prepare_cached(&sql.text)?;
+    let mut rows = statement.query(params_from_iter(&sql.values))?;
+    let mut found = Vec::new();
+    let mut bytes = 0usize;
+    while let Some(row) = rows.next()? {
+        let event = stored_event(row)?;
+        bytes = bytes.saturating_add(event.json.len());
+        if bytes > max_bytes && !found.is_empty() {
+            break;
+        }
+        found.push(event);
+    }
+    Ok(found)
+}
+
+/// A row of `SELECT id, created_at, json`.
+fn stored_event(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
+    let id: Vec<u8> = row.get(0)?;
+    let id = id.try_into().map_err(|_| StoreError::new("stored id is not 32 bytes"))?;
+    Ok(StoredEvent { id, created_at: row.get(1)?, json: row.get(2)? })
+}
+
+/// The newest `limit` of events that arrive newest second first, ties in any order; at most `max_bytes` of JSON
+/// beyond the first (then as many as fit), as `Readers::events` keeps. Holds no more than `limit` + 1 events.
+struct Newest {
+    limit: usize,
+    max_bytes: usize,
+    bytes: usize,
+    /// Newest second first, as they came.
+    kept: Vec<StoredEvent>,
+}
+
+impl Newest {
+    fn new(limit: usize, max_bytes: usize) -> Self {
+        Self { limit, max_bytes, bytes: 0, kept: Vec::new() }
+    }
+
+    /// Whether an event of `created_at` may still be among the newest: once `limit` are kept, only one of the
+    /// oldest second kept can (by a lower id), and every later row is older still.
+    fn wants(&self, created_at: i64) -> bool {
+        self.kept.len() < self.limit || self.kept.last().is_some_and(|last| created_at >= last.created_at)
+    }
+
+    fn add(&mut self, event: StoredEvent) {
+        self.bytes = self.bytes.saturating_add(event.json.len());
+        if self.bytes > self.max_bytes && !self.kept.is_empty() && self.kept.len() < self.limit {
+            self.limit = self.kept.len();
+        }
+        self.kept.push(event);
+        if self.kept.len() > self.limit {
+            // One too many: the highest id of the oldest second goes.
+            let second = self.kept.last().map_or(0, |last| last.created_at);
+            let start = self.kept.partition_point(|e| e.created_at > second);
+            let highest = (start..self.kept.len()).max_by_key(|&i| self.kept[i].id).unwrap_or(start);
+            let gone = self.kept.remove(highest);
+            self.bytes -= gone.json.len();
+        }
+    }
+
+    fn finish(mut self) -> Vec<StoredEvent> {
+        self.kept.sort_by(|a, b| b.created_at.cmp(&a.created_at).then(a.id.cmp(&b.id)));
+        self.kept
+    }
+}
+
 fn closed() -> StoreError {
     StoreError::new("the store is closed")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(created_at: i64, id: u8, bytes: usize) -> StoredEvent {
+        StoredEvent { id: [id; 32], created_at, json: "x".repeat(bytes) }
+    }
+
+    fn newest(limit: usize, max_bytes: usize, rows: &[(i64, u8)]) -> Vec<(i64, u8)> {
+        let mut newest = Newest::new(limit, max_bytes);
+        for &(created_at, id) in rows {
+            if !newest.wants(created_at) {
+                break;
+            }
+            newest.add(event(created_at, id, 10));
+        }
+        newest.finish().iter().map(|e| (e.created_at, e.id[0])).collect()
+    }
+
+    #[test]
+    fn the_second_the_limit_falls_in_keeps_its_lowest_ids() {
+        let rows = [(9, 5), (8, 7), (8, 3), (8, 9), (8, 1), (7, 2)];
+        assert_eq!(newest(3, usize::MAX, &rows), [(9, 5), (8, 1), (8, 3)]);
+        assert_eq!(newest(10, usize::MAX, &rows), [(9, 5), (8, 1), (8, 3), (8, 7), (8, 9), (7, 2)]);
+        assert_eq!(newest(1, usize::MAX, &rows), [(9, 5)]);
+    }
+
+    #[test]
+    fn bytes_cap_the_count_and_the_first_is_always_kept() {
+        let rows = [(9, 5), (8, 7), (8, 3), (7, 2)];
+        // 10 bytes each: 25 bytes hold two, and the last second's lowest id is the second of them.
+        assert_eq!(newest(10, 25, &rows), [(9, 5), (8, 3)]);
+        assert_eq!(newest(10, 5, &rows), [(9, 5)]);
+    }
 }
