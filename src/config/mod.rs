@@ -204,8 +204,8 @@ pub struct DatabaseConfig {
     /// Most events committed in one transaction by the writer.
     pub max_batch: usize,
     /// A commit does not start sooner than this many milliseconds after the one before; the events that arrive
-    /// meanwhile share it (and wait for their `OK` and their fan-out). 0: each commit starts as soon as the one
-    /// before has ended.
+    /// meanwhile share it (and wait for their `OK` and their fan-out). An event after a quiet spell, or one its
+    /// client waits on (`relay::pace`), is committed at once. 0: each commit starts as soon as the one before ended.
     pub commit_delay_ms: u64,
     /// How often expired events (NIP-40) are purged, in seconds.
     pub purge_interval_secs: u64,

@@ -272,6 +272,13 @@ mod tests {
         assert_eq!(writer.write(event("after")).await.unwrap(), WriteOutcome::Stored);
     }
 
+    /// A writer on a fresh store that notes its batches.
+    async fn delayed(dir: &tempfile::TempDir, max_batch: usize, commit_delay: Duration) -> (Writer, Arc<Panicking>) {
+        let store = store(dir).await;
+        let (writer, _task) = Writer::spawn(store.clone(), Batching { max_batch, commit_delay }, vec![], None);
+        (writer, store)
+    }
+
     /// Writes `contents` one after another, 50 ms apart, each without waiting for the one before.
     async fn staggered(writer: &Writer, contents: &[&str]) -> Vec<Result<WriteOutcome, StoreError>> {
         let mut writes = Vec::new();
@@ -286,10 +293,8 @@ mod tests {
     #[tokio::test]
     async fn events_that_follow_a_commit_within_the_delay_share_the_next_one() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
         let delay = Duration::from_secs(2);
-        let batching = Batching { max_batch: 16, commit_delay: delay };
-        let (writer, _task) = Writer::spawn(store.clone(), batching, vec![], None);
+        let (writer, store) = delayed(&dir, 16, delay).await;
         // After a quiet spell an event is committed at once, not after the delay.
         let first = tokio::time::timeout(delay, writer.write(event("first"))).await;
         assert_eq!(first.expect("committed before the delay").unwrap(), WriteOutcome::Stored);
@@ -301,9 +306,7 @@ mod tests {
     #[tokio::test]
     async fn a_full_batch_does_not_wait_out_the_delay() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let batching = Batching { max_batch: 2, commit_delay: Duration::from_secs(600) };
-        let (writer, _task) = Writer::spawn(store.clone(), batching, vec![], None);
+        let (writer, store) = delayed(&dir, 2, Duration::from_secs(600)).await;
         writer.write(event("first")).await.unwrap();
         let outcomes = tokio::time::timeout(Duration::from_secs(60), staggered(&writer, &["a", "b"])).await;
         assert!(outcomes.expect("committed once full").iter().all(|o| matches!(o, Ok(WriteOutcome::Stored))));
@@ -313,9 +316,7 @@ mod tests {
     #[tokio::test]
     async fn an_event_its_client_waits_on_is_not_held_back() {
         let dir = tempfile::tempdir().unwrap();
-        let store = store(&dir).await;
-        let batching = Batching { max_batch: 16, commit_delay: Duration::from_secs(600) };
-        let (writer, _task) = Writer::spawn(store.clone(), batching, vec![], None);
+        let (writer, store) = delayed(&dir, 16, Duration::from_secs(600)).await;
         writer.write(event("first")).await.unwrap();
         let second = tokio::time::timeout(Duration::from_secs(60), writer.write_awaited(event("second"))).await;
         assert_eq!(second.expect("committed at once").unwrap(), WriteOutcome::Stored);

@@ -111,9 +111,9 @@ impl Readers {
 
     /// The newest `limit` events of a query whose rows come newest second first (`ORDER BY 2 DESC LIMIT cap`, the
     /// cap `TIE_ROOM` past `limit`), in NIP-01's order: within one second the lowest id first. SQL's own tie-break
-    /// sorted the rows of the last second the limit reached, JSON and all, and that sort was a fifth of a REQ's
-    /// CPU (BENCHMARKS.md); here the rows are read on only through that second. Should that second run past the
-    /// cap, `exact` (the same query with SQL's tie-break) answers instead.
+    /// sorted the rows of the last second the limit reached, JSON and all; here the rows are read on only through
+    /// that second (7 % more REQs per relay CPU-second, BENCHMARKS.md). Should that second run past the cap,
+    /// `exact` (the same query with SQL's tie-break) answers instead.
     pub(super) async fn newest(
         &self,
         (sql, cap): (Sql, usize),
