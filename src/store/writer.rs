@@ -81,7 +81,8 @@ pub struct Batching {
     pub max_batch: usize,
     /// A commit does not start sooner than this after the one before (`[database] commit_delay_ms`): the events
     /// that arrive meanwhile wait and share it. An event after a quiet spell is committed at once, and so is one
-    /// its client is waiting on (`Writer::write_awaited`), with whatever waits beside it.
+    /// its client is waiting on (`Writer::write_awaited`), with whatever waits beside it, unless it arrives while
+    /// other events are already being gathered: it then waits with them.
     pub commit_delay: Duration,
 }
 
