@@ -81,8 +81,7 @@ pub struct Batching {
     pub max_batch: usize,
     /// A commit does not start sooner than this after the one before (`[database] commit_delay_ms`): the events
     /// that arrive meanwhile wait and share it. An event after a quiet spell is committed at once, and so is one
-    /// its client is waiting on (`Writer::write_awaited`), with whatever waits beside it, unless it arrives while
-    /// other events are already being gathered: it then waits with them.
+    /// its client is waiting on (`Writer::write_awaited`), with whatever was gathered before it.
     pub commit_delay: Duration,
 }
 
@@ -137,9 +136,18 @@ async fn run(
 
 /// Takes the requests that arrive until `due`, or until the batch is full. A durable commit costs a WAL write and
 /// an fsync whatever it holds (300 µs of CPU for a one-note commit on SQLite, BENCHMARKS.md), so under a steady
-/// trickle of events, one commit per event was most of the relay's CPU.
+/// trickle of events, one commit per event was most of the relay's CPU. An awaited request ends the gathering:
+/// its client sends nothing until it has the answer, so waiting on could only slow it.
 async fn gather(queue: &mut mpsc::Receiver<WriteRequest>, requests: &mut Vec<WriteRequest>, max: usize, due: Instant) {
-    let more = async { while requests.len() < max && queue.recv_many(requests, max - requests.len()).await > 0 {} };
+    let more = async {
+        let mut seen = requests.len();
+        while requests.len() < max && queue.recv_many(requests, max - requests.len()).await > 0 {
+            if requests[seen..].iter().any(|r| r.awaited) {
+                break;
+            }
+            seen = requests.len();
+        }
+    };
     let _ = tokio::time::timeout_at(due, more).await;
 }
 
@@ -322,5 +330,21 @@ mod tests {
         let second = tokio::time::timeout(Duration::from_secs(60), writer.write_awaited(event("second"))).await;
         assert_eq!(second.expect("committed at once").unwrap(), WriteOutcome::Stored);
         assert_eq!(*store.1.lock().unwrap(), [1, 1]);
+    }
+
+    #[tokio::test]
+    async fn an_event_its_client_waits_on_ends_a_gathering_and_shares_its_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let (writer, store) = delayed(&dir, 16, Duration::from_secs(600)).await;
+        writer.write(event("first")).await.unwrap();
+        let held = tokio::spawn({
+            let writer = writer.clone();
+            async move { writer.write(event("held")).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let awaited = tokio::time::timeout(Duration::from_secs(60), writer.write_awaited(event("awaited"))).await;
+        assert_eq!(awaited.expect("committed at once").unwrap(), WriteOutcome::Stored);
+        assert_eq!(held.await.unwrap().unwrap(), WriteOutcome::Stored);
+        assert_eq!(*store.1.lock().unwrap(), [1, 2]);
     }
 }
