@@ -63,12 +63,21 @@ fn store_queries(c: &mut Criterion) {
             json!({"authors": [authors[1].public_key().to_hex(), authors[2].public_key().to_hex(), authors[3].public_key().to_hex()], "kinds": [1], "limit": 50}),
         ),
     ];
-    for (name, filter) in cases {
+    // What a reader who has not authenticated sees on a relay with the default `[auth] read_restricted_kinds`.
+    let restricted = [4, 1059, 1060, 14];
+    let anonymous = Visibility { restricted_kinds: &restricted, ..Visibility::default() };
+    let hashtag = json!({"#t": ["t42"], "limit": 10});
+    let cases = cases.into_iter().map(|(name, filter)| (name, filter, Visibility::default())).chain([(
+        "a hashtag's newest 10, as a reader who has not authenticated",
+        hashtag,
+        anonymous,
+    )]);
+    for (name, filter, visibility) in cases {
         let filter = Filter::from_json(&filter).unwrap();
-        let found = runtime.block_on(store.query_filter(&filter, Visibility::default(), usize::MAX)).unwrap();
+        let found = runtime.block_on(store.query_filter(&filter, visibility, usize::MAX)).unwrap();
         assert!(!found.is_empty(), "{name} finds nothing");
         c.bench_function(name, |b| {
-            b.iter(|| runtime.block_on(store.query_filter(&filter, Visibility::default(), usize::MAX)).unwrap())
+            b.iter(|| runtime.block_on(store.query_filter(&filter, visibility, usize::MAX)).unwrap())
         });
     }
 }

@@ -15,11 +15,11 @@ use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, params_from_iter};
 use tokio::sync::oneshot;
 
-use crate::store::{StoreError, StoredEvent};
+use crate::store::{StoreError, StoredEvent, db_time};
 
 /// How many rows past its limit a query for the newest events reads (`Readers::newest`), for the second the limit
 /// falls in; a second with more events than that is sorted by SQL instead.
-pub(super) const TIE_ROOM: usize = 32;
+const TIE_ROOM: usize = 32;
 
 /// A query's text and its parameters, built together so that every value is bound, never spliced into the text.
 #[derive(Default)]
@@ -109,21 +109,23 @@ impl Readers {
         self.read(move |conn| all_events(conn, &sql, max_bytes)).await
     }
 
-    /// The newest `limit` events of a query whose rows come newest second first (`ORDER BY 2 DESC LIMIT cap`, the
-    /// cap `TIE_ROOM` past `limit`), in NIP-01's order: within one second the lowest id first. SQL's own tie-break
-    /// sorted the rows of the last second the limit reached, JSON and all; here the rows are read on only through
-    /// that second (7 % more REQs per relay CPU-second, BENCHMARKS.md). Should that second run past the cap,
-    /// `exact` (the same query with SQL's tie-break) answers instead.
+    /// The newest `limit` events of `arm` (a `SELECT id, created_at, json ...` without its order), in NIP-01's
+    /// order: newest first, within one second the lowest id first. The rows are read newest second first up to
+    /// `TIE_ROOM` past the limit, and on only through the second the limit falls in, the tie-break made here: SQL's
+    /// own sorted that second's rows, JSON and all (7 % more REQs per relay CPU-second, BENCHMARKS.md). Should that
+    /// second run past the cap, the query runs again with SQL's tie-break.
     pub(super) async fn newest(
         &self,
-        (sql, cap): (Sql, usize),
-        exact: Sql,
+        arm: Sql,
         limit: usize,
         max_bytes: usize,
     ) -> Result<Vec<StoredEvent>, StoreError> {
         self.read(move |conn| {
-            let mut statement = conn.prepare_cached(&sql.text)?;
-            let mut rows = statement.query(params_from_iter(&sql.values))?;
+            let cap = limit.saturating_add(TIE_ROOM);
+            let text = format!("{} ORDER BY 2 DESC LIMIT ?", arm.text);
+            let mut statement = conn.prepare_cached(&text)?;
+            let mut rows =
+                statement.query(params_from_iter(arm.values.iter().chain([&Value::from(db_time(cap as u64))])))?;
             let mut newest = Newest::new(limit, max_bytes);
             let mut read = 0;
             while let Some(row) = rows.next()? {
@@ -133,7 +135,12 @@ impl Readers {
                 newest.add(stored_event(row)?);
                 read += 1;
             }
-            if read < cap { Ok(newest.finish()) } else { all_events(conn, &exact, max_bytes) }
+            if read < cap {
+                return Ok(newest.finish());
+            }
+            let mut exact = arm;
+            exact.push(" ORDER BY 2 DESC, 1 ASC LIMIT ").push_bind(db_time(limit as u64));
+            all_events(conn, &exact, max_bytes)
         })
         .await
     }
