@@ -201,6 +201,24 @@ async fn direct_messages_are_served_only_to_their_author_and_recipient() {
     assert!(answer[2].as_str().unwrap().starts_with("auth-required:"));
 }
 
+/// An operator's long list of restricted kinds (past the point where the SQLite store compares them one by one)
+/// hides and serves them the same way.
+async fn a_long_list_of_restricted_kinds_hides_them_the_same_way() {
+    let relay = TestRelay::start_with(|c| c.auth.read_restricted_kinds.extend(20_100..20_300)).await;
+    let url = relay.config.server.public_url.clone();
+    let (alice, bob) = (Keys::generate(), Keys::generate());
+    let mut publisher = relay.client().await;
+    let dm = sign(&alice, 4, "ciphertext", &[&["p", &bob.public_key().to_hex()]], now());
+    let public = note(&alice, "hello world");
+    publisher.publish_ok(&dm).await;
+    publisher.publish_ok(&public).await;
+    let mut anonymous = relay.client().await;
+    assert_eq!(anonymous.req_ids("all", &[by(&alice)]).await, vec![id_of(&public)]);
+    let mut bob_client = relay.client().await;
+    assert!(bob_client.auth(&bob, &url).await.0);
+    assert_eq!(bob_client.req_ids("dms", &[json!({"kinds": [4]})]).await, vec![id_of(&dm)]);
+}
+
 async fn restricted_writes_admit_only_authenticated_allowed_authors() {
     let (writer, outsider) = (Keys::generate(), Keys::generate());
     let allowed = writer.public_key().to_hex();
@@ -397,6 +415,7 @@ crate::on_both_backends!(
     deletion_by_address_covers_versions_up_to_its_time,
     auth_checks_kind_challenge_relay_and_time,
     direct_messages_are_served_only_to_their_author_and_recipient,
+    a_long_list_of_restricted_kinds_hides_them_the_same_way,
     restricted_writes_admit_only_authenticated_allowed_authors,
     count_counts_distinct_matches_across_filters,
     protected_events_are_accepted_only_from_their_authenticated_author,

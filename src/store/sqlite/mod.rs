@@ -452,11 +452,19 @@ fn push_conditions(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>,
 /// builds an `IN` list's table afresh each time a statement runs, and this condition is on every anonymous REQ: a
 /// hashtag's newest ten cost 108,700 instructions with the list, 67,200 without (BENCHMARKS.md). The list is the
 /// relay's own and short, so the statement's text is still one per configuration. The parties' part is left out for
-/// a reader who has not authenticated.
+/// a reader who has not authenticated. A list longer than `COMPARED_KINDS` is looked up after all: each comparison
+/// deepens the expression, and SQLite refuses one deeper than 1,000.
 fn push_restricted_conditions(query: &mut Sql, visibility: Visibility<'_>) {
-    query.push(" AND ((");
-    for (n, kind) in visibility.restricted_kinds.iter().enumerate() {
-        query.push(if n == 0 { "e.kind <> " } else { " AND e.kind <> " }).push_bind(i64::from(*kind));
+    const COMPARED_KINDS: usize = 64;
+    let kinds = visibility.restricted_kinds;
+    if kinds.len() <= COMPARED_KINDS {
+        query.push(" AND ((");
+        for (n, kind) in kinds.iter().enumerate() {
+            query.push(if n == 0 { "e.kind <> " } else { " AND e.kind <> " }).push_bind(i64::from(*kind));
+        }
+    } else {
+        let list = serde_json::to_string(kinds).expect("integers serialize");
+        query.push(" AND (e.kind NOT IN (SELECT value FROM json_each(").push_bind(list).push(")");
     }
     query.push(")");
     if !visibility.viewers.is_empty() {
