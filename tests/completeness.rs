@@ -159,11 +159,7 @@ async fn direct_messages_are_served_only_to_their_author_and_recipient() {
     let relay = TestRelay::start().await;
     let url = relay.config.server.public_url.clone();
     let (alice, bob, eve) = (Keys::generate(), Keys::generate(), Keys::generate());
-    let mut publisher = relay.client().await;
-    let dm = sign(&alice, 4, "ciphertext", &[&["p", &bob.public_key().to_hex()]], now());
-    let public = note(&alice, "hello world");
-    publisher.publish_ok(&dm).await;
-    publisher.publish_ok(&public).await;
+    let (mut publisher, dm, public) = publish_a_dm_and_a_note(&relay, &alice, &bob).await;
 
     // Unauthenticated: asking for the kind is refused; an open filter hides it.
     let mut anonymous = relay.client().await;
@@ -207,16 +203,22 @@ async fn a_long_list_of_restricted_kinds_hides_them_the_same_way() {
     let relay = TestRelay::start_with(|c| c.auth.read_restricted_kinds.extend(20_100..20_300)).await;
     let url = relay.config.server.public_url.clone();
     let (alice, bob) = (Keys::generate(), Keys::generate());
-    let mut publisher = relay.client().await;
-    let dm = sign(&alice, 4, "ciphertext", &[&["p", &bob.public_key().to_hex()]], now());
-    let public = note(&alice, "hello world");
-    publisher.publish_ok(&dm).await;
-    publisher.publish_ok(&public).await;
+    publish_a_dm_and_a_note(&relay, &alice, &bob).await;
     let mut anonymous = relay.client().await;
     assert_eq!(anonymous.req_ids("all", &[by(&alice)]).await, vec![id_of(&public)]);
     let mut bob_client = relay.client().await;
     assert!(bob_client.auth(&bob, &url).await.0);
     assert_eq!(bob_client.req_ids("dms", &[json!({"kinds": [4]})]).await, vec![id_of(&dm)]);
+}
+
+/// A DM from `author` to `recipient` and a public note of the author's, both stored; with the client that sent them.
+async fn publish_a_dm_and_a_note(relay: &TestRelay, author: &Keys, recipient: &Keys) -> (Client, Event, Event) {
+    let mut publisher = relay.client().await;
+    let dm = sign(author, 4, "ciphertext", &[&["p", &recipient.public_key().to_hex()]], now());
+    let public = note(author, "hello world");
+    publisher.publish_ok(&dm).await;
+    publisher.publish_ok(&public).await;
+    (publisher, dm, public)
 }
 
 async fn restricted_writes_admit_only_authenticated_allowed_authors() {
