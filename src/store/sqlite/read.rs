@@ -129,10 +129,11 @@ impl Readers {
             let mut newest = Newest::new(limit, max_bytes);
             let mut read = 0;
             while let Some(row) = rows.next()? {
-                if !newest.wants(row.get(1)?) {
+                let event = stored_event(row)?;
+                if !newest.wants(event.created_at) {
                     return Ok(newest.finish());
                 }
-                newest.add(stored_event(row)?);
+                newest.add(event);
                 read += 1;
             }
             if read < cap {
@@ -177,9 +178,10 @@ fn all_events(conn: &Connection, sql: &Sql, max_bytes: usize) -> Result<Vec<Stor
     Ok(found)
 }
 
-/// A row of `SELECT id, created_at, json`.
+/// A row of `SELECT id, created_at, json`. The id is copied from SQLite's buffer, not through a `Vec`: one
+/// allocation fewer per row.
 fn stored_event(row: &rusqlite::Row<'_>) -> Result<StoredEvent, StoreError> {
-    let id: Vec<u8> = row.get(0)?;
+    let id = row.get_ref(0)?.as_blob().map_err(rusqlite::Error::from)?;
     let id = id.try_into().map_err(|_| StoreError::new("stored id is not 32 bytes"))?;
     Ok(StoredEvent { id, created_at: row.get(1)?, json: row.get(2)? })
 }
