@@ -203,7 +203,7 @@ async fn a_long_list_of_restricted_kinds_hides_them_the_same_way() {
     let relay = TestRelay::start_with(|c| c.auth.read_restricted_kinds.extend(20_100..20_300)).await;
     let url = relay.config.server.public_url.clone();
     let (alice, bob) = (Keys::generate(), Keys::generate());
-    publish_a_dm_and_a_note(&relay, &alice, &bob).await;
+    let (_, dm, public) = publish_a_dm_and_a_note(&relay, &alice, &bob).await;
     let mut anonymous = relay.client().await;
     assert_eq!(anonymous.req_ids("all", &[by(&alice)]).await, vec![id_of(&public)]);
     let mut bob_client = relay.client().await;
