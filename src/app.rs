@@ -270,9 +270,11 @@ fn start_upstream(
             then: push.matching.clone(),
             writes: Arc::new(tokio::sync::Semaphore::new(config.upstream.max_pending_writes)),
             lifecycle: lifecycle.clone(),
-            storable: state.groups.clone().map(|groups| {
-                Arc::new(move |event: &VerifiedEvent| !groups.concerns(event)) as crate::upstream::Storable
-            }),
+            storable: {
+                let state = state.clone();
+                Some(Arc::new(move |event: &VerifiedEvent| state.admits_from_elsewhere(event))
+                    as crate::upstream::Storable)
+            },
         })
     } else {
         push.matching.clone()

@@ -52,8 +52,8 @@ pub const PUSH_DELIVERY_OUTCOMES: [&str; 3] = ["sent", "merged", "retried"];
 /// `PUSH_JOBS{outcome="dropped",reason}` counted per service.
 pub const PUSH_DROP_REASONS: [&str; 2] = ["too_old", "refused"];
 /// `PUSH_JOBS{outcome="dropped",reason}` counted before any service is known: (service, reason).
-pub const PUSH_UNROUTED_DROPS: [(&str, &str); 3] =
-    [("unknown", "unusable_device"), ("any", "queue_full"), ("any", "intake_full")];
+pub const PUSH_UNROUTED_DROPS: [(&str, &str); 4] =
+    [("unknown", "unusable_device"), ("any", "queue_full"), ("any", "intake_full"), ("callback", "host_cap")];
 
 /// The recorder, installed on first use. Every relay in the process (tests start several) records into it.
 pub fn handle() -> &'static PrometheusHandle {

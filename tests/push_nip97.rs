@@ -10,9 +10,12 @@ use nostr::nips::nip44;
 use nostr::prelude::*;
 use serde_json::{Value, json};
 
-/// A kind 22242 registration of `user`'s device `challenge`, watched for on `relays`.
+/// The test relays' public URL: a registration names it (`[push] nip97_require_own_relay`).
+const OWN_URL: &str = "ws://127.0.0.1:7777";
+
+/// A kind 22242 registration of `user`'s device `challenge`, made at this relay and watched for on `relays`.
 fn registration97(user: &Keys, challenge: &str, relays: &[&str], created_at: u64) -> Event {
-    let mut tags: Vec<Vec<&str>> = relays.iter().map(|r| vec!["relay", *r]).collect();
+    let mut tags: Vec<Vec<&str>> = [OWN_URL].iter().chain(relays).map(|r| vec!["relay", *r]).collect();
     tags.push(vec!["challenge", challenge]);
     let tags: Vec<&[&str]> = tags.iter().map(Vec::as_slice).collect();
     sign(user, 22242, "", &tags, created_at)
@@ -102,6 +105,90 @@ async fn unifiedpush_gets_a_wrap_only_the_recipient_opens() {
     let wrap = Event::from_json(&body).unwrap();
     assert!(![user.public_key(), friend.public_key(), push_key(&relay)].contains(&wrap.pubkey), "a throwaway key");
     assert!(nip44::decrypt(friend.secret_key(), &wrap.pubkey, &wrap.content).is_err(), "only the recipient opens it");
+}
+
+/// A NIP-97 device's pushes (wrapped, never merged) were all sent in the round that claimed them, whatever the
+/// device's rate: an attacker's own endpoint got 65 POSTs in 20 s. Each is counted now: `device_burst` at once, then
+/// one per `device_refill_secs`.
+async fn wrapped_pushes_keep_the_devices_rate() {
+    let mut service = StandIn::start().await;
+    let relay = start_with(&service.url, |c| {
+        c.push.device_burst = 3;
+        c.push.device_refill_secs = 3600;
+    })
+    .await;
+    let (user, friend) = (Keys::generate(), Keys::generate());
+    register97(&relay, &user, &format!("unifiedpush:{}/up/97", service.url)).await;
+    let user_hex = user.public_key().to_hex();
+    let mentions: Vec<Event> =
+        (0..10).map(|n| sign(&friend, 1, &format!("hello {n}"), &[&["p", &user_hex]], now())).collect();
+    relay.client().await.publish_all_ok(&mentions).await;
+    for _ in 0..3 {
+        assert_eq!(service.next().await.path, "/up/97");
+    }
+    service.expect_none().await;
+}
+
+/// Kind 22242 is NIP-42 AUTH's kind as well, with the same tags. A hostile relay's challenge `unifiedpush:<URL>`,
+/// signed by a victim's client as any challenge is, was accepted here as the victim's registration (ten times: then
+/// the victim's own was refused); so was one signed by the relay's own key, which answers watched relays' AUTH. A
+/// registration must now name this relay, and the relay's key registers nothing.
+async fn an_auth_event_for_another_relay_is_no_registration() {
+    let service = StandIn::start().await;
+    let relay = start(&service.url).await;
+    let victim = Keys::generate();
+    let evil = format!("unifiedpush:{}/up/evil", service.url);
+    let auth = sign(&victim, 22242, "", &[&["relay", "wss://evil.example"], &["challenge", &evil]], now());
+    let (_, answer) = post_register(&relay, &[json!(auth)]).await;
+    assert_eq!(answer[0]["error"], "invalid: a registration must name this relay in a relay tag", "{answer}");
+    let push_secret = std::fs::read_to_string(relay.dir.path().join("push.key")).unwrap();
+    let relay_keys = Keys::parse(push_secret.trim()).unwrap();
+    let (_, answer) = post_register(&relay, &[json!(registration97(&relay_keys, &evil, &[], now()))]).await;
+    assert_eq!(answer[0]["error"], "blocked: this relay's own key registers no device", "{answer}");
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    assert!(push.registry().nip97_devices().is_empty());
+    register97(&relay, &victim, &format!("unifiedpush:{}/up/mine", service.url)).await;
+}
+
+/// 3,000 anonymous registrations from one address (a fresh key each, 16 relay tags of 3.5 KB) took 620 MiB of
+/// memory and 257 MiB of disk. Now a challenge and a relay URL have a length, an address a rate, the relay a cap, and
+/// a device not registered again within its time is forgotten.
+async fn nip97_registrations_are_bounded() {
+    let service = StandIn::start().await;
+    let relay = start_with(&service.url, |c| {
+        c.limits.ip_registrations_per_hour = 6;
+        c.push.nip97_max_devices = 3;
+    })
+    .await;
+    let endpoint = |n: usize| format!("unifiedpush:{}/up/{n}", service.url);
+    let users: Vec<Keys> = (0..5).map(|_| Keys::generate()).collect();
+    let long_challenge = endpoint(0) + &"x".repeat(600);
+    let long_relay = format!("wss://relay.example/{}", "x".repeat(300));
+    let first = [
+        json!(registration97(&users[0], &long_challenge, &[], now())),
+        json!(registration97(&users[0], &endpoint(0), &[&long_relay, "wss://ok.example"], now())),
+    ];
+    let (_, answer) = post_register(&relay, &first).await;
+    assert_eq!(answer[0]["error"], "invalid: challenge longer than 512 characters", "{answer}");
+    assert_eq!(answer[1]["result"], "added", "{answer}");
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    let relays = push.registry().registrations_of(users[0].public_key().as_bytes())[0].relays.clone();
+    assert_eq!(relays, ["wss://ok.example"], "the over-long relay URL is left out");
+
+    let (_, answer) =
+        post_register(&relay, &[1, 2, 3].map(|n| json!(registration97(&users[n], &endpoint(n), &[], now())))).await;
+    let results: Vec<&str> = answer.as_array().unwrap().iter().map(|a| a["result"].as_str().unwrap()).collect();
+    assert_eq!(results, ["added", "added", "error"], "{answer}");
+    assert_eq!(answer[2]["error"], "rate-limited: this relay holds as many NIP-97 devices as it may");
+    // Thirty-one days on, the three were not registered again: they make room.
+    relay.clock().advance(std::time::Duration::from_secs(31 * 24 * 3600));
+    let later = relay.clock().secs();
+    let (_, answer) = post_register(&relay, &[json!(registration97(&users[4], &endpoint(4), &[], later))]).await;
+    assert_eq!(answer[0]["result"], "added", "{answer}");
+    assert_eq!(push.registry().nip97_devices().len(), 1);
+    // Six from this address in the hour: the seventh is refused whatever it is.
+    let (_, answer) = post_register(&relay, &[json!(registration97(&users[4], &endpoint(4), &[], later))]).await;
+    assert_eq!(answer[0]["error"], "rate-limited: slow down", "{answer}");
 }
 
 async fn fcm_and_apns_carry_the_wrapped_event() {
@@ -205,4 +292,7 @@ crate::on_both_backends!(
     devices_have_no_presence_and_fixed_kinds,
     one_token_through_two_protocols_is_pushed_once,
     unwatchable_relays_are_skipped_and_dead_endpoints_dropped,
+    wrapped_pushes_keep_the_devices_rate,
+    an_auth_event_for_another_relay_is_no_registration,
+    nip97_registrations_are_bounded,
 );

@@ -305,15 +305,87 @@ async fn nip9a_watched_relay_events_are_not_forwarded() {
     s.callback.expect_none().await;
 }
 
+/// 500 subscriptions from throwaway keys, each filter carrying a 60,000-word search, held a bystander's `OK` for
+/// 2.3 s: every subscription was scanned, and every search split again, inside the writer's commit for every event.
+/// A filter tag now has a size and its search the REQ's limits, the relay a cap on subscriptions, and matching looks
+/// only at subscriptions filed under what the event has (here: the first word of a search).
+async fn nip9a_filters_are_bounded_and_matched_by_index() {
+    let mut s = Setup::new(|c| c.push.max_subscriptions = 2).await;
+    let wordy = json!({"kinds": [1], "search": vec!["ab"; 20_000].join(" ")});
+    let (accepted, why) = s.client.publish(&s.subscription("a", &[wordy], "/cb/1", &[])).await;
+    assert_eq!((accepted, why.as_str()), (false, "invalid: filter tag 1 is longer than 2048 bytes"));
+
+    let pizza = json!({"kinds": [1], "search": "pizza party"});
+    s.client.publish_ok(&s.subscription("a", &[pizza], "/cb/pizza", &[])).await;
+    let other = subscription(&Keys::generate(), &s.relay, "b", &[json!({"kinds": [7]})], &s.url("/cb/7"), &[]);
+    s.client.publish_ok(&other).await;
+    let third = subscription(&Keys::generate(), &s.relay, "c", &[json!({"kinds": [1]})], &s.url("/cb/3"), &[]);
+    let (accepted, why) = s.client.publish(&third).await;
+    assert_eq!(
+        (accepted, why.as_str()),
+        (false, "rate-limited: this relay holds as many push subscriptions as it may")
+    );
+    // A new version of one in force is no new subscription (a second later: within one, the lower id wins).
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    s.client.publish_ok(&s.subscription("a", &[json!({"kinds": [1], "search": "Pizza"})], "/cb/pizza", &[])).await;
+
+    s.client.publish_ok(&note(&s.friend, "no food here")).await;
+    let pizza_note = note(&s.friend, "PIZZA for everyone");
+    s.client.publish_ok(&pizza_note).await;
+    let request = s.callback.next().await;
+    assert_eq!((request.path.as_str(), request.json()["id"].clone()), ("/cb/pizza", json!(id_of(&pizza_note))));
+    s.callback.expect_none().await;
+}
+
+/// 300 subscriptions from 30 throwaway keys, each a different path on one host: one ordinary note by anyone made
+/// 300 POSTs to that host. One event now POSTs to at most `max_callbacks_per_host` callbacks on one host, those that
+/// asked for it by id, author or tag first.
+async fn nip9a_one_event_posts_to_one_host_a_bounded_number_of_times() {
+    let mut s = Setup::new(|c| c.push.max_callbacks_per_host = 3).await;
+    for n in 0..5 {
+        let broad =
+            subscription(&Keys::generate(), &s.relay, "x", &[json!({"kinds": [1]})], &s.url(&format!("/cb/{n}")), &[]);
+        s.client.publish_ok(&broad).await;
+    }
+    s.client.publish_ok(&s.subscription("mine", &[s.mentions_filter()], "/cb/mine", &[])).await;
+    s.client.publish_ok(&s.mention()).await;
+    let mut paths: Vec<String> = Vec::new();
+    for _ in 0..3 {
+        paths.push(s.callback.next().await.path);
+    }
+    s.callback.expect_none().await;
+    assert!(paths.contains(&"/cb/mine".to_owned()), "the subscription that asked by #p goes first: {paths:?}");
+    let metrics = reqwest::get(format!("{}/metrics", s.relay.http_url())).await.unwrap().text().await.unwrap();
+    let capped = r#"pushrelay_push_jobs_total{service="callback",outcome="dropped",reason="host_cap"}"#;
+    assert!(metrics.lines().any(|l| l.starts_with(capped) && !l.ends_with(" 0")), "{metrics}");
+}
+
 async fn nip9a_is_listed_in_nip11() {
     let relay = TestRelay::start().await;
     let document = relay.nip11().await;
-    assert!(document["supported_nips"].as_array().unwrap().contains(&json!("9a")));
+    assert_eq!(document["supported_nip_names"], json!(["9a"]));
+    assert!(document["supported_nips"].as_array().unwrap().iter().all(serde_json::Value::is_u64));
     assert_eq!(document["read_restricted_kinds"], json!([4, 1059, 1060, 14, 9009, 30390]));
     let off = TestRelay::start_with(|c| c.push.enabled = false).await;
     let document = off.nip11().await;
     assert_eq!(document["supported_nips"], json!([1, 4, 9, 11, 17, 29, 40, 42, 45, 50, 59, 62, 70, 77]));
+    assert_eq!(document["supported_nip_names"], json!([]));
     assert_eq!(document["read_restricted_kinds"], json!([4, 1059, 1060, 14, 9009]));
+}
+
+/// Typed clients read the whole document or nothing: rust-nostr's reader refuses a `supported_nips` entry that is
+/// not an integer (it once held the string "9a"), and a pubkey that is not one.
+async fn nip11_is_read_by_the_nostr_crate() {
+    use nostr::nips::nip11::RelayInformationDocument;
+    for relay in [TestRelay::start().await, TestRelay::start_with(|c| c.relay.pubkey = Some(hex_pubkey())).await] {
+        let document = relay.nip11().await;
+        let read = RelayInformationDocument::from_json(document.to_string()).expect("rust-nostr reads our NIP-11");
+        assert!(read.supported_nips.unwrap().contains(&97));
+    }
+}
+
+fn hex_pubkey() -> String {
+    Keys::generate().public_key().to_hex()
 }
 
 crate::on_both_backends!(
@@ -330,4 +402,7 @@ crate::on_both_backends!(
     nip9a_subscriptions_are_read_again_at_start,
     nip9a_watched_relay_events_are_not_forwarded,
     nip9a_is_listed_in_nip11,
+    nip9a_filters_are_bounded_and_matched_by_index,
+    nip9a_one_event_posts_to_one_host_a_bounded_number_of_times,
+    nip11_is_read_by_the_nostr_crate,
 );

@@ -222,6 +222,37 @@ async fn a_queue_past_its_size_sheds_the_oldest_and_says_so() {
     assert!(newest.iter().all(|id| delivered.get(*id) == Some(&1)), "the newest five are delivered: {delivered:?}");
 }
 
+/// Shedding once took the oldest waiting pushes whoever they were for: one person's flood dropped another user's
+/// waiting retry, which was never delivered. The longest device queues are cut first now.
+async fn shedding_cuts_the_flooding_device_before_anyone_elses_push() {
+    let service = StandIn::start().await;
+    let relay = common::push::start_with(&service.url, |c| {
+        c.push.max_queued_jobs = 5;
+        c.push.retry_initial_ms = 4000;
+    })
+    .await;
+    let push = relay.handle.as_ref().unwrap().push().unwrap().clone();
+    service.go_down(503);
+    let (alice, flooded) = (Keys::generate(), Keys::generate());
+    register_devices(&relay.url, &push.public_key(), &[alice.clone(), flooded.clone()]).await;
+    // Alice's message is the oldest in the queue; then twelve for the other device.
+    let alices = message_each(&relay.url, std::slice::from_ref(&alice)).await;
+    let flood: Vec<Event> = (0..12).map(|_| dm(&Keys::generate(), &flooded)).collect();
+    relay.client().await.publish_all_ok(&flood).await;
+    let shed = || push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let started = Instant::now();
+    while shed() < 8 && started.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(shed(), 8, "13 waiting, 5 kept");
+    service.recover();
+    let started = Instant::now();
+    while !delivered(&service).contains_key(&alices[0]) && started.elapsed() < Duration::from_secs(15) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(delivered(&service).get(&alices[0]), Some(&1), "Alice's push is kept and delivered once");
+}
+
 #[tokio::test]
 async fn a_locked_database_refuses_events_with_error_then_recovers() {
     let relay = TestRelay::start_with(|c| c.database.busy_timeout_ms = 300).await;
@@ -454,3 +485,5 @@ async fn a_watched_relay_that_refuses_connections_is_retried_with_growing_back_o
     let attempts = proxy.connections();
     assert!((3..=5).contains(&attempts), "{attempts} connection attempts in ten seconds");
 }
+
+crate::on_both_backends!(shedding_cuts_the_flooding_device_before_anyone_elses_push,);

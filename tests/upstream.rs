@@ -352,3 +352,34 @@ async fn dm_inbox_relays_from_a_kind_10050_list_are_watched() {
     inbox.client().await.publish_ok(&wrap).await;
     assert_eq!(apns.next().await.json()["event_id"], id_of(&wrap));
 }
+
+/// Every stored event meets the relay's own limits and policy whatever its door: a blocked author's DM and a DM over
+/// the content limit, both refused when published here, were stored when a watched relay served them (with
+/// `store_events`). Now they are pushed as any watched event is, and not stored.
+#[tokio::test]
+async fn with_store_events_watched_events_meet_the_relays_own_rules() {
+    let mut apns = StandIn::start().await;
+    let remote = remote_relay().await;
+    let (user, friend, blocked) = (Keys::generate(), Keys::generate(), Keys::generate());
+    let blocked_hex = blocked.public_key().to_hex();
+    let relay = push_relay_with(&apns.url, |c| {
+        c.upstream.store_events = true;
+        c.limits.max_content_length = 2000;
+        c.policy.pubkey_blocklist = vec![blocked_hex];
+    })
+    .await;
+    assert!(register(&relay, &user, &[&remote.url]).await.0);
+    wait_until_watching(&relay, &remote.url).await;
+
+    let user_hex = user.public_key().to_hex();
+    let too_long = sign(&friend, 4, &"x".repeat(5000), &[&["p", &user_hex]], now());
+    let (from_blocked, fine) = (dm(&blocked, &user), dm(&friend, &user));
+    let mut client = remote.client().await;
+    for event in [&from_blocked, &too_long, &fine] {
+        client.publish_ok(event).await;
+    }
+    while apns.next().await.json()["event_id"] != id_of(&fine) {}
+    let mut reader = relay.client().await;
+    assert!(reader.auth(&user, &relay.config.server.public_url).await.0);
+    assert_eq!(reader.req_ids("dm", &[json!({"kinds": [4]})]).await, vec![id_of(&fine)]);
+}

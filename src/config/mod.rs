@@ -125,6 +125,11 @@ pub struct LimitsConfig {
     pub max_limit: u64,
     /// `limit` used for a filter that names none.
     pub default_limit: u64,
+    /// NIP-50: distinct words in one filter's `search` (a repeated word counts once); more is refused. Both databases'
+    /// ranking costs grow with the words.
+    pub max_search_terms: usize,
+    /// NIP-50: bytes of one filter's `search` text; longer is refused.
+    pub max_search_length: usize,
     /// Tags per event.
     pub max_event_tags: usize,
     /// Characters of event content.
@@ -158,6 +163,9 @@ pub struct LimitsConfig {
     pub pubkey_events_per_minute: u32,
     /// REQ and COUNT messages per minute on one connection (0 = no limit).
     pub reqs_per_minute: u32,
+    /// NIP-97 registrations (events POSTed to `/register`) accepted per hour from one IP address, in bursts of up
+    /// to as many (0 = no limit).
+    pub ip_registrations_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
@@ -170,6 +178,8 @@ impl Default for LimitsConfig {
             max_subid_length: 64,
             max_limit: 500,
             default_limit: 100,
+            max_search_terms: 16,
+            max_search_length: 1024,
             max_event_tags: 2000,
             max_content_length: 64 * 1024,
             created_at_lower_limit: 0,
@@ -186,6 +196,7 @@ impl Default for LimitsConfig {
             ip_events_per_minute: 6000,
             pubkey_events_per_minute: 600,
             reqs_per_minute: 1200,
+            ip_registrations_per_hour: 60,
         }
     }
 }
@@ -318,6 +329,9 @@ pub struct UpstreamConfig {
     pub refused_retry_secs: u64,
     /// Also store the events that arrive from watched relays (and serve them to local subscribers).
     pub store_events: bool,
+    /// Longest relay URL a registration may name (0xchat's `relays`, NIP-97's `relay` tags, kind 10050 lists);
+    /// longer ones are left out, as unwatchable ones are.
+    pub max_relay_url_length: usize,
     /// With several nodes on one database, one node watches each remote relay, holding a lease renewed every
     /// third of this many seconds; another node takes the relay over once the lease lapses.
     pub lease_secs: u64,
@@ -337,6 +351,7 @@ impl Default for UpstreamConfig {
             max_pending_writes: 1000,
             max_relays_per_pubkey: 10,
             refused_retry_secs: 600,
+            max_relay_url_length: 256,
             store_events: false,
             lease_secs: 30,
         }
@@ -389,6 +404,8 @@ impl Config {
             ("limits.max_message_length", limits.max_message_length),
             ("limits.max_subscriptions", limits.max_subscriptions),
             ("limits.max_filters", limits.max_filters),
+            ("limits.max_search_terms", limits.max_search_terms),
+            ("limits.max_search_length", limits.max_search_length),
             ("limits.max_outgoing_queue", limits.max_outgoing_queue),
             ("limits.max_outgoing_bytes", limits.max_outgoing_bytes),
             ("limits.max_req_bytes", limits.max_req_bytes),
@@ -405,6 +422,14 @@ impl Config {
             ("push.max_mentions", self.push.max_mentions),
             ("push.max_subscription_filters", self.push.max_subscription_filters),
             ("push.max_callback_length", self.push.max_callback_length),
+            ("push.max_subscription_filter_length", self.push.max_subscription_filter_length),
+            ("push.max_subscriptions", self.push.max_subscriptions),
+            ("push.max_callbacks_per_host", self.push.max_callbacks_per_host),
+            ("push.test_interval_secs", self.push.test_interval_secs as usize),
+            ("push.nip97_max_devices", self.push.nip97_max_devices),
+            ("push.nip97_max_challenge_length", self.push.nip97_max_challenge_length),
+            ("push.nip97_device_ttl_days", self.push.nip97_device_ttl_days as usize),
+            ("upstream.max_relay_url_length", self.upstream.max_relay_url_length),
             ("database.purge_interval_secs", self.database.purge_interval_secs as usize),
             ("groups.max_members", self.groups.max_members),
             ("database.search_candidates", self.database.search_candidates),

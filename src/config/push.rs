@@ -55,10 +55,32 @@ pub struct PushConfig {
     pub max_subscription_filters: usize,
     /// NIP-9a: characters in a callback URL.
     pub max_callback_length: usize,
+    /// NIP-9a: bytes of one `filter` or `ignore` tag's JSON (its `search` also keeps `[limits] max_search_terms`
+    /// and `max_search_length`).
+    pub max_subscription_filter_length: usize,
+    /// NIP-9a: subscriptions this relay holds at most (all pubkeys together); past it, new ones are refused.
+    pub max_subscriptions: usize,
+    /// NIP-9a: callbacks on one host that one event may make the relay POST to; the subscriptions that asked for
+    /// the event by its id, author or a tag go first, then those that asked by a word or its kind.
+    pub max_callbacks_per_host: usize,
     /// Pushes one device may get at once; beyond it, notifications are merged ("3 new messages").
     pub device_burst: u32,
     /// One more push per device is allowed every this many seconds.
     pub device_refill_secs: u64,
+    /// The devices page's test button: one test notification per device in each this many seconds; more is
+    /// answered 429.
+    pub test_interval_secs: u64,
+    /// NIP-97: devices registered through `POST /register` this relay keeps at most (all pubkeys together);
+    /// past it, new ones are refused.
+    pub nip97_max_devices: usize,
+    /// NIP-97: characters in a `challenge` (`google:`, `apple:` or `unifiedpush:` and the token or endpoint).
+    pub nip97_max_challenge_length: usize,
+    /// NIP-97: a device not registered again (apps do at every start) within this many days is forgotten.
+    pub nip97_device_ttl_days: u64,
+    /// NIP-97: a registration must name this relay (`[server] public_url`) in one of its `relay` tags. A NIP-42 AUTH
+    /// event has NIP-97's kind and tags, so without this a client's AUTH to a hostile relay, whose challenge was
+    /// `unifiedpush:<URL>`, could be replayed here as a registration in its name.
+    pub nip97_require_own_relay: bool,
     pub apns: ApnsConfig,
     pub fcm: FcmConfig,
     pub unifiedpush: UnifiedPushConfig,
@@ -91,8 +113,16 @@ impl Default for PushConfig {
             max_subscriptions_per_pubkey: 10,
             max_subscription_filters: 16,
             max_callback_length: 1024,
+            max_subscription_filter_length: 2048,
+            max_subscriptions: 10_000,
+            max_callbacks_per_host: 20,
             device_burst: 5,
             device_refill_secs: 12,
+            test_interval_secs: 30,
+            nip97_max_devices: 20_000,
+            nip97_max_challenge_length: 512,
+            nip97_device_ttl_days: 30,
+            nip97_require_own_relay: true,
             apns: ApnsConfig::default(),
             fcm: FcmConfig::default(),
             unifiedpush: UnifiedPushConfig::default(),

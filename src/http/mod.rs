@@ -50,7 +50,8 @@ pub fn router(state: Arc<RelayState>) -> Result<Router, String> {
             .route(notifications::REMOVE, post(notifications::remove))
             .route(notifications::TEST, post(notifications::test));
     }
-    Ok(router.layer(cors).layer(Extension(client_ip)).with_state(state))
+    let used_authorizations = Arc::new(nip98::UsedAuthorizations::default());
+    Ok(router.layer(cors).layer(Extension(client_ip)).layer(Extension(used_authorizations)).with_state(state))
 }
 
 /// Reads a request body: at most `[server] max_body_bytes`, within the request-head deadline (a slow body is not

@@ -14,8 +14,10 @@ pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
 
 /// Every NIP the relay implements as configured: the fixed ones, then those that depend on a setting (NIP-04 and
 /// NIP-17/59 when their kinds are served only to their parties, NIP-29 with groups, NIP-50 with the search index, NIP-86 and NIP-98 with
-/// administrators, NIP-97 and NIP-9a with push; "9a" as a string, since that NIP's name is not a number).
-pub fn supported_nips(config: &Config) -> Vec<Value> {
+/// administrators, NIP-97 with push). Only numbers: NIP-11 says `supported_nips` is a list of integers, and typed
+/// clients (rust-nostr's `RelayInformationDocument`) refuse the whole document when one entry is not; NIP-9a, whose
+/// name is not a number, is listed in [`supported_nip_names`].
+pub fn supported_nips(config: &Config) -> Vec<u16> {
     let restricted = config.read_restricted_kinds();
     let mut numbers: Vec<u16> = SUPPORTED_NIPS.to_vec();
     if restricted.contains(&4) {
@@ -38,11 +40,13 @@ pub fn supported_nips(config: &Config) -> Vec<Value> {
     }
     numbers.sort_unstable();
     numbers.dedup();
-    let mut nips: Vec<Value> = numbers.into_iter().map(Value::from).collect();
-    if config.push.enabled {
-        nips.push(Value::from("9a"));
-    }
-    nips
+    numbers
+}
+
+/// The NIPs implemented whose names are not numbers (NIP-9a with push), in the document's own field
+/// `supported_nip_names`, beside the integers of `supported_nips`.
+pub fn supported_nip_names(config: &Config) -> Vec<&'static str> {
+    if config.push.enabled { vec!["9a"] } else { Vec::new() }
 }
 
 pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
@@ -58,6 +62,7 @@ pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
         "software": env!("CARGO_PKG_NAME"),
         "version": env!("CARGO_PKG_VERSION"),
         "supported_nips": supported_nips,
+        "supported_nip_names": supported_nip_names(config),
         "limitation": {
             "max_message_length": limits.max_message_length,
             "max_subscriptions": limits.max_subscriptions,
@@ -67,6 +72,8 @@ pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
             "max_count": limits.max_count,
             "max_filters": limits.max_filters,
             "max_subid_length": limits.max_subid_length,
+            "max_search_terms": limits.max_search_terms,
+            "max_search_length": limits.max_search_length,
             "max_limit": limits.max_limit,
             "default_limit": limits.default_limit,
             "max_event_tags": limits.max_event_tags,

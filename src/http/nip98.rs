@@ -43,6 +43,58 @@ pub struct Request<'a> {
 
 /// The pubkey that signed the request's NIP-98 authorization (anyone's: the caller decides what it may see).
 pub fn signer(config: &Config, headers: &HeaderMap, request: &Request, now: u64) -> Result<Hash32, String> {
+    checked_event(config, headers, request, now).map(|event| event.pubkey.to_bytes())
+}
+
+/// `signer`, for a request that changes or costs something: its authorization is taken once, and a replay of the
+/// same header within its minute (one header sent 300 times once queued 300 test pushes) is refused.
+pub fn signer_once(
+    config: &Config,
+    headers: &HeaderMap,
+    request: &Request,
+    now: u64,
+    used: &UsedAuthorizations,
+) -> Result<Hash32, String> {
+    let event = checked_event(config, headers, request, now)?;
+    used.first_use(event.id.to_bytes(), event.created_at.as_secs(), now)?;
+    Ok(event.pubkey.to_bytes())
+}
+
+/// The authorizations already taken by `signer_once`, each kept until it could no longer be accepted (its
+/// `created_at` more than `MAX_SKEW_SECS` ago), at most `MAX_REMEMBERED`: past that, new ones are refused for the
+/// minute it takes the oldest to expire, so the memory a stranger can make us hold is bounded.
+#[derive(Default)]
+pub struct UsedAuthorizations {
+    seen: std::sync::Mutex<std::collections::HashMap<Hash32, u64>>,
+}
+
+/// How many authorizations `UsedAuthorizations` keeps at most (40 bytes each, and a map entry).
+const MAX_REMEMBERED: usize = 100_000;
+
+impl UsedAuthorizations {
+    fn first_use(&self, id: Hash32, created_at: u64, now: u64) -> Result<(), String> {
+        let mut seen = self.seen.lock().expect("authorizations lock");
+        if seen.len() >= MAX_REMEMBERED {
+            seen.retain(|_, at| at.saturating_add(MAX_SKEW_SECS) >= now);
+        }
+        if seen.contains_key(&id) {
+            return Err("this authorization was already used: sign each request anew".into());
+        }
+        if seen.len() >= MAX_REMEMBERED {
+            return Err("too many signed requests: try again in a minute".into());
+        }
+        seen.insert(id, created_at);
+        Ok(())
+    }
+}
+
+/// The request's NIP-98 event, checked: kind, signature, time, URL, method and body.
+fn checked_event(
+    config: &Config,
+    headers: &HeaderMap,
+    request: &Request,
+    now: u64,
+) -> Result<nostr::event::Event, String> {
     let Request { method, path, body } = *request;
     let encoded = headers
         .get(header::AUTHORIZATION)
@@ -74,7 +126,7 @@ pub fn signer(config: &Config, headers: &HeaderMap, request: &Request, now: u64)
         None if body.is_empty() => {}
         _ => return Err("authorization payload tag must be the SHA-256 of the body".into()),
     }
-    Ok(event.pubkey.to_bytes())
+    Ok(event)
 }
 
 /// The `u` tag names `path` on the relay's HTTP URL; `public_url` is its WebSocket form (ws → http, wss → https),
@@ -89,6 +141,22 @@ fn same_url(u: &str, public_url: &str, path: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_authorization_is_taken_once_and_forgotten_when_it_could_no_longer_be_used() {
+        let used = UsedAuthorizations::default();
+        assert!(used.first_use([1; 32], 1000, 1000).is_ok());
+        assert!(used.first_use([1; 32], 1000, 1030).unwrap_err().contains("already used"));
+        assert!(used.first_use([2; 32], 1000, 1030).is_ok());
+        let full = UsedAuthorizations::default();
+        for n in 0..MAX_REMEMBERED as u32 {
+            let mut id = [0u8; 32];
+            id[..4].copy_from_slice(&n.to_le_bytes());
+            full.first_use(id, 1000, 1000).unwrap();
+        }
+        assert!(full.first_use([9; 32], 1000, 1010).unwrap_err().contains("try again"));
+        assert!(full.first_use([9; 32], 1100, 1100).is_ok(), "the expired ones made room");
+    }
 
     #[test]
     fn the_u_tag_names_the_path_on_either_form_of_the_public_url() {

@@ -7,12 +7,12 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::State;
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::nip98::{self, Request};
+use super::nip98::{self, Request, UsedAuthorizations};
 use crate::protocol::filter::Hash32;
 use crate::relay::RelayState;
 
@@ -41,30 +41,47 @@ pub async fn worker() -> Response {
 /// `GET /notifications/devices`: the signer's devices.
 pub async fn devices(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
     let Some(registrar) = state.registrar.clone() else { return StatusCode::NOT_FOUND.into_response() };
-    match signed_by(&state, &headers, &Method::GET, DEVICES, b"") {
+    match signed_by(&state, &headers, &Method::GET, DEVICES) {
         Ok(pubkey) => Json(registrar.devices_of(&pubkey).await).into_response(),
         Err(reason) => unauthorized(reason),
     }
 }
 
 /// `POST /notifications/devices/remove` with `{"id": "<device id>"}`.
-pub async fn remove(State(state): State<Arc<RelayState>>, headers: HeaderMap, body: Body) -> Response {
-    act(&state, &headers, body, REMOVE, |registrar, pubkey, id| async move {
+pub async fn remove(
+    State(state): State<Arc<RelayState>>,
+    Extension(used): Extension<Arc<UsedAuthorizations>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    act(&state, &used, &headers, body, REMOVE, |registrar, pubkey, id| async move {
         registrar.remove_device(&pubkey, &id).await.map(|removed| json!({"removed": removed}))
     })
     .await
 }
 
 /// `POST /notifications/devices/test` with `{"id": "<device id>"}`.
-pub async fn test(State(state): State<Arc<RelayState>>, headers: HeaderMap, body: Body) -> Response {
-    act(&state, &headers, body, TEST, |registrar, pubkey, id| async move {
+pub async fn test(
+    State(state): State<Arc<RelayState>>,
+    Extension(used): Extension<Arc<UsedAuthorizations>>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    act(&state, &used, &headers, body, TEST, |registrar, pubkey, id| async move {
         registrar.send_test(&pubkey, &id).await.map(|()| json!({"queued": true}))
     })
     .await
 }
 
-/// A signed request about one of the signer's devices.
-async fn act<F, Fut>(state: &RelayState, headers: &HeaderMap, body: Body, path: &str, action: F) -> Response
+/// A signed request about one of the signer's devices; each signature is taken once.
+async fn act<F, Fut>(
+    state: &RelayState,
+    used: &UsedAuthorizations,
+    headers: &HeaderMap,
+    body: Body,
+    path: &str,
+    action: F,
+) -> Response
 where
     F: FnOnce(Arc<dyn crate::hooks::DeviceRegistrar>, Hash32, String) -> Fut,
     Fut: std::future::Future<Output = Result<Value, String>>,
@@ -74,7 +91,8 @@ where
         Ok(body) => body,
         Err(refusal) => return refusal,
     };
-    let pubkey = match signed_by(state, headers, &Method::POST, path, &body) {
+    let request = Request { method: &Method::POST, path, body: &body };
+    let pubkey = match nip98::signer_once(&state.config(), headers, &request, state.clock.secs(), used) {
         Ok(pubkey) => pubkey,
         Err(reason) => return unauthorized(reason),
     };
@@ -84,18 +102,15 @@ where
     };
     match action(registrar, pubkey, id).await {
         Ok(answer) => Json(answer).into_response(),
+        Err(error) if error.starts_with("rate-limited:") => {
+            (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": error}))).into_response()
+        }
         Err(error) => (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response(),
     }
 }
 
-fn signed_by(
-    state: &RelayState,
-    headers: &HeaderMap,
-    method: &Method,
-    path: &str,
-    body: &[u8],
-) -> Result<Hash32, String> {
-    nip98::signer(&state.config(), headers, &Request { method, path, body }, state.clock.secs())
+fn signed_by(state: &RelayState, headers: &HeaderMap, method: &Method, path: &str) -> Result<Hash32, String> {
+    nip98::signer(&state.config(), headers, &Request { method, path, body: b"" }, state.clock.secs())
 }
 
 fn unauthorized(reason: String) -> Response {

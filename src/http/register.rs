@@ -42,7 +42,8 @@ pub async fn handle(
     let client = client_ip.client(peer, &headers);
     let mut answers = Vec::with_capacity(events.len());
     for raw in events {
-        if !state.rate_limits().allow_event_from_ip(client.key) {
+        let limits = state.rate_limits();
+        if !limits.allow_event_from_ip(client.key) || !limits.allow_registration_from_ip(client.key) {
             answers.push(entry(None, Err("rate-limited: slow down".into())));
             continue;
         }

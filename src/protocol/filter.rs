@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 use nostr::event::Event;
 use serde_json::{Map, Value};
 
+use super::search::{ContentWords, Search};
+
 pub type Hash32 = [u8; 32];
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -19,8 +21,8 @@ pub struct Filter {
     pub since: Option<u64>,
     pub until: Option<u64>,
     pub limit: Option<u64>,
-    /// NIP-50: words the content must hold (`search::terms`); results come best match first.
-    pub search: Option<String>,
+    /// NIP-50: words the content must hold; results come best match first.
+    pub search: Option<Search>,
 }
 
 impl Filter {
@@ -37,7 +39,7 @@ impl Filter {
             limit: integer(object, "limit")?,
             search: match object.get("search") {
                 None | Some(Value::Null) => None,
-                Some(Value::String(text)) => Some(text.clone()),
+                Some(Value::String(text)) => Some(Search::new(text.clone())),
                 Some(_) => return Err("search: expected a string".into()),
             },
         };
@@ -95,7 +97,7 @@ impl Filter {
             }
         }
         if let Some(search) = &self.search {
-            object.insert("search".into(), Value::from(search.clone()));
+            object.insert("search".into(), Value::from(search.text()));
         }
         Value::Object(object)
     }
@@ -108,12 +110,28 @@ impl Filter {
             + self.tags.values().map(Vec::len).sum::<usize>()
     }
 
+    /// Why the filter's NIP-50 `search` is more than a relay with these limits runs, if it is: at most `max_terms`
+    /// distinct words in at most `max_length` bytes.
+    pub fn search_refusal(&self, max_terms: usize, max_length: usize) -> Option<String> {
+        let search = self.search.as_ref()?;
+        if search.text().len() > max_length {
+            return Some(format!("invalid: search longer than {max_length} bytes"));
+        }
+        let terms = search.terms().len();
+        (terms > max_terms).then(|| format!("invalid: search has {terms} different words (max {max_terms})"))
+    }
+
     /// True when no stored event can match whatever the store holds, e.g. `since` after `until`.
     pub fn is_empty_range(&self) -> bool {
         matches!((self.since, self.until), (Some(since), Some(until)) if since > until)
     }
 
     pub fn matches(&self, event: &Event) -> bool {
+        self.matches_with(event, &ContentWords::new(event.kind.as_u16(), &event.content))
+    }
+
+    /// `matches`, with the event's content words shared between the filters that look at one event.
+    pub fn matches_with(&self, event: &Event, words: &ContentWords) -> bool {
         let listed = |list: &Option<Vec<Hash32>>, value: &Hash32| list.as_ref().is_none_or(|l| l.contains(value));
         if !listed(&self.ids, event.id.as_bytes())
             || !listed(&self.authors, event.pubkey.as_bytes())
@@ -130,10 +148,7 @@ impl Filter {
                 let tag = tag.as_slice();
                 tag.len() >= 2 && is_letter(&tag[0], *letter) && values.iter().any(|v| *v == tag[1])
             })
-        }) && self.search.as_ref().is_none_or(|search| {
-            super::search::searchable(event.kind.as_u16())
-                && super::search::content_matches(&super::search::terms(search), &event.content)
-        })
+        }) && self.search.as_ref().is_none_or(|search| words.has_all(search.terms()))
     }
 }
 
@@ -189,7 +204,7 @@ mod tests {
         assert_eq!(filter.kinds, Some(vec![1, 30023]));
         assert_eq!(filter.tags.len(), 2);
         assert_eq!((filter.since, filter.until, filter.limit), (Some(5), Some(10), Some(3)));
-        assert_eq!(filter.search.as_deref(), Some("pizza"));
+        assert_eq!(filter.search.as_ref().map(Search::text), Some("pizza"));
     }
 
     #[test]

@@ -26,11 +26,42 @@ pub fn indexed_text(kind: u16, content: &str) -> Option<&str> {
     Some(&content[..end])
 }
 
-/// The words a search asks for, lower-cased: every word must be in the content. NIP-50's extensions (`include:spam`,
-/// `domain:`, `language:`, `sentiment:`, `nsfw:`) are not supported, and the NIP says to ignore those a relay does
-/// not support; other `a:b` tokens (a `nostr:` URI) are words.
+/// A NIP-50 search as a filter asks for it: its text (sent on as it came) and its distinct words, read once when the
+/// filter is parsed, so that neither the stores nor live matching split it again per event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Search {
+    text: String,
+    terms: Vec<String>,
+}
+
+impl Search {
+    pub fn new(text: String) -> Self {
+        let terms = terms(&text);
+        Self { text, terms }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    /// The distinct words, lower-cased, in their first order: every one must be in the content.
+    pub fn terms(&self) -> &[String] {
+        &self.terms
+    }
+}
+
+/// The words a search asks for, lower-cased, each once (a repeated word asks nothing more, and both databases' ranking
+/// grows with every term): every word must be in the content. NIP-50's extensions (`include:spam`, `domain:`,
+/// `language:`, `sentiment:`, `nsfw:`) are not supported, and the NIP says to ignore those a relay does not support;
+/// other `a:b` tokens (a `nostr:` URI) are words.
 pub fn terms(search: &str) -> Vec<String> {
-    search.split_whitespace().filter(|token| !is_extension(token)).flat_map(words).collect()
+    let mut seen = std::collections::HashSet::new();
+    search
+        .split_whitespace()
+        .filter(|token| !is_extension(token))
+        .flat_map(words)
+        .filter(|word| seen.insert(word.clone()))
+        .collect()
 }
 
 fn is_extension(token: &str) -> bool {
@@ -41,6 +72,34 @@ fn is_extension(token: &str) -> bool {
 /// The words of a text: runs of letters and digits, lower-cased.
 fn words(text: &str) -> impl Iterator<Item = String> + '_ {
     text.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()).map(str::to_lowercase)
+}
+
+/// The words of one event's content, split at most once however many searches look at it (live subscriptions and
+/// NIP-9a filters share one per event), and only if one does. Only the indexed start of the content counts, as in
+/// the stores.
+pub struct ContentWords<'a> {
+    kind: u16,
+    content: &'a str,
+    words: std::sync::OnceLock<Option<std::collections::HashSet<String>>>,
+}
+
+impl<'a> ContentWords<'a> {
+    pub fn new(kind: u16, content: &'a str) -> Self {
+        Self { kind, content, words: std::sync::OnceLock::new() }
+    }
+
+    /// The content's words; none for kinds that are never searched.
+    pub fn get(&self) -> Option<&std::collections::HashSet<String>> {
+        self.words.get_or_init(|| indexed_text(self.kind, self.content).map(|text| words(text).collect())).as_ref()
+    }
+
+    /// True when the content holds every term (no terms: every searchable event matches).
+    pub fn has_all(&self, terms: &[String]) -> bool {
+        if terms.is_empty() {
+            return searchable(self.kind);
+        }
+        self.get().is_some_and(|present| terms.iter().all(|term| present.contains(term)))
+    }
 }
 
 /// True when every term is a word of `content` (no terms: everything matches).
@@ -66,6 +125,16 @@ mod tests {
         assert_eq!(terms("Best nostr:apps include:spam language:en nsfw:false"), ["best", "nostr", "apps"]);
         assert_eq!(terms("  "), Vec::<String>::new());
         assert_eq!(terms("don't"), ["don", "t"]);
+        assert_eq!(terms("Spam spam SPAM eggs spam"), ["spam", "eggs"], "each word once");
+    }
+
+    #[test]
+    fn content_words_are_split_once_and_only_for_searchable_kinds() {
+        let words = ContentWords::new(1, "Pizza party tonight");
+        assert!(words.has_all(&terms("party pizza")) && !words.has_all(&terms("pizza beer")));
+        assert!(!ContentWords::new(4, "pizza").has_all(&terms("pizza")), "encrypted kinds are never found");
+        let search = Search::new("a A b".into());
+        assert_eq!((search.text(), search.terms()), ("a A b", &["a".to_owned(), "b".to_owned()][..]));
     }
 
     #[test]

@@ -50,6 +50,7 @@ impl DeviceRegistrar for PushService {
             return Err("invalid: not one of your devices".into());
         }
         let now_ms = self.audience.clock.millis();
+        let interval_ms = self.test_interval_secs.max(1) as i64 * 1000;
         let push = PushJob {
             device_id: device_id.to_owned(),
             pubkey: hex::encode(pubkey),
@@ -60,15 +61,21 @@ impl DeviceRegistrar for PushService {
             event: None,
             test: true,
         };
+        // One test per device in each `[push] test_interval_secs`: the queue's key refuses a second (a test button
+        // pressed in a loop once queued 20,000 jobs in 10 s).
         let job = NewJob {
-            dedup_key: format!("test:{device_id}:{now_ms}"),
+            dedup_key: format!("test:{device_id}:{}", now_ms / interval_ms),
             group_key: device_id.to_owned(),
             payload: serde_json::to_string(&push).expect("a job serializes"),
         };
-        self.delivery.queue.enqueue(&[job], now_ms).await.map_err(|e| {
+        let queued = self.delivery.queue.enqueue(&[job], now_ms).await.map_err(|e| {
             tracing::error!("queueing a test notification failed: {e}");
             "error: could not queue the test notification".to_owned()
         })?;
+        if queued == 0 {
+            let every = self.test_interval_secs;
+            return Err(format!("rate-limited: one test notification per device every {every} seconds"));
+        }
         self.delivery.wake.notify_one();
         Ok(())
     }

@@ -147,13 +147,17 @@ impl Delivery {
         }
     }
 
-    /// Keeps the queue within `max_queued_jobs`: the oldest waiting pushes go, counted and logged.
+    /// Keeps the queue within `max_queued_jobs`: the longest device queues' oldest waiting pushes go, counted and
+    /// logged (`JobQueue::shed`).
     async fn shed_oldest(&self) {
         let keep = self.config.max_queued_jobs;
         match self.queue.shed(keep, self.audience.clock.millis()).await {
             Ok(0) => {}
             Ok(shed) => {
-                tracing::warn!(shed, "push queue over max_queued_jobs ({keep}): the oldest waiting pushes dropped");
+                tracing::warn!(
+                    shed,
+                    "push queue over max_queued_jobs ({keep}): the longest device queues' oldest pushes dropped"
+                );
                 self.stats.count("any", Outcome::Dropped("queue_full"), shed as usize);
             }
             Err(e) => tracing::error!("cannot shed push jobs: {e}"),

@@ -241,6 +241,12 @@ impl RegistrationIndex {
         self.registrations.len()
     }
 
+    /// The registrations `wanted` picks: (pubkey, device id, when last changed).
+    pub fn devices_where(&self, wanted: impl Fn(&Registration) -> bool) -> Vec<(Hash32, String, i64)> {
+        let picked = self.registrations.values().filter(|r| wanted(r));
+        picked.map(|r| (r.pubkey, r.device_id.clone(), r.updated_at)).collect()
+    }
+
     /// Registered devices per platform (apns, fcm, unifiedpush, webpush).
     pub fn platforms(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();

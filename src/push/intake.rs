@@ -38,6 +38,11 @@ impl Intake {
         Self { keys, pubkey_hex, audience, config: push, lifecycle, own_url }
     }
 
+    /// The relay's push key, as events carry it.
+    pub(super) fn own_pubkey(&self) -> Hash32 {
+        self.keys.public_key().to_bytes()
+    }
+
     pub(super) fn is_own_url(&self, url: &str) -> bool {
         normalise(url) == self.own_url
     }
@@ -82,8 +87,12 @@ impl Intake {
             Err(why) => return Some(why),
         };
         let max = self.config.max_subscriptions_per_pubkey;
-        (callbacks.count_of(&subscription.pubkey, &subscription.d, self.audience.clock.secs()) >= max)
-            .then(|| format!("blocked: this pubkey has too many push subscriptions (max {max})"))
+        if callbacks.count_of(&subscription.pubkey, &subscription.d, self.audience.clock.secs()) >= max {
+            return Some(format!("blocked: this pubkey has too many push subscriptions (max {max})"));
+        }
+        let is_new = !callbacks.has(&subscription.pubkey, &subscription.d);
+        (is_new && callbacks.len() >= self.config.max_subscriptions)
+            .then(|| "rate-limited: this relay holds as many push subscriptions as it may".to_owned())
     }
 
     /// Decrypts and parses the content on a blocking thread (NIP-44 and the relay checks are CPU work).

@@ -111,8 +111,12 @@ impl Matcher<'_> {
     }
 
     /// One job per callback (two subscriptions posting to one callback get one POST), under the same read gating
-    /// and mute lists as registrations: a subscriber never hears of an event it may not read.
+    /// and mute lists as registrations: a subscriber never hears of an event it may not read. At most
+    /// `[push] max_callbacks_per_host` callbacks on one host: 300 subscriptions from throwaway keys, each a path on
+    /// one host, once made one note 300 POSTs there.
     fn callback_jobs(&self, event: &VerifiedEvent, now: i64, jobs: &mut Vec<NewJob>) {
+        let mut per_host: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        let max_per_host = self.callbacks.max_per_host();
         let restricted = self.read_restricted_kinds.contains(&event.kind());
         let spare = self.spare_hellthreads.is_some_and(|max| {
             let mentioned: std::collections::HashSet<&str> =
@@ -127,6 +131,13 @@ impl Matcher<'_> {
             {
                 continue;
             }
+            let posts = per_host.entry(host_of(&subscription.callback)).or_default();
+            if *posts >= max_per_host {
+                metrics::counter!(crate::metrics::PUSH_JOBS, "service" => "callback", "outcome" => "dropped", "reason" => "host_cap")
+                    .increment(1);
+                continue;
+            }
+            *posts += 1;
             let job = PushJob {
                 device_id: group_key.clone(),
                 pubkey: hex::encode(subscription.pubkey),
@@ -145,4 +156,12 @@ impl Matcher<'_> {
             });
         }
     }
+}
+
+/// The host a callback URL POSTs to (the whole URL when it has none: `nip9a::parse` refused those).
+fn host_of(callback: &str) -> String {
+    url::Url::parse(callback)
+        .ok()
+        .and_then(|url| url.host_str().map(str::to_ascii_lowercase))
+        .unwrap_or_else(|| callback.to_owned())
 }

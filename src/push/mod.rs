@@ -63,6 +63,8 @@ pub struct PushService {
     /// The Web Push public key browsers subscribe with, when Web Push is on.
     vapid_public_key: Option<String>,
     web_client_url: String,
+    /// `[push] test_interval_secs`: one test notification per device in each such span.
+    test_interval_secs: u64,
     pub audience: Arc<Audience>,
     pub intake: Arc<Intake>,
     pub matching: Arc<Matching>,
@@ -88,7 +90,12 @@ impl PushService {
             Some((sender, public_key)) => (Some(sender), Some(public_key)),
             None => (None, None),
         };
-        let callbacks = CallbackIndex::new(&config.server.public_url, push.clone());
+        let bounds = nip9a::FilterBounds {
+            max_length: push.max_subscription_filter_length,
+            max_search_terms: config.limits.max_search_terms,
+            max_search_length: config.limits.max_search_length,
+        };
+        let callbacks = CallbackIndex::new(&config.server.public_url, push.clone(), bounds);
         let upstream = config.upstream.clone();
         let audience =
             Arc::new(Audience::new(registry, callbacks, upstream, push.max_relays, store.clone(), clock.clone()));
@@ -107,10 +114,21 @@ impl PushService {
             wake,
         });
         lifecycle.spawn(delivery.clone().run(lifecycle.shutdown()));
+        lifecycle.spawn(nip97::expire_devices(audience.clone(), push.nip97_device_ttl_days, lifecycle.shutdown()));
         let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), config, lifecycle.clone()));
         let web_client_url = push.webpush.web_client_url.clone();
         let matching = Arc::new(matching);
-        Ok(Arc::new(Self { keys, vapid_public_key, web_client_url, audience, intake, matching, delivery }))
+        let test_interval_secs = push.test_interval_secs;
+        Ok(Arc::new(Self {
+            keys,
+            vapid_public_key,
+            web_client_url,
+            test_interval_secs,
+            audience,
+            intake,
+            matching,
+            delivery,
+        }))
     }
 
     pub fn stats(&self) -> &PushStats {

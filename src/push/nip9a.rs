@@ -6,7 +6,24 @@
 
 use crate::config::PushConfig;
 use crate::protocol::filter::Hash32;
+use crate::protocol::search::ContentWords;
 use crate::protocol::{Filter, VerifiedEvent};
+
+/// How large a filter a subscription may hold: it is kept in memory and checked against every event, inside the
+/// writer's commit. The search limits are the relay's for a REQ (`[limits] max_search_terms`, `max_search_length`).
+#[derive(Debug, Clone)]
+pub struct FilterBounds {
+    /// Bytes of one `filter` or `ignore` tag's JSON (`[push] max_subscription_filter_length`).
+    pub max_length: usize,
+    pub max_search_terms: usize,
+    pub max_search_length: usize,
+}
+
+impl Default for FilterBounds {
+    fn default() -> Self {
+        Self { max_length: 2048, max_search_terms: 16, max_search_length: 1024 }
+    }
+}
 
 /// The kind of a NIP-9a push subscription.
 pub const SUBSCRIPTION_KIND: u16 = 30390;
@@ -39,18 +56,19 @@ impl Subscription {
 
     /// Whether `event` is one to post: it matches a filter and no ignore, and is not the subscriber's own.
     pub fn wants(&self, event: &VerifiedEvent) -> bool {
-        self.wants_sparing(event, false)
+        self.wants_sparing(event, false, &ContentWords::new(event.kind(), &event.event.content))
     }
 
     /// With `spare_mentions` (the event is a hellthread and the operator spares everyone them), a filter that selects
     /// by `#p` counts only if it also selects by a group (`#e` or `#h`): as registrations, notified through groups only.
-    pub fn wants_sparing(&self, event: &VerifiedEvent, spare_mentions: bool) -> bool {
+    /// `words`: the event's content words, split once for every subscription that looks at it.
+    pub fn wants_sparing(&self, event: &VerifiedEvent, spare_mentions: bool, words: &ContentWords) -> bool {
         let counts = |f: &crate::protocol::Filter| {
             !spare_mentions || !f.tags.contains_key(&'p') || f.tags.contains_key(&'e') || f.tags.contains_key(&'h')
         };
         event.pubkey() != &self.pubkey
-            && self.filters.iter().any(|f| counts(f) && f.matches(&event.event))
-            && !self.ignores.iter().any(|f| f.matches(&event.event))
+            && self.filters.iter().any(|f| counts(f) && f.matches_with(&event.event, words))
+            && !self.ignores.iter().any(|f| f.matches_with(&event.event, words))
     }
 }
 
@@ -66,7 +84,12 @@ fn same_relay(tag: &str, own: &str) -> bool {
 }
 
 /// Reads a kind 30390 event. `own_url` is this relay's normalised public URL.
-pub fn parse(event: &VerifiedEvent, own_url: &str, config: &PushConfig) -> Result<Subscription, String> {
+pub fn parse(
+    event: &VerifiedEvent,
+    own_url: &str,
+    config: &PushConfig,
+    bounds: &FilterBounds,
+) -> Result<Subscription, String> {
     let allow_private = config.unifiedpush.allow_private_addresses;
     let tags: Vec<&[String]> = event.event.tags.iter().map(|t| t.as_slice()).collect();
     let values = |name: &str| -> Vec<Option<&String>> {
@@ -81,11 +104,11 @@ pub fn parse(event: &VerifiedEvent, own_url: &str, config: &PushConfig) -> Resul
             "invalid: this push subscription names other relays only (relay tags must include {own_url})"
         ));
     }
-    let filters = filters_of(&values("filter"), "filter", config.max_subscription_filters)?;
+    let filters = filters_of(&values("filter"), "filter", config.max_subscription_filters, bounds)?;
     if filters.is_empty() {
         return Err("invalid: a push subscription needs at least one filter tag".into());
     }
-    let ignores = filters_of(&values("ignore"), "ignore", config.max_subscription_filters)?;
+    let ignores = filters_of(&values("ignore"), "ignore", config.max_subscription_filters, bounds)?;
     let callback = match values("callback").as_slice() {
         [Some(callback)] => (*callback).clone(),
         _ => return Err("invalid: a push subscription needs exactly one callback tag".into()),
@@ -105,7 +128,12 @@ pub fn parse(event: &VerifiedEvent, own_url: &str, config: &PushConfig) -> Resul
 }
 
 /// The filters of the `filter` (or `ignore`) tags: NIP-01 filter JSON, none matching every event.
-fn filters_of(values: &[Option<&String>], name: &str, max: usize) -> Result<Vec<Filter>, String> {
+fn filters_of(
+    values: &[Option<&String>],
+    name: &str,
+    max: usize,
+    bounds: &FilterBounds,
+) -> Result<Vec<Filter>, String> {
     if values.len() > max {
         return Err(format!("invalid: a push subscription may have at most {max} {name} tags"));
     }
@@ -113,12 +141,18 @@ fn filters_of(values: &[Option<&String>], name: &str, max: usize) -> Result<Vec<
     for (n, value) in values.iter().enumerate() {
         let n = n + 1;
         let json = value.ok_or_else(|| format!("invalid: {name} tag {n} is not a NIP-01 filter: it is empty"))?;
+        if json.len() > bounds.max_length {
+            return Err(format!("invalid: {name} tag {n} is longer than {} bytes", bounds.max_length));
+        }
         let filter = serde_json::from_str(json)
             .map_err(|e| e.to_string())
             .and_then(|value| Filter::from_json(&value))
             .map_err(|why| format!("invalid: {name} tag {n} is not a NIP-01 filter: {why}"))?;
         if filter.ids.is_none() && filter.authors.is_none() && filter.kinds.is_none() && filter.tags.is_empty() {
             return Err(format!("invalid: {name} tag {n} matches every event"));
+        }
+        if let Some(why) = filter.search_refusal(bounds.max_search_terms, bounds.max_search_length) {
+            return Err(format!("{why} (in {name} tag {n})"));
         }
         filters.push(filter);
     }
@@ -169,7 +203,7 @@ mod tests {
     }
 
     fn refusal(tags: &[&[&str]]) -> String {
-        parse(&event(tags), OWN, &config(false)).unwrap_err()
+        parse(&event(tags), OWN, &config(false), &FilterBounds::default()).unwrap_err()
     }
 
     const D: &[&str] = &["d", "x"];
@@ -191,7 +225,7 @@ mod tests {
         let ignore: &[&str] = &["ignore", r##"{"#t":["spam"]}"##];
         let tags = [D, &["relay", "wss://other.example"], &["relay", "WSS://relay.example.com:443/"], FILTER, ignore];
         let event = event(&[&tags[..], &[CALLBACK, &["include_event"], &["expiration", "2000000000"]]].concat());
-        let sub = parse(&event, OWN, &config(false)).unwrap();
+        let sub = parse(&event, OWN, &config(false), &FilterBounds::default()).unwrap();
         assert_eq!((sub.d.as_str(), sub.callback.as_str()), ("x", "https://push.example.com/cb"));
         assert_eq!((sub.filters.len(), sub.ignores.len(), sub.include_event), (1, 1, true));
         assert_eq!(sub.expires_at, Some(2_000_000_000));
@@ -227,6 +261,17 @@ mod tests {
             refusal(&[D, RELAY, FILTER, &["callback", &long]]),
             "invalid: callback is longer than 1024 characters"
         );
+        let long = format!(r##"{{"kinds":[1],"#t":["{}"]}}"##, "x".repeat(2048));
+        assert_eq!(
+            refusal(&[D, RELAY, CALLBACK, &["filter", &long]]),
+            "invalid: filter tag 1 is longer than 2048 bytes"
+        );
+        let wordy =
+            format!(r#"{{"kinds":[1],"search":"{}"}}"#, (0..17).map(|n| format!("w{n}")).collect::<Vec<_>>().join(" "));
+        assert_eq!(
+            refusal(&[D, RELAY, CALLBACK, &["filter", &wordy]]),
+            "invalid: search has 17 different words (max 16) (in filter tag 1)"
+        );
         let many = vec![FILTER; 17];
         assert_eq!(
             refusal(&[&[D, RELAY, CALLBACK][..], &many].concat()),
@@ -237,8 +282,8 @@ mod tests {
     #[test]
     fn private_callbacks_and_plain_http_with_the_switch() {
         let tags: &[&[&str]] = &[D, RELAY, FILTER, &["callback", "http://127.0.0.1:9/cb"]];
-        assert!(parse(&event(tags), OWN, &config(true)).is_ok());
-        assert!(parse(&event(tags), OWN, &config(false)).is_err());
+        assert!(parse(&event(tags), OWN, &config(true), &FilterBounds::default()).is_ok());
+        assert!(parse(&event(tags), OWN, &config(false), &FilterBounds::default()).is_err());
     }
 
     #[test]
@@ -250,16 +295,19 @@ mod tests {
             VerifiedEvent::new(EventBuilder::new(Kind::from(1u16), "").tags(tags).finalize(&Keys::generate()).unwrap())
         };
         let mention = event(&[&["p", "aa"], &["h", "g"]]);
-        let p_only = parse(&self::event(&[D, RELAY, by_p, CALLBACK]), OWN, &config(false)).unwrap();
-        let grouped = parse(&self::event(&[D, RELAY, by_group, CALLBACK]), OWN, &config(false)).unwrap();
-        assert!(p_only.wants_sparing(&mention, false) && !p_only.wants_sparing(&mention, true));
-        assert!(grouped.wants_sparing(&mention, true), "through the group");
+        let bounds = FilterBounds::default();
+        let p_only = parse(&self::event(&[D, RELAY, by_p, CALLBACK]), OWN, &config(false), &bounds).unwrap();
+        let grouped = parse(&self::event(&[D, RELAY, by_group, CALLBACK]), OWN, &config(false), &bounds).unwrap();
+        let words = ContentWords::new(1, "");
+        assert!(p_only.wants_sparing(&mention, false, &words) && !p_only.wants_sparing(&mention, true, &words));
+        assert!(grouped.wants_sparing(&mention, true, &words), "through the group");
     }
 
     #[test]
     fn own_events_and_ignored_ones_are_not_wanted() {
         let ignore: &[&str] = &["ignore", r##"{"#t":["spam"]}"##];
-        let sub = parse(&event(&[D, RELAY, FILTER, ignore, CALLBACK]), OWN, &config(false)).unwrap();
+        let sub = parse(&event(&[D, RELAY, FILTER, ignore, CALLBACK]), OWN, &config(false), &FilterBounds::default())
+            .unwrap();
         let by = |keys: &Keys, tags: &[&[&str]]| {
             let tags = tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap());
             VerifiedEvent::new(EventBuilder::new(Kind::from(1u16), "hi").tags(tags).finalize(keys).unwrap())

@@ -244,6 +244,12 @@ impl Registry {
         self.index.read().expect("registration index lock").pubkeys()
     }
 
+    /// Every NIP-97 device: (pubkey, device id, when last registered).
+    pub fn nip97_devices(&self) -> Vec<(Hash32, String, i64)> {
+        let index = self.index.read().expect("registration index lock");
+        index.devices_where(|r| super::device::is_nip97(&r.device_id))
+    }
+
     pub fn has_device(&self, device_id: &str) -> bool {
         self.index.read().expect("registration index lock").has_device(device_id)
     }

@@ -22,21 +22,26 @@ pub fn gift_wrap(event_json: &str, recipient: &PublicKey) -> Result<String, Stri
 }
 
 impl Worker {
-    /// Sends a NIP-97 device's due jobs one by one, each outcome recorded on its own.
+    /// Sends a NIP-97 device's due jobs one by one, each outcome recorded on its own, each counted against the
+    /// device's rate: past it, that job and the ones after it wait (a device's endpoint once got every job a round
+    /// claimed, whatever its rate).
     pub(super) async fn deliver_wrapped(&self, device_id: &str, jobs: Vec<Job>) {
         let now_ms = self.audience.clock.millis();
         let all = Claimed::of(&jobs, now_ms);
         if !self.audience.registry.has_device(device_id) {
             return self.finish(&all.ids, now_ms).await;
         }
-        if let Err(not_until) = self.device_limiter.check_key(&device_id.to_owned()) {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            let attempts = jobs.iter().map(|j| j.attempts).max().unwrap_or(0);
-            return self.reschedule(&all.ids, now_ms + wait.as_millis() as i64 + 1, attempts).await;
-        }
         let Some(device) = self.usable_device(device_id, &all).await else { return };
-        for job in jobs {
-            let claimed = Claimed::of(std::slice::from_ref(&job), now_ms);
+        for (n, job) in jobs.iter().enumerate() {
+            if let Err(not_until) = self.device_limiter.check_key(&device_id.to_owned()) {
+                let wait = not_until.wait_time_from(DefaultClock::default().now());
+                let due_ms = now_ms + wait.as_millis() as i64 + 1;
+                for later in &jobs[n..] {
+                    self.reschedule(&[later.id], due_ms, later.attempts).await;
+                }
+                return;
+            }
+            let claimed = Claimed::of(std::slice::from_ref(job), now_ms);
             // A device found dead by an earlier job of this round gets nothing more.
             let Some(push) = claimed.pushes.first().filter(|_| self.audience.registry.has_device(device_id)) else {
                 self.finish(&claimed.ids, now_ms).await;

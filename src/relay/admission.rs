@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 
+use nostr::event::Event;
 use serde_json::value::RawValue;
 
 use super::auth::Reader;
@@ -24,21 +25,28 @@ pub struct Refusal {
 pub fn admit(raw: &RawValue, limits: &LimitsConfig, now: u64) -> Result<VerifiedEvent, Refusal> {
     let event = parse_event(raw).map_err(|reason| Refusal { event_id: event_id_of(raw), reason })?;
     let refuse = |reason: String| Refusal { event_id: Some(event.id.to_hex()), reason };
+    check_limits(&event, limits, now).map_err(refuse)?;
+    verify_event(&event).map_err(|reason| refuse(reason.into()))?;
+    Ok(VerifiedEvent::new(event))
+}
+
+/// The configured limits an event must keep, whatever door it came by (a client's EVENT, a watched relay's copy):
+/// tags, content length, the `created_at` window.
+pub fn check_limits(event: &Event, limits: &LimitsConfig, now: u64) -> Result<(), String> {
     if event.tags.len() > limits.max_event_tags {
-        return Err(refuse(format!("invalid: too many tags (max {})", limits.max_event_tags)));
+        return Err(format!("invalid: too many tags (max {})", limits.max_event_tags));
     }
     if event.content.chars().count() > limits.max_content_length {
-        return Err(refuse(format!("invalid: content too long (max {} characters)", limits.max_content_length)));
+        return Err(format!("invalid: content too long (max {} characters)", limits.max_content_length));
     }
     let created_at = event.created_at.as_secs();
     if limits.created_at_lower_limit > 0 && created_at < now.saturating_sub(limits.created_at_lower_limit) {
-        return Err(refuse("invalid: created_at is too far in the past".into()));
+        return Err("invalid: created_at is too far in the past".into());
     }
     if limits.created_at_upper_limit > 0 && created_at > now.saturating_add(limits.created_at_upper_limit) {
-        return Err(refuse("invalid: created_at is too far in the future".into()));
+        return Err("invalid: created_at is too far in the future".into());
     }
-    verify_event(&event).map_err(|reason| refuse(reason.into()))?;
-    Ok(VerifiedEvent::new(event))
+    Ok(())
 }
 
 /// The operator's rules on who may publish what, checked after an event is verified.

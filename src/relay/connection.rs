@@ -344,6 +344,11 @@ impl Session {
         if filters.len() > limits.max_filters {
             return Some(format!("invalid: too many filters (max {})", limits.max_filters));
         }
+        if let Some(why) =
+            filters.iter().find_map(|f| f.search_refusal(limits.max_search_terms, limits.max_search_length))
+        {
+            return Some(why);
+        }
         if is_negentropy
             && !self.reconciliations.is_open(sub_id)
             && self.reconciliations.open_count() >= limits.max_negentropy_sessions

@@ -20,10 +20,12 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::groups::Groups;
 use crate::hooks::{DeviceRegistrar, EventConsumer};
+use crate::protocol::VerifiedEvent;
 use crate::report::Reporter;
 use crate::store::writer::{AcceptListener, Writer};
 use crate::store::{EventStore, ModerationStore};
 use admission::Policy;
+use auth::Reader;
 use moderation::Moderation;
 use rate::{ConnectionCounter, RateLimits};
 use subscriptions::SubscriptionIndex;
@@ -133,6 +135,24 @@ impl RelayState {
 
     pub fn policy(&self) -> Arc<Policy> {
         self.settings.read().expect("settings lock").policy.clone()
+    }
+
+    /// Whether an event that came by another door than a client's EVENT (a watched relay's copy, with `[upstream]
+    /// store_events`) may be stored: the limits, the operator's policy as for a client that did not authenticate, the
+    /// author's event rate, and NIP-29's own checks for what concerns a group hosted here (which a remote copy has
+    /// not passed). Its id and signature were checked where it came in.
+    pub fn admits_from_elsewhere(&self, event: &VerifiedEvent) -> Result<(), String> {
+        let (config, now) = (self.config(), self.clock.secs());
+        admission::check_limits(&event.event, &config.limits, now)?;
+        let anonymous = Reader::new(config.read_restricted_kinds(), self.groups.clone());
+        self.policy().check(event, &anonymous, now)?;
+        if self.groups.as_ref().is_some_and(|groups| groups.concerns(event)) {
+            return Err("blocked: a group hosted here takes its events from its members only".into());
+        }
+        if !self.rate_limits().allow_event_from_pubkey(event.pubkey()) {
+            return Err("rate-limited: too many events from this author".into());
+        }
+        Ok(())
     }
 
     pub fn rate_limits(&self) -> Arc<RateLimits> {

@@ -40,6 +40,8 @@ fn quota(per_minute: u32) -> Option<Quota> {
 
 pub struct RateLimits {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// NIP-97 registrations per IP (`[limits] ip_registrations_per_hour`).
+    registrations_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_pubkey: Option<DefaultKeyedRateLimiter<Hash32>>,
     reqs: Option<Quota>,
 }
@@ -48,6 +50,8 @@ impl RateLimits {
     pub fn new(limits: &LimitsConfig) -> Self {
         Self {
             per_ip: quota(limits.ip_events_per_minute).map(RateLimiter::keyed),
+            registrations_per_ip: NonZeroU32::new(limits.ip_registrations_per_hour)
+                .map(|per_hour| RateLimiter::keyed(Quota::per_hour(per_hour))),
             per_pubkey: quota(limits.pubkey_events_per_minute).map(RateLimiter::keyed),
             reqs: quota(limits.reqs_per_minute),
         }
@@ -55,6 +59,10 @@ impl RateLimits {
 
     pub fn allow_event_from_ip(&self, ip: IpAddr) -> bool {
         self.per_ip.as_ref().is_none_or(|l| l.check_key(&ip).is_ok())
+    }
+
+    pub fn allow_registration_from_ip(&self, ip: IpAddr) -> bool {
+        self.registrations_per_ip.as_ref().is_none_or(|l| l.check_key(&ip).is_ok())
     }
 
     pub fn allow_event_from_pubkey(&self, pubkey: &Hash32) -> bool {
@@ -69,7 +77,7 @@ impl RateLimits {
     /// Drops the state of keys that have been quiet long enough to be back at full allowance, so that the maps
     /// do not grow with every address ever seen.
     pub fn forget_idle(&self) {
-        if let Some(l) = &self.per_ip {
+        for l in [&self.per_ip, &self.registrations_per_ip].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();
         }

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::auth::Reader;
 use crate::protocol::filter::Hash32;
+use crate::protocol::search::ContentWords;
 use crate::protocol::{Filter, SharedEvent, message};
 use crate::store::writer::AcceptListener;
 
@@ -98,6 +99,9 @@ struct Index {
     by_author: HashMap<Hash32, HashSet<SubscriptionKey>>,
     by_tag: HashMap<char, HashMap<String, HashSet<SubscriptionKey>>>,
     by_kind: HashMap<u16, HashSet<SubscriptionKey>>,
+    /// NIP-50 filters with no id, author or tag, under their first word: a search is then tried only against events
+    /// whose content has that word, not against every event.
+    by_word: HashMap<String, HashSet<SubscriptionKey>>,
     unindexed: HashSet<SubscriptionKey>,
 }
 
@@ -142,9 +146,17 @@ impl SubscriptionIndex {
         for (letter, value) in event.indexed_tags() {
             collect(index.by_tag.get(&letter).and_then(|values| values.get(value)));
         }
+        // The content is split into words once for every search that looks at this event.
+        let words = ContentWords::new(event.kind(), &event.event.content);
+        if !index.by_word.is_empty() {
+            for word in words.get().into_iter().flatten() {
+                collect(index.by_word.get(word));
+            }
+        }
         for key in candidates {
             let subscription = &index.subscriptions[&key];
-            if subscription.filters.iter().any(|f| f.matches(&event.event)) && subscription.outbox.reader.may_see(event)
+            if subscription.filters.iter().any(|f| f.matches_with(&event.event, &words))
+                && subscription.outbox.reader.may_see(event)
             {
                 subscription.outbox.push(message::event_after(&subscription.prefix, &event.json));
             }
@@ -190,6 +202,8 @@ impl Index {
             if by_value.is_empty() {
                 self.by_tag.remove(letter);
             }
+        } else if let Some(word) = filter.search.as_ref().and_then(|search| search.terms().first()) {
+            apply(&mut self.by_word, [word.clone()], key, insert);
         } else if let Some(kinds) = &filter.kinds {
             apply(&mut self.by_kind, kinds.iter().copied(), key, insert);
         } else if insert {

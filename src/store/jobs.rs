@@ -88,7 +88,9 @@ pub trait JobQueue: Send + Sync {
     /// Jobs not yet finished.
     async fn pending(&self) -> Result<u64, StoreError>;
 
-    /// Finishes the oldest jobs not yet taken beyond the newest `keep` unfinished ones (a queue past its size);
-    /// returns how many.
+    /// Finishes jobs not yet taken until `keep` unfinished ones are left (a queue past its size), from the devices
+    /// with the most waiting first, each device's oldest first: a flood to one device (or one callback) is cut down
+    /// before anyone else's push is touched, and a device with one waiting push loses it only when every device is
+    /// down to one. Returns how many.
     async fn shed(&self, keep: u64, now_ms: i64) -> Result<u64, StoreError>;
 }

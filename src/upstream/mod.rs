@@ -37,17 +37,23 @@ pub struct StoreFirst {
     pub writes: Arc<tokio::sync::Semaphore>,
     /// Those tasks are the application's, which waits for them at shutdown.
     pub lifecycle: Lifecycle,
-    /// Events this refuses are passed on but not stored: what concerns a NIP-29 group hosted here must take the
-    /// group's own checks, which a remote relay's copy has not.
+    /// Events this refuses are passed on but not stored: every stored event meets the relay's own limits and
+    /// policy whatever its door (a blocked author's event, or one over the content limit, refused when published
+    /// here, was once stored when a watched relay served it), and what concerns a NIP-29 group hosted here must take
+    /// the group's own checks, which a remote relay's copy has not.
     pub storable: Option<Storable>,
 }
 
-/// Whether a remote event may be stored here (see `StoreFirst::storable`).
-pub type Storable = Arc<dyn Fn(&VerifiedEvent) -> bool + Send + Sync>;
+/// Whether a remote event may be stored here, or why not (see `StoreFirst::storable`).
+pub type Storable = Arc<dyn Fn(&VerifiedEvent) -> Result<(), String> + Send + Sync>;
 
 impl RemoteEvents for StoreFirst {
     fn remote_event(&self, event: SharedEvent) {
-        if event.class() == KindClass::Ephemeral || self.storable.as_ref().is_some_and(|storable| !storable(&event)) {
+        if event.class() == KindClass::Ephemeral {
+            return self.then.remote_event(event);
+        }
+        if let Some(Err(why)) = self.storable.as_ref().map(|storable| storable(&event)) {
+            tracing::debug!(id = %event.event.id, "a watched relay's event is not stored: {why}");
             return self.then.remote_event(event);
         }
         let Ok(permit) = self.writes.clone().try_acquire_owned() else {
@@ -88,6 +94,9 @@ pub type StatusBoard = Arc<Mutex<BTreeMap<String, RemoteStatus>>>;
 /// Checks a relay URL named in a registration, without DNS: `wss://` (or `ws://` when allowed), and not a
 /// loopback or private literal address unless allowed.
 pub fn check_relay_url(relay: &str, config: &UpstreamConfig) -> Result<url::Url, String> {
+    if relay.len() > config.max_relay_url_length {
+        return Err(format!("a relay URL is longer than {} characters", config.max_relay_url_length));
+    }
     let url = url::Url::parse(relay).map_err(|_| format!("{relay:?} is not a URL"))?;
     match url.scheme() {
         "wss" => {}

@@ -149,9 +149,14 @@ impl Subscriptions {
         Some(part)
     }
 
-    /// The remote's AUTH challenge: the AUTH message to send, signed with the relay's key, if it has one.
+    /// The remote's AUTH challenge: the AUTH message to send, signed with the relay's key, if it has one and the
+    /// challenge is one a relay makes (`signable_challenge`).
     pub fn challenge(&mut self, challenge: &str, relay_url: &str, watch_as: &WatchAs) -> Option<String> {
         let keys = watch_as.keys.as_ref()?;
+        if !signable_challenge(challenge) {
+            tracing::warn!(relay = relay_url, "AUTH challenge not signed: it could be used as something else");
+            return None;
+        }
         let event = EventBuilder::new(Kind::from(AUTH_KIND), "")
             .tags([Tag::parse(["relay", relay_url]).ok()?, Tag::parse(["challenge", challenge]).ok()?])
             .finalize(keys)
@@ -227,6 +232,15 @@ impl Subscriptions {
     }
 }
 
+/// Whether the relay's key may sign this challenge: relays send a random token, and a kind 22242 event with a
+/// challenge of another shape could serve a stranger as something else. NIP-97 registrations are kind 22242 events
+/// with `relay` and `challenge` tags too: a hostile relay's challenge `unifiedpush:https://...`, signed, would
+/// register a device in the relay's name. So no `:` (NIP-97's `system:token`), nothing but printable ASCII, and at
+/// most 256 characters.
+fn signable_challenge(challenge: &str) -> bool {
+    challenge.len() <= 256 && challenge.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,5 +278,19 @@ mod tests {
         assert_eq!(subs.next_retry(), Some(now + Duration::from_secs(600)));
         assert!(subs.due(now, Some(1)).is_empty());
         assert_eq!(subs.due(now + Duration::from_secs(601), Some(1)).len(), 1);
+    }
+
+    /// A hostile relay's challenge shaped as a NIP-97 device (`unifiedpush:https://...`), signed by the push key,
+    /// would have been a registration in the relay's name.
+    #[test]
+    fn only_a_relays_kind_of_challenge_is_signed() {
+        let watch_as = WatchAs { keys: Some(Keys::generate()), private_kinds: vec![4] };
+        let mut subs = Subscriptions::new(&[filter(&[1, 4])], &watch_as, Duration::from_secs(600));
+        for refused in ["unifiedpush:https://evil.example/up", "google:token", "a b", &"x".repeat(257)] {
+            assert_eq!(subs.challenge(refused, "wss://r.example", &watch_as), None, "{refused}");
+        }
+        for signed in ["c", "0f1e2d3c4b5a69788796a5b4c3d2e1f0", "f5b1c6e0-6a4d-4e2b-9f0a-3c1d2e4f5a6b", "abc+/="] {
+            assert!(subs.challenge(signed, "wss://r.example", &watch_as).is_some(), "{signed}");
+        }
     }
 }

@@ -118,10 +118,16 @@ impl JobQueue for PgStore {
 
     async fn shed(&self, keep: u64, now_ms: i64) -> Result<u64, StoreError> {
         let shed = sqlx::query(
-            "UPDATE jobs SET due_at = NULL, finished_at = $1 WHERE id IN (
-                 SELECT id FROM jobs WHERE due_at IS NOT NULL AND leased_by IS NULL ORDER BY id
-                 LIMIT GREATEST((SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL) - $2, 0)
-                 FOR UPDATE SKIP LOCKED)",
+            // `newer`: how many jobs of the same device are newer; the largest first is the longest queues' oldest.
+            // (A window function cannot be read FOR UPDATE: the outer conditions are checked again on each row the
+            // UPDATE locks, so a job leased meanwhile is left alone.)
+            "UPDATE jobs SET due_at = NULL, finished_at = $1
+             WHERE due_at IS NOT NULL AND leased_by IS NULL AND id IN (
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY group_key ORDER BY id DESC) AS newer
+                     FROM jobs WHERE due_at IS NOT NULL AND leased_by IS NULL) AS ranked
+                 ORDER BY newer DESC, id
+                 LIMIT GREATEST((SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL) - $2, 0))",
         )
         .bind(now_ms)
         .bind(keep as i64)

@@ -462,7 +462,7 @@ fn push_conditions(query: &mut QueryBuilder<Postgres>, filter: &Filter, visibili
 
 /// A filter's NIP-50 words, joined for `plainto_tsquery` (which requires them all); none when it has no words.
 fn search_terms(filter: &Filter) -> Option<String> {
-    let terms = search::terms(filter.search.as_deref()?);
+    let terms = filter.search.as_ref()?.terms();
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 

@@ -110,8 +110,12 @@ impl JobQueue for SqliteStore {
     async fn shed(&self, keep: u64, now_ms: i64) -> Result<u64, StoreError> {
         self.execute(
             Synchronous::Normal,
+            // `newer`: how many jobs of the same device are newer; the largest first is the longest queues' oldest.
             "UPDATE jobs SET due_at = NULL, finished_at = ? WHERE id IN (
-                 SELECT id FROM jobs WHERE due_at IS NOT NULL AND leased = 0 ORDER BY id
+                 SELECT id FROM (
+                     SELECT id, ROW_NUMBER() OVER (PARTITION BY group_key ORDER BY id DESC) AS newer
+                     FROM jobs WHERE due_at IS NOT NULL AND leased = 0)
+                 ORDER BY newer DESC, id
                  LIMIT max((SELECT COUNT(*) FROM jobs WHERE due_at IS NOT NULL) - ?, 0))",
             vec![now_ms.into(), (keep as i64).into()],
         )

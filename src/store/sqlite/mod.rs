@@ -180,7 +180,7 @@ impl EventStore for SqliteStore {
             return Ok(Vec::new());
         }
         let now = self.clock.secs();
-        if let Some(terms) = filter.search.as_deref().map(search::terms).filter(|terms| !terms.is_empty()) {
+        if let Some(terms) = filter.search.as_ref().map(search::Search::terms).filter(|terms| !terms.is_empty()) {
             self.search_ready().await?;
             // NIP-50: best match first (FTS5's bm25 rank), then newest, among the newest `search_candidates` matches:
             // FTS5 walks its index newest first and stops there. CROSS JOIN keeps the index as the outer loop: left
@@ -190,7 +190,7 @@ impl EventStore for SqliteStore {
                 "SELECT e.id, e.created_at, e.json FROM (SELECT events_fts.rowid AS seq, events_fts.rank AS r \
                  FROM events_fts CROSS JOIN events e ON e.seq = events_fts.rowid WHERE events_fts MATCH ",
             );
-            query.push_bind(search::fts5_query(&terms)).push(" AND ");
+            query.push_bind(search::fts5_query(terms)).push(" AND ");
             push_conditions(&mut query, &Filter { search: None, ..filter.clone() }, visibility, now, None);
             query.push(" ORDER BY events_fts.rowid DESC LIMIT ").push_bind(db_time(self.search_candidates as u64));
             query.push(") c JOIN events e ON e.seq = c.seq ORDER BY c.r, e.created_at DESC");
@@ -436,10 +436,10 @@ fn push_conditions(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>,
             .push_bind(serde_json::to_string(values).expect("strings serialize"))
             .push(")))");
     }
-    if let Some(terms) = filter.search.as_deref().map(search::terms).filter(|terms| !terms.is_empty()) {
+    if let Some(terms) = filter.search.as_ref().map(search::Search::terms).filter(|terms| !terms.is_empty()) {
         query
             .push(" AND e.seq IN (SELECT rowid FROM events_fts WHERE events_fts MATCH ")
-            .push_bind(search::fts5_query(&terms))
+            .push_bind(search::fts5_query(terms))
             .push(")");
     }
     push_group_conditions(query, visibility);
