@@ -17,8 +17,9 @@ use crate::protocol::{Filter, SharedEvent, VerifiedEvent};
 /// event is answered by the consumer and never stored nor delivered to any subscription.
 #[async_trait]
 pub trait EventConsumer: Send + Sync {
-    /// The `OK` answer (accepted, message) if the event is the consumer's; None lets the relay handle it.
-    async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)>;
+    /// The `OK` answer (accepted, message) if the event is the consumer's; None lets the relay handle it. `from`:
+    /// the client's address as the relay's per-address limits count it, for the consumer's own.
+    async fn consume(&self, event: &SharedEvent, from: std::net::IpAddr) -> Option<(bool, String)>;
 }
 
 /// What the push side does when another node changed registrations.

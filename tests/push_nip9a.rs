@@ -337,6 +337,29 @@ async fn nip9a_filters_are_bounded_and_matched_by_index() {
     s.callback.expect_none().await;
 }
 
+/// Found with `scripts/doors`: 10,000 subscriptions whose filters name only a kind and words, made from one address,
+/// were each a candidate for every note, and held every note's `OK` for 80 ms. Such broad subscriptions are capped on
+/// the relay, and one address makes at most `ip_subscriptions_per_hour`.
+async fn nip9a_broad_subscriptions_and_one_address_are_capped() {
+    let mut s = Setup::new(|c| {
+        c.push.max_broad_subscriptions = 1;
+        c.limits.ip_subscriptions_per_hour = 3;
+    })
+    .await;
+    s.client.publish_ok(&s.subscription("a", &[json!({"kinds": [1]})], "/cb/a", &[])).await;
+    let broad = subscription(&Keys::generate(), &s.relay, "b", &[json!({"kinds": [1]})], &s.url("/cb/b"), &[]);
+    let (accepted, why) = s.client.publish(&broad).await;
+    assert!(!accepted && why.starts_with("rate-limited: this relay holds as many push subscriptions with a filter"));
+    for d in ["c", "d"] {
+        s.client.publish_ok(&s.subscription(d, &[s.mentions_filter()], &format!("/cb/{d}"), &[])).await;
+    }
+    let (accepted, why) = s.client.publish(&s.subscription("e", &[s.mentions_filter()], "/cb/e", &[])).await;
+    assert_eq!(
+        (accepted, why.as_str()),
+        (false, "rate-limited: too many push subscriptions from your address, slow down")
+    );
+}
+
 /// 300 subscriptions from 30 throwaway keys, each a different path on one host: one ordinary note by anyone made
 /// 300 POSTs to that host. One event now POSTs to at most `max_callbacks_per_host` callbacks on one host, those that
 /// asked for it by id, author or tag first.
@@ -404,5 +427,6 @@ crate::on_both_backends!(
     nip9a_is_listed_in_nip11,
     nip9a_filters_are_bounded_and_matched_by_index,
     nip9a_one_event_posts_to_one_host_a_bounded_number_of_times,
+    nip9a_broad_subscriptions_and_one_address_are_capped,
     nip11_is_read_by_the_nostr_crate,
 );

@@ -166,6 +166,9 @@ pub struct LimitsConfig {
     /// NIP-97 registrations (events POSTed to `/register`) accepted per hour from one IP address, in bursts of up
     /// to as many (0 = no limit).
     pub ip_registrations_per_hour: u32,
+    /// NIP-9a subscriptions (kind 30390) accepted per hour from one IP address, in bursts of up to as many (0 = no
+    /// limit).
+    pub ip_subscriptions_per_hour: u32,
 }
 
 impl Default for LimitsConfig {
@@ -197,6 +200,7 @@ impl Default for LimitsConfig {
             pubkey_events_per_minute: 600,
             reqs_per_minute: 1200,
             ip_registrations_per_hour: 60,
+            ip_subscriptions_per_hour: 60,
         }
     }
 }
@@ -424,6 +428,7 @@ impl Config {
             ("push.max_callback_length", self.push.max_callback_length),
             ("push.max_subscription_filter_length", self.push.max_subscription_filter_length),
             ("push.max_subscriptions", self.push.max_subscriptions),
+            ("push.max_broad_subscriptions", self.push.max_broad_subscriptions),
             ("push.max_callbacks_per_host", self.push.max_callbacks_per_host),
             ("push.test_interval_secs", self.push.test_interval_secs as usize),
             ("push.nip97_max_devices", self.push.nip97_max_devices),

@@ -60,6 +60,9 @@ pub struct PushConfig {
     pub max_subscription_filter_length: usize,
     /// NIP-9a: subscriptions this relay holds at most (all pubkeys together); past it, new ones are refused.
     pub max_subscriptions: usize,
+    /// NIP-9a: subscriptions with a filter naming no ids, authors or tag values (only kinds or words) this relay
+    /// holds at most: each is checked against every event of its kinds, inside the writer's commit.
+    pub max_broad_subscriptions: usize,
     /// NIP-9a: callbacks on one host that one event may make the relay POST to; the subscriptions that asked for
     /// the event by its id, author or a tag go first, then those that asked by a word or its kind.
     pub max_callbacks_per_host: usize,
@@ -115,6 +118,7 @@ impl Default for PushConfig {
             max_callback_length: 1024,
             max_subscription_filter_length: 2048,
             max_subscriptions: 10_000,
+            max_broad_subscriptions: 100,
             max_callbacks_per_host: 20,
             device_burst: 5,
             device_refill_secs: 12,

@@ -266,6 +266,17 @@ impl CallbackIndex {
         found
     }
 
+    /// Whether the pubkey's subscription with this `d` is a broad one (`Subscription::is_broad`).
+    pub fn is_broad(&self, pubkey: &Hash32, d: &str) -> bool {
+        let inner = self.inner.read().expect("callback index lock");
+        inner.subscriptions.get(&(*pubkey, d.to_owned())).is_some_and(|s| s.is_broad())
+    }
+
+    /// The broad subscriptions in force.
+    pub fn broad_count(&self) -> usize {
+        self.inner.read().expect("callback index lock").subscriptions.values().filter(|s| s.is_broad()).count()
+    }
+
     /// Whether the pubkey has a subscription with this `d` in force.
     pub fn has(&self, pubkey: &Hash32, d: &str) -> bool {
         self.inner.read().expect("callback index lock").subscriptions.contains_key(&(*pubkey, d.to_owned()))

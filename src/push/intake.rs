@@ -2,9 +2,12 @@
 //! (`EventConsumer`), checked, decrypted and applied to the registry; and other nodes' changes to the same
 //! registrations (`SharedRegistrations`), read again on tasks of the application's lifecycle.
 
+use std::net::IpAddr;
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use async_trait::async_trait;
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use nostr::key::Keys;
 
 use super::audience::Audience;
@@ -29,13 +32,20 @@ pub struct Intake {
     lifecycle: Lifecycle,
     /// `[server] public_url`, normalised: registrations naming this relay need no watcher for it.
     own_url: String,
+    /// NIP-9a subscriptions accepted per client address (`[limits] ip_subscriptions_per_hour`).
+    subscriptions_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
+
+/// Past this many addresses, the per-address limiter forgets those back at full allowance.
+const FORGET_ADDRESSES_PAST: usize = 10_000;
 
 impl Intake {
     pub fn new(keys: Keys, audience: Arc<Audience>, config: &crate::Config, lifecycle: Lifecycle) -> Self {
         let pubkey_hex = keys.public_key().to_hex();
         let (push, own_url) = (config.push.clone(), normalise(&config.server.public_url));
-        Self { keys, pubkey_hex, audience, config: push, lifecycle, own_url }
+        let subscriptions_per_ip = NonZeroU32::new(config.limits.ip_subscriptions_per_hour)
+            .map(|per_hour| RateLimiter::keyed(Quota::per_hour(per_hour)));
+        Self { keys, pubkey_hex, audience, config: push, lifecycle, own_url, subscriptions_per_ip }
     }
 
     /// The relay's push key, as events carry it.
@@ -78,9 +88,10 @@ impl Intake {
         }
     }
 
-    /// Why a NIP-9a subscription is refused, if it is: malformed, or one too many for its pubkey (a new version of
-    /// one it holds does not count). A valid one is left to the relay to store; the matcher takes it up after.
-    fn check_subscription(&self, event: &SharedEvent) -> Option<String> {
+    /// Why a NIP-9a subscription is refused, if it is: malformed, one too many for its pubkey (a new version of one
+    /// it holds does not count), for the relay, or of the broad kind for the relay, or one too many from the
+    /// client's address this hour. A valid one is left to the relay to store; the matcher takes it up after.
+    fn check_subscription(&self, event: &SharedEvent, from: IpAddr) -> Option<String> {
         let callbacks = &self.audience.callbacks;
         let subscription = match callbacks.parse(event) {
             Ok(subscription) => subscription,
@@ -91,8 +102,28 @@ impl Intake {
             return Some(format!("blocked: this pubkey has too many push subscriptions (max {max})"));
         }
         let is_new = !callbacks.has(&subscription.pubkey, &subscription.d);
-        (is_new && callbacks.len() >= self.config.max_subscriptions)
-            .then(|| "rate-limited: this relay holds as many push subscriptions as it may".to_owned())
+        if is_new && callbacks.len() >= self.config.max_subscriptions {
+            return Some("rate-limited: this relay holds as many push subscriptions as it may".into());
+        }
+        // A broad filter is a candidate for every event of its kinds (or with its word): their number is what a
+        // stranger could make every commit pay for.
+        let was_broad = callbacks.is_broad(&subscription.pubkey, &subscription.d);
+        if subscription.is_broad() && !was_broad && callbacks.broad_count() >= self.config.max_broad_subscriptions {
+            return Some(
+                "rate-limited: this relay holds as many push subscriptions with a filter naming no ids, authors or \
+                 tags as it may"
+                    .into(),
+            );
+        }
+        if let Some(limiter) = &self.subscriptions_per_ip {
+            if limiter.len() > FORGET_ADDRESSES_PAST {
+                limiter.retain_recent();
+            }
+            if limiter.check_key(&from).is_err() {
+                return Some("rate-limited: too many push subscriptions from your address, slow down".into());
+            }
+        }
+        None
     }
 
     /// Decrypts and parses the content on a blocking thread (NIP-44 and the relay checks are CPU work).
@@ -113,9 +144,9 @@ impl Intake {
 
 #[async_trait]
 impl EventConsumer for Intake {
-    async fn consume(&self, event: &SharedEvent) -> Option<(bool, String)> {
+    async fn consume(&self, event: &SharedEvent, from: IpAddr) -> Option<(bool, String)> {
         if event.kind() == super::nip9a::SUBSCRIPTION_KIND {
-            let refused = self.check_subscription(event);
+            let refused = self.check_subscription(event, from);
             if refused.is_none() {
                 // The subscriber's mute list applies to its subscription: known before it is live.
                 self.audience.load_lists_once(event.pubkey()).await;

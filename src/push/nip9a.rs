@@ -50,6 +50,12 @@ impl Subscription {
         (self.pubkey, self.d.clone())
     }
 
+    /// Whether a filter names no ids, authors or tag values (only kinds, and perhaps words): such a subscription is
+    /// a candidate for every event of those kinds.
+    pub fn is_broad(&self) -> bool {
+        self.filters.iter().any(|f| f.ids.is_none() && f.authors.is_none() && f.tags.is_empty())
+    }
+
     pub fn is_expired(&self, now: u64) -> bool {
         self.expires_at.is_some_and(|at| at <= now)
     }

@@ -459,7 +459,7 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
         return message::ok(&id, false, "rate-limited: too many events from this author, slow down");
     }
     if let Some(consumer) = &state.consumer
-        && let Some((accepted, reason)) = consumer.consume(&event).await
+        && let Some((accepted, reason)) = consumer.consume(&event, peer.ip).await
     {
         return message::ok(&id, accepted, &reason);
     }

@@ -23,6 +23,23 @@ pub async fn connect(url: &str) -> Result<(Sender, Receiver), String> {
     Ok((Sender(sink), Receiver(stream)))
 }
 
+/// `connect`, from the local address `source` (a second loopback address, say, so that the relay's per-address
+/// limits count this connection apart from others of this tool). Plain `ws://` only.
+pub async fn connect_from(url: &str, source: std::net::IpAddr) -> Result<(Sender, Receiver), String> {
+    let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
+    let target = parsed.socket_addrs(|| Some(80)).map_err(|e| format!("{url}: {e}"))?;
+    let target = *target.first().ok_or_else(|| format!("{url} names no address"))?;
+    let socket = tokio::net::TcpSocket::new_v4().map_err(|e| e.to_string())?;
+    socket.bind((source, 0).into()).map_err(|e| format!("cannot bind {source}: {e}"))?;
+    let stream = socket.connect(target).await.map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let (socket, _) = tokio_tungstenite::client_async_with_config(url, MaybeTlsStream::Plain(stream), None)
+        .await
+        .map_err(|e| format!("cannot connect to {url}: {e}"))?;
+    let (sink, stream) = socket.split();
+    Ok((Sender(sink), Receiver(stream)))
+}
+
 impl Sender {
     pub async fn send(&mut self, text: String) -> Result<(), String> {
         self.0.send(Message::Text(text.into())).await.map_err(|e| format!("send failed: {e}"))

@@ -8,11 +8,13 @@
 //! cargo run --release --bin pushrelay-bench -- idle --url ws://127.0.0.1:7777 --connections 10000 --pid ...
 //! cargo run --release --bin pushrelay-bench -- push --url ws://127.0.0.1:7777 --apns-listen 127.0.0.1:7800
 //! cargo run --release --bin pushrelay-bench -- verify --events 20000
+//! cargo run --release --bin pushrelay-bench -- doors --url ws://127.0.0.1:7777 --seconds 10 --pid ...
 //! ```
 //! `--json` prints one JSON object instead of the table. With `--pid`, the relay's CPU time (and, for `idle`, its
 //! memory) is read from /proc, so that rates can be given per relay CPU-second.
 
 mod client;
+mod doors;
 mod events;
 mod push;
 mod report;
@@ -89,6 +91,16 @@ enum Scenario {
         #[arg(long, default_value_t = 20_000)]
         events: usize,
     },
+    /// A flood at each door a stranger reaches (search, NIP-9a, the test button, NIP-97), one at a time, and a
+    /// bystander's time to OK and to EOSE meanwhile (ours only; `scripts/doors` starts a relay with its defaults).
+    Doors {
+        /// Seconds each door is flooded.
+        #[arg(long, default_value_t = 10)]
+        seconds: u64,
+        /// One door only: search, nip9a, test or nip97.
+        #[arg(long)]
+        door: Option<String>,
+    },
     /// Idle connections, and what each costs the relay in memory (needs --pid).
     Idle {
         #[arg(long, default_value_t = 1_000)]
@@ -113,6 +125,7 @@ async fn main() {
             push::push(&cli.url, cli.pid, &apns_listen, devices, events, rate).await
         }
         Scenario::Verify { events } => scenarios::verify(events),
+        Scenario::Doors { seconds, door } => doors::doors(&cli.url, cli.pid, seconds, door.as_deref()).await,
         Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
     };
     match outcome {
