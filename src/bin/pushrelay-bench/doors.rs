@@ -208,7 +208,7 @@ async fn test_flood(
     let mut n = 0u64;
     while Instant::now() < until {
         n += 1;
-        let header = if n % 10 == 0 {
+        let header = if n.is_multiple_of(10) {
             nip98(url, &keys, PATH, &body, Timestamp::now().as_secs() - n % 50)?
         } else {
             replayed.clone()
