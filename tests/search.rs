@@ -1,6 +1,7 @@
 //! NIP-50 search over real WebSockets, on both databases: words anywhere in a note's content, best match first,
 //! with the filter's other fields and its limit; encrypted kinds never found; deleted events gone from the index;
-//! live subscriptions with a search get only matching new events; unsupported extensions are ignored.
+//! live subscriptions with a search get only matching new events; unsupported extensions are ignored; a search of
+//! too many words is refused (RELIABILITY.md, "Attacks tried").
 
 mod common;
 
@@ -74,4 +75,38 @@ async fn search_can_be_turned_off() {
     assert!(!relay.nip11().await["supported_nips"].as_array().unwrap().contains(&json!(50)));
 }
 
-crate::on_both_backends!(search_finds_notes_by_their_words_best_match_first, search_can_be_turned_off);
+/// A REQ whose search repeats one word thousands of times cost the square of its words on SQLite (20,000 words: over
+/// two minutes, and everyone's REQs waited). A repeated word now counts once; past `max_search_terms` different words
+/// or `max_search_length` bytes the REQ (and a COUNT) is refused at once, and the connection goes on.
+async fn a_search_of_thousands_of_words_is_refused_and_a_repeated_word_counts_once() {
+    let relay = TestRelay::start().await;
+    let mut client = relay.client().await;
+    let pizza = note(&Keys::generate(), "a pizza party");
+    client.publish_ok(&pizza).await;
+
+    let repeated = vec!["pizza"; 150].join(" "); // 899 bytes, one word
+    assert_eq!(client.req_ids("one", &[json!({"search": repeated})]).await, vec![id_of(&pizza)]);
+
+    let huge = vec!["party"; 20_000].join(" ");
+    client.send(json!(["REQ", "huge", {"search": huge}])).await;
+    assert_eq!(client.recv().await, json!(["CLOSED", "huge", "invalid: search longer than 1024 bytes"]));
+    let many: Vec<String> = (0..17).map(|n| format!("w{n}")).collect();
+    client.send(json!(["COUNT", "many", {"search": many.join(" ")}])).await;
+    assert_eq!(client.recv().await, json!(["CLOSED", "many", "invalid: search has 17 different words (max 16)"]));
+
+    let document = relay.nip11().await;
+    assert_eq!(document["limitation"]["max_search_terms"], 16);
+    assert_eq!(document["limitation"]["max_search_length"], 1024);
+    // A live search still gets new events that hold its words.
+    client.req("live", &[json!({"search": "Party"})]).await;
+    let later = note(&Keys::generate(), "another PARTY");
+    let mut other = relay.client().await;
+    other.publish_ok(&later).await;
+    assert_eq!(client.recv().await, json!(["EVENT", "live", serde_json::to_value(&later).unwrap()]));
+}
+
+crate::on_both_backends!(
+    search_finds_notes_by_their_words_best_match_first,
+    search_can_be_turned_off,
+    a_search_of_thousands_of_words_is_refused_and_a_repeated_word_counts_once,
+);
