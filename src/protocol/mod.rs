@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod filter;
+pub mod filter_index;
 pub mod message;
 pub mod search;
 pub mod verify;

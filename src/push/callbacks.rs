@@ -14,6 +14,7 @@ use std::sync::{Arc, RwLock};
 use super::nip9a::{self, FilterBounds, SUBSCRIPTION_KIND, Subscription};
 use crate::config::PushConfig;
 use crate::protocol::filter::{Hash32, parse_hash};
+use crate::protocol::filter_index::{Candidates, FilterIndex};
 use crate::protocol::search::ContentWords;
 use crate::protocol::{Filter, VerifiedEvent};
 use crate::store::{EventStore, Visibility};
@@ -29,81 +30,12 @@ pub struct CallbackIndex {
     inner: RwLock<Inner>,
 }
 
+/// The subscriptions, and where their filters are filed. Ids, authors and tag values name what an event is about; a
+/// word or a kind only what it is like, so subscriptions found through them come after the others (`matching`).
 #[derive(Default)]
 struct Inner {
     subscriptions: HashMap<SubscriptionKey, Arc<Subscription>>,
-    filed: Filed,
-}
-
-/// Where each subscription's filters are filed. Ids, authors and tag values name what an event is about; a word or
-/// a kind only what it is like, so subscriptions found through them come after the others (`matching`).
-#[derive(Default)]
-struct Filed {
-    by_id: HashMap<Hash32, HashSet<SubscriptionKey>>,
-    by_author: HashMap<Hash32, HashSet<SubscriptionKey>>,
-    by_tag: HashMap<(char, String), HashSet<SubscriptionKey>>,
-    by_word: HashMap<String, HashSet<SubscriptionKey>>,
-    by_kind: HashMap<u16, HashSet<SubscriptionKey>>,
-}
-
-impl Filed {
-    fn file(&mut self, key: &SubscriptionKey, filter: &Filter, insert: bool) {
-        fn apply<K: std::hash::Hash + Eq>(
-            map: &mut HashMap<K, HashSet<SubscriptionKey>>,
-            entries: impl IntoIterator<Item = K>,
-            key: &SubscriptionKey,
-            insert: bool,
-        ) {
-            for entry in entries {
-                if insert {
-                    map.entry(entry).or_default().insert(key.clone());
-                } else if let Some(keys) = map.get_mut(&entry) {
-                    keys.remove(key);
-                    if keys.is_empty() {
-                        map.remove(&entry);
-                    }
-                }
-            }
-        }
-        if let Some(ids) = &filter.ids {
-            apply(&mut self.by_id, ids.iter().copied(), key, insert);
-        } else if let Some(authors) = &filter.authors {
-            apply(&mut self.by_author, authors.iter().copied(), key, insert);
-        } else if let Some((letter, values)) = filter.tags.iter().min_by_key(|(_, values)| values.len()) {
-            apply(&mut self.by_tag, values.iter().map(|v| (*letter, v.clone())), key, insert);
-        } else if let Some(word) = filter.search.as_ref().and_then(|search| search.terms().first()) {
-            apply(&mut self.by_word, [word.clone()], key, insert);
-        } else if let Some(kinds) = &filter.kinds {
-            apply(&mut self.by_kind, kinds.iter().copied(), key, insert);
-        }
-        // (A filter with none of these was refused by `nip9a::parse`: it would match every event.)
-    }
-
-    /// The subscriptions filed under what `event` is about, and those filed under what it is like.
-    fn candidates(
-        &self,
-        event: &VerifiedEvent,
-        words: &ContentWords,
-    ) -> (HashSet<SubscriptionKey>, HashSet<SubscriptionKey>) {
-        let mut about = HashSet::new();
-        let collect = |set: &mut HashSet<SubscriptionKey>, keys: Option<&HashSet<SubscriptionKey>>| {
-            set.extend(keys.into_iter().flatten().cloned());
-        };
-        collect(&mut about, self.by_id.get(event.id()));
-        collect(&mut about, self.by_author.get(event.pubkey()));
-        for (letter, value) in event.indexed_tags() {
-            collect(&mut about, self.by_tag.get(&(letter, value.to_owned())));
-        }
-        let mut like = HashSet::new();
-        collect(&mut like, self.by_kind.get(&event.kind()));
-        if !self.by_word.is_empty() {
-            for word in words.get().into_iter().flatten() {
-                collect(&mut like, self.by_word.get(word));
-            }
-        }
-        like.retain(|key| !about.contains(key));
-        (about, like)
-    }
+    filed: FilterIndex<SubscriptionKey>,
 }
 
 impl Inner {
@@ -250,7 +182,7 @@ impl CallbackIndex {
     pub fn matching(&self, event: &VerifiedEvent, now: u64, spare_mentions: bool) -> Vec<Arc<Subscription>> {
         let inner = self.inner.read().expect("callback index lock");
         let words = ContentWords::new(event.kind(), &event.event.content);
-        let (about, like) = inner.filed.candidates(event, &words);
+        let Candidates { about, like } = inner.filed.candidates(event, &words);
         let wanted = |keys: HashSet<SubscriptionKey>| {
             let mut found: Vec<Arc<Subscription>> = keys
                 .iter()

@@ -1,10 +1,11 @@
 //! Live subscriptions, indexed so that a new event meets only the subscriptions that could want it.
 //!
-//! Each filter is filed under its most selective field: its ids, else its authors, else the values of one of its
-//! tags, else its kinds; only a filter with none of these is tried against every event. A candidate is then checked
-//! with the full filter, so the index only has to avoid false negatives.
+//! Each filter is filed under its most selective field (`protocol::filter_index`: its ids, else its authors, else the
+//! values of one of its tags, else its search's first word, else its kinds); only a filter with none of these is
+//! tried against every event. A candidate is then checked with the full filter, so the index only has to avoid false
+//! negatives.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
@@ -12,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::auth::Reader;
-use crate::protocol::filter::Hash32;
+use crate::protocol::filter_index::{Candidates, FilterIndex};
 use crate::protocol::search::ContentWords;
 use crate::protocol::{Filter, SharedEvent, message};
 use crate::store::writer::AcceptListener;
@@ -95,14 +96,7 @@ pub struct SubscriptionIndex {
 struct Index {
     next_key: SubscriptionKey,
     subscriptions: HashMap<SubscriptionKey, LiveSubscription>,
-    by_id: HashMap<Hash32, HashSet<SubscriptionKey>>,
-    by_author: HashMap<Hash32, HashSet<SubscriptionKey>>,
-    by_tag: HashMap<char, HashMap<String, HashSet<SubscriptionKey>>>,
-    by_kind: HashMap<u16, HashSet<SubscriptionKey>>,
-    /// NIP-50 filters with no id, author or tag, under their first word: a search is then tried only against events
-    /// whose content has that word, not against every event.
-    by_word: HashMap<String, HashSet<SubscriptionKey>>,
-    unindexed: HashSet<SubscriptionKey>,
+    filed: FilterIndex<SubscriptionKey>,
 }
 
 impl SubscriptionIndex {
@@ -111,7 +105,7 @@ impl SubscriptionIndex {
         let key = index.next_key;
         index.next_key += 1;
         for filter in &filters {
-            index.file(key, filter, true);
+            index.filed.file(&key, filter, true);
         }
         let subscription = LiveSubscription { outbox: outbox.clone(), prefix: message::event_prefix(sub_id), filters };
         index.subscriptions.insert(key, subscription);
@@ -122,7 +116,7 @@ impl SubscriptionIndex {
         let mut index = self.inner.write().expect("subscription index lock");
         if let Some(subscription) = index.subscriptions.remove(&key) {
             for filter in &subscription.filters {
-                index.file(key, filter, false);
+                index.filed.file(&key, filter, false);
             }
         }
     }
@@ -138,21 +132,10 @@ impl SubscriptionIndex {
     /// Sends the event to every live subscription with a matching filter.
     pub fn publish(&self, event: &SharedEvent) {
         let index = self.inner.read().expect("subscription index lock");
-        let mut candidates: HashSet<SubscriptionKey> = index.unindexed.clone();
-        let mut collect = |keys: Option<&HashSet<SubscriptionKey>>| candidates.extend(keys.into_iter().flatten());
-        collect(index.by_id.get(event.id()));
-        collect(index.by_author.get(event.pubkey()));
-        collect(index.by_kind.get(&event.kind()));
-        for (letter, value) in event.indexed_tags() {
-            collect(index.by_tag.get(&letter).and_then(|values| values.get(value)));
-        }
         // The content is split into words once for every search that looks at this event.
         let words = ContentWords::new(event.kind(), &event.event.content);
-        if !index.by_word.is_empty() {
-            for word in words.get().into_iter().flatten() {
-                collect(index.by_word.get(word));
-            }
-        }
+        let Candidates { about, like } = index.filed.candidates(event, &words);
+        let candidates = about.into_iter().chain(like);
         for key in candidates {
             let subscription = &index.subscriptions[&key];
             if subscription.filters.iter().any(|f| f.matches_with(&event.event, &words))
@@ -168,48 +151,6 @@ impl AcceptListener for SubscriptionIndex {
     fn accepted(&self, events: &[SharedEvent]) {
         for event in events {
             self.publish(event);
-        }
-    }
-}
-
-impl Index {
-    /// Adds (`insert`) or removes the filter's entries under its most selective field.
-    fn file(&mut self, key: SubscriptionKey, filter: &Filter, insert: bool) {
-        fn apply<K: std::hash::Hash + Eq>(
-            map: &mut HashMap<K, HashSet<SubscriptionKey>>,
-            entries: impl IntoIterator<Item = K>,
-            key: SubscriptionKey,
-            insert: bool,
-        ) {
-            for entry in entries {
-                if insert {
-                    map.entry(entry).or_default().insert(key);
-                } else if let Some(keys) = map.get_mut(&entry) {
-                    keys.remove(&key);
-                    if keys.is_empty() {
-                        map.remove(&entry);
-                    }
-                }
-            }
-        }
-        if let Some(ids) = &filter.ids {
-            apply(&mut self.by_id, ids.iter().copied(), key, insert);
-        } else if let Some(authors) = &filter.authors {
-            apply(&mut self.by_author, authors.iter().copied(), key, insert);
-        } else if let Some((letter, values)) = filter.tags.iter().min_by_key(|(_, values)| values.len()) {
-            let by_value = self.by_tag.entry(*letter).or_default();
-            apply(by_value, values.iter().cloned(), key, insert);
-            if by_value.is_empty() {
-                self.by_tag.remove(letter);
-            }
-        } else if let Some(word) = filter.search.as_ref().and_then(|search| search.terms().first()) {
-            apply(&mut self.by_word, [word.clone()], key, insert);
-        } else if let Some(kinds) = &filter.kinds {
-            apply(&mut self.by_kind, kinds.iter().copied(), key, insert);
-        } else if insert {
-            self.unindexed.insert(key);
-        } else {
-            self.unindexed.remove(&key);
         }
     }
 }
