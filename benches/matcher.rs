@@ -4,8 +4,8 @@
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
+use pushrelay::push::audience::index::{Hellthreads, Registration, RegistrationIndex};
 use pushrelay::push::device::Device;
-use pushrelay::push::index::{Hellthreads, Registration, RegistrationIndex};
 
 /// The n-th of `size` registrations; every group has 100 members whatever the size, so that the work an event
 /// causes is the same and only the index size varies.

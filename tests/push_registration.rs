@@ -10,8 +10,8 @@ use common::*;
 use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::PushService;
+use pushrelay::push::audience::index::Registration;
 use pushrelay::push::device::Device;
-use pushrelay::push::index::Registration;
 use serde_json::{Value, json};
 
 const BUNDLE: &str = "com.example.app";

@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use libfuzzer_sys::fuzz_target;
 use nostr::prelude::*;
 use pushrelay::config::PushConfig;
-use pushrelay::push::registration::{decrypt, parse};
+use pushrelay::push::intake::content::{decrypt, parse};
 
 static PUSH_KEY: LazyLock<Keys> =
     LazyLock::new(|| Keys::parse("7f3b02c8b5d1a3e4f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d").unwrap());

@@ -8,8 +8,8 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::protocol::Filter;
 use crate::protocol::filter::parse_hash;
+use crate::push::audience::registry::Registry;
 use crate::push::device::shorten;
-use crate::push::registry::Registry;
 use crate::store::{Store, Visibility};
 
 pub async fn stats(config: &Config, store: Arc<dyn Store>) -> Result<String, String> {

@@ -372,8 +372,8 @@ impl Config {
         if self.groups.enabled && !kinds.contains(&INVITE_KIND) {
             kinds.push(INVITE_KIND);
         }
-        if self.push.enabled && !kinds.contains(&crate::push::nip9a::SUBSCRIPTION_KIND) {
-            kinds.push(crate::push::nip9a::SUBSCRIPTION_KIND);
+        if self.push.enabled && !kinds.contains(&crate::protocol::event::PUSH_SUBSCRIPTION_KIND) {
+            kinds.push(crate::protocol::event::PUSH_SUBSCRIPTION_KIND);
         }
         kinds
     }

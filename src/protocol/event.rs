@@ -6,6 +6,10 @@ use nostr::event::Event;
 
 use super::filter::Hash32;
 
+/// NIP-9a push subscriptions (kind 30390): served only to their author while push is on, which the configuration
+/// knows (`Config::read_restricted_kinds`) and push acts on.
+pub const PUSH_SUBSCRIPTION_KIND: u16 = 30390;
+
 /// How NIP-01 says a kind is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KindClass {

@@ -1,36 +1,25 @@
-//! Push: the relay as a push server (see README, "Push"), in three parts that each read alone, around what they
-//! share (`audience.rs`: the registrations, the lists registered pubkeys published, the watch plan):
-//! - intake (`intake.rs`): kind 22456 registrations addressed to the relay's push key, and other nodes' changes;
-//! - matching (`matching.rs`): the jobs an event causes, written in the event's commit (or, for events not
-//!   written, queued by one bounded task);
-//! - delivery (`dispatch.rs`): the loop that takes due jobs and sends them through APNs, FCM, UnifiedPush and Web
-//!   Push, recording outcomes through the bookkeeper.
+//! Push: the relay as a push server (see README, "Push"), its folders its parts, around what they share:
+//! - `audience/`: the registrations, presence, the lists registered pubkeys published, NIP-9a subscriptions in
+//!   force and the watch plan;
+//! - `intake/`: kind 22456 registrations addressed to the relay's push key, NIP-97 and NIP-9a, and other nodes'
+//!   changes;
+//! - `matching/`: the jobs an event causes, written in the event's commit (or, for events not written, queued by
+//!   one bounded task);
+//! - `delivery/`: the loop that takes due jobs and sends them through APNs, FCM, UnifiedPush, Web Push and NIP-9a
+//!   callbacks, recording outcomes through the bookkeeper.
 //!
-//! `PushService` starts them and hands each to `app`, which wires them to the relay, the write path, the watchers
-//! and the cluster through the traits of `hooks.rs` and the store's own.
+//! At the root, the leaves they all use (`keys`, `device`, `text`, `zap`) and the devices people manage over HTTP
+//! (`registrar`). `PushService` starts the parts and hands each to `app`, which wires them to the relay, the write
+//! path, the watchers and the cluster through the traits of `hooks.rs` and the store's own.
 
 pub mod audience;
-mod bookkeeping;
-mod callback_delivery;
-pub mod callbacks;
+pub mod delivery;
 pub mod device;
-pub mod devices;
-pub mod dispatch;
-pub mod inbox;
-pub mod index;
 pub mod intake;
-pub mod jobs;
 pub mod keys;
 pub mod matching;
-pub mod mutes;
-pub mod nip97;
-pub mod nip9a;
-pub mod registration;
-pub mod registry;
-pub mod senders;
-pub mod stats;
+pub mod registrar;
 pub mod text;
-pub mod wrap;
 pub mod zap;
 
 use std::sync::Arc;
@@ -47,13 +36,13 @@ use crate::hooks::ReadGate;
 use crate::lifecycle::Lifecycle;
 use crate::store::Store;
 use audience::Audience;
-use callbacks::CallbackIndex;
-use dispatch::Delivery;
+use audience::callback_index::CallbackIndex;
+use audience::registry::Registry;
+use delivery::Delivery;
+use delivery::senders::Senders;
+use delivery::stats::PushStats;
 use intake::Intake;
 use matching::Matching;
-use registry::Registry;
-use senders::Senders;
-use stats::PushStats;
 
 pub use intake::REGISTRATION_KIND;
 
@@ -90,7 +79,7 @@ impl PushService {
             Some((sender, public_key)) => (Some(sender), Some(public_key)),
             None => (None, None),
         };
-        let bounds = nip9a::FilterBounds {
+        let bounds = audience::subscription::FilterBounds {
             max_length: push.max_subscription_filter_length,
             max_search_terms: config.limits.max_search_terms,
             max_search_length: config.limits.max_search_length,
@@ -108,13 +97,17 @@ impl PushService {
             queue: store,
             audience: audience.clone(),
             senders: Senders::from_config(push, webpush)?,
-            device_limiter: dispatch::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
+            device_limiter: delivery::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
             stats: PushStats::new(clock),
             relay_name: config.relay.name.clone(),
             wake,
         });
         lifecycle.spawn(delivery.clone().run(lifecycle.shutdown()));
-        lifecycle.spawn(nip97::expire_devices(audience.clone(), push.nip97_device_ttl_days, lifecycle.shutdown()));
+        lifecycle.spawn(intake::nip97::expire_devices(
+            audience.clone(),
+            push.nip97_device_ttl_days,
+            lifecycle.shutdown(),
+        ));
         let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), config, lifecycle.clone()));
         let web_client_url = push.webpush.web_client_url.clone();
         let matching = Arc::new(matching);
@@ -165,7 +158,7 @@ impl PushService {
 }
 
 /// The Web Push sender and its public key, unless no VAPID subject can be named (then browsers get no pushes).
-fn web_push_sender(config: &Config) -> Result<Option<(senders::WebPushSender, String)>, String> {
+fn web_push_sender(config: &Config) -> Result<Option<(delivery::senders::WebPushSender, String)>, String> {
     let webpush = &config.push.webpush;
     let subject = match webpush.subject.as_str() {
         "" => match config.server.public_url.strip_prefix("wss://") {
@@ -178,7 +171,7 @@ fn web_push_sender(config: &Config) -> Result<Option<(senders::WebPushSender, St
         subject => subject.to_owned(),
     };
     let vapid = keys::load_or_create_vapid(&webpush.vapid_key_file)?;
-    let sender = senders::WebPushSender::new(
+    let sender = delivery::senders::WebPushSender::new(
         vapid.signer,
         subject,
         Duration::from_secs(webpush.timeout_secs),

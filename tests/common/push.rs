@@ -7,7 +7,7 @@ use std::time::Duration;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use nostr::prelude::*;
 use pushrelay::Config;
-use pushrelay::push::stats::PushStats;
+use pushrelay::push::delivery::stats::PushStats;
 use serde_json::{Value, json};
 
 use super::standins::{Recorded, StandIn, TOKEN_PATH};

@@ -9,12 +9,12 @@ use std::sync::{Arc, RwLock};
 
 use tokio::sync::Mutex;
 
-use super::device::{Device, shorten};
 use super::index::{Hellthreads, Presence, Registration, RegistrationIndex};
-use super::registration::RegistrationUpdate;
+use super::update::RegistrationUpdate;
 use crate::config::PushConfig;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
+use crate::push::device::{Device, shorten};
 use crate::store::StoreError;
 use crate::store::registrations::{
     ChangeOutcome, PresenceRow, RegistrationChange, RegistrationRow, RegistrationStore, SharedDeviceLimit,
@@ -247,7 +247,7 @@ impl Registry {
     /// Every NIP-97 device: (pubkey, device id, when last registered).
     pub fn nip97_devices(&self) -> Vec<(Hash32, String, i64)> {
         let index = self.index.read().expect("registration index lock");
-        index.devices_where(|r| super::device::is_nip97(&r.device_id))
+        index.devices_where(|r| crate::push::device::is_nip97(&r.device_id))
     }
 
     pub fn has_device(&self, device_id: &str) -> bool {
@@ -281,7 +281,7 @@ impl Registry {
     pub fn watch_plan(
         &self,
         now: i64,
-        limits: super::index::PlanLimits,
+        limits: super::watch_plan::PlanLimits,
         inbox: &dyn Fn(&Hash32) -> Vec<String>,
     ) -> std::collections::BTreeMap<String, Vec<crate::protocol::Filter>> {
         let timeout = self.config.heartbeat_timeout_secs as i64;

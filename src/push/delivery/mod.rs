@@ -2,6 +2,12 @@
 //! senders on a bounded pool of workers; records each outcome (done, retry later, device dead, dropped) through
 //! the bookkeeper, which the loop starts and, once its last delivery has reported, closes.
 
+pub mod bookkeeping;
+pub mod callback;
+pub mod gift_wrap;
+pub mod senders;
+pub mod stats;
+
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
 use std::ops::Deref;
@@ -14,16 +20,16 @@ use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use super::audience::Audience;
-use super::bookkeeping::Bookkeeper;
-use super::device::{Device, is_nip97};
-use super::jobs::PushJob;
-use super::senders::{Notification, SendOutcome, Senders};
-use super::stats::{Outcome, PushStats};
-use super::text;
 use crate::config::PushConfig;
 use crate::protocol::filter::parse_hash;
+use crate::push::audience::Audience;
+use crate::push::device::{Device, is_nip97};
+use crate::push::matching::push_job::PushJob;
+use crate::push::text;
 use crate::store::jobs::{Job, JobQueue, JobUpdate};
+use bookkeeping::Bookkeeper;
+use senders::{Notification, SendOutcome, Senders};
+use stats::{Outcome, PushStats};
 
 /// Jobs taken per round.
 const CLAIM_BATCH: usize = 256;
@@ -194,7 +200,7 @@ impl Worker {
         if is_nip97(device_id) {
             return self.deliver_wrapped(device_id, jobs).await;
         }
-        if device_id.starts_with(super::jobs::CALLBACK_PREFIX) {
+        if device_id.starts_with(crate::push::matching::push_job::CALLBACK_PREFIX) {
             return self.deliver_callbacks(device_id, jobs).await;
         }
         let claimed = Claimed::of(&jobs, self.audience.clock.millis());
@@ -287,7 +293,7 @@ impl Worker {
     /// never run ahead of it.
     pub(super) async fn record(&self, device_id: &str, service: &'static str, claimed: &Claimed, outcome: SendOutcome) {
         let (ids, now_ms) = (&claimed.ids, claimed.now_ms);
-        let shortened = super::device::shorten(device_id);
+        let shortened = crate::push::device::shorten(device_id);
         match outcome {
             SendOutcome::Delivered => {
                 self.finish(ids, now_ms).await;

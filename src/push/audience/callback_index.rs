@@ -11,7 +11,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use super::nip9a::{self, FilterBounds, SUBSCRIPTION_KIND, Subscription};
+use super::subscription::{self as nip9a, FilterBounds, SUBSCRIPTION_KIND, Subscription};
 use crate::config::PushConfig;
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::filter_index::{Candidates, FilterIndex};

@@ -8,9 +8,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, RwLock};
 
-use super::text::is_encrypted;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::{Hash32, parse_hash};
+use crate::push::text::is_encrypted;
 
 pub const MUTE_LIST_KIND: u16 = 10_000;
 

@@ -5,12 +5,12 @@
 
 use std::sync::Arc;
 
-use super::audience::Audience;
-use super::device::{Device, NIP97_PREFIX};
-use super::intake::Intake;
-use super::registration::RegistrationUpdate;
-use super::registry::{Applied, ApplyError};
+use super::Intake;
 use crate::protocol::SharedEvent;
+use crate::push::audience::Audience;
+use crate::push::audience::registry::{Applied, ApplyError};
+use crate::push::audience::update::RegistrationUpdate;
+use crate::push::device::{Device, NIP97_PREFIX};
 use tokio_util::sync::CancellationToken;
 
 /// The kind of the registration events.

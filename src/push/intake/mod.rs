@@ -2,6 +2,10 @@
 //! (`EventConsumer`), checked, decrypted and applied to the registry; and other nodes' changes to the same
 //! registrations (`SharedRegistrations`), read again on tasks of the application's lifecycle.
 
+pub mod content;
+pub mod nip97;
+pub mod nip9a;
+
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
@@ -10,14 +14,13 @@ use async_trait::async_trait;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use nostr::key::Keys;
 
-use super::audience::Audience;
-use super::registration;
-use super::registry::{Applied, ApplyError};
 use crate::config::PushConfig;
 use crate::hooks::{EventConsumer, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
 use crate::protocol::SharedEvent;
 use crate::protocol::filter::Hash32;
+use crate::push::audience::Audience;
+use crate::push::audience::registry::{Applied, ApplyError};
 use crate::upstream::normalise;
 
 /// The kind of the encrypted registration events the app sends.
@@ -35,9 +38,6 @@ pub struct Intake {
     /// NIP-9a subscriptions accepted per client address (`[limits] ip_subscriptions_per_hour`).
     subscriptions_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
-
-/// Past this many addresses, the per-address limiter forgets those back at full allowance.
-const FORGET_ADDRESSES_PAST: usize = 10_000;
 
 impl Intake {
     pub fn new(keys: Keys, audience: Arc<Audience>, config: &crate::Config, lifecycle: Lifecycle) -> Self {
@@ -88,54 +88,15 @@ impl Intake {
         }
     }
 
-    /// Why a NIP-9a subscription is refused, if it is: malformed, one too many for its pubkey (a new version of one
-    /// it holds does not count), for the relay, or of the broad kind for the relay, or one too many from the
-    /// client's address this hour. A valid one is left to the relay to store; the matcher takes it up after.
-    fn check_subscription(&self, event: &SharedEvent, from: IpAddr) -> Option<String> {
-        let callbacks = &self.audience.callbacks;
-        let subscription = match callbacks.parse(event) {
-            Ok(subscription) => subscription,
-            Err(why) => return Some(why),
-        };
-        let max = self.config.max_subscriptions_per_pubkey;
-        if callbacks.count_of(&subscription.pubkey, &subscription.d, self.audience.clock.secs()) >= max {
-            return Some(format!("blocked: this pubkey has too many push subscriptions (max {max})"));
-        }
-        let is_new = !callbacks.has(&subscription.pubkey, &subscription.d);
-        if is_new && callbacks.len() >= self.config.max_subscriptions {
-            return Some("rate-limited: this relay holds as many push subscriptions as it may".into());
-        }
-        // A broad filter is a candidate for every event of its kinds (or with its word): their number is what a
-        // stranger could make every commit pay for.
-        let was_broad = callbacks.is_broad(&subscription.pubkey, &subscription.d);
-        if subscription.is_broad() && !was_broad && callbacks.broad_count() >= self.config.max_broad_subscriptions {
-            return Some(
-                "rate-limited: this relay holds as many push subscriptions with a filter naming no ids, authors or \
-                 tags as it may"
-                    .into(),
-            );
-        }
-        if let Some(limiter) = &self.subscriptions_per_ip {
-            if limiter.len() > FORGET_ADDRESSES_PAST {
-                limiter.retain_recent();
-            }
-            if limiter.check_key(&from).is_err() {
-                return Some("rate-limited: too many push subscriptions from your address, slow down".into());
-            }
-        }
-        None
-    }
-
     /// Decrypts and parses the content on a blocking thread (NIP-44 and the relay checks are CPU work).
-    async fn read(&self, event: &SharedEvent) -> Result<registration::RegistrationUpdate, String> {
+    async fn read(&self, event: &SharedEvent) -> Result<crate::push::audience::update::RegistrationUpdate, String> {
         let secret = self.keys.secret_key().clone();
         let limits = self.config.clone();
         let upstream = self.audience.upstream.clone();
         let shared = event.clone();
         tokio::task::spawn_blocking(move || {
             let check_relay = |relay: &str| crate::upstream::check_relay_url(relay, &upstream).map(|_| ());
-            registration::decrypt(&shared.event, &secret)
-                .and_then(|plain| registration::parse(&plain, &limits, check_relay))
+            content::decrypt(&shared.event, &secret).and_then(|plain| content::parse(&plain, &limits, check_relay))
         })
         .await
         .unwrap_or_else(|_| Err("error: could not read the registration".into()))
@@ -145,13 +106,8 @@ impl Intake {
 #[async_trait]
 impl EventConsumer for Intake {
     async fn consume(&self, event: &SharedEvent, from: IpAddr) -> Option<(bool, String)> {
-        if event.kind() == super::nip9a::SUBSCRIPTION_KIND {
-            let refused = self.check_subscription(event, from);
-            if refused.is_none() {
-                // The subscriber's mute list applies to its subscription: known before it is live.
-                self.audience.load_lists_once(event.pubkey()).await;
-            }
-            return refused.map(|why| (false, why));
+        if event.kind() == crate::push::audience::subscription::SUBSCRIPTION_KIND {
+            return self.consume_subscription(event, from).await;
         }
         if !self.is_addressed_to_us(event) {
             return None;

@@ -6,11 +6,11 @@ use serde_json::{Value, json};
 
 use super::PushService;
 use super::device::is_nip97;
-use super::jobs::PushJob;
 use super::text::Summary;
 use crate::hooks::DeviceRegistrar;
 use crate::protocol::SharedEvent;
 use crate::protocol::filter::Hash32;
+use crate::push::matching::push_job::PushJob;
 use crate::store::jobs::NewJob;
 
 #[async_trait]

@@ -3,14 +3,12 @@
 //! look-ups per tag, however many devices are registered. The database is the source of truth; this index is
 //! rebuilt from it at start and updated after every committed change.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
-use super::device::Device;
-use super::inbox::{INBOX_KINDS, INBOX_RELAYS_KIND};
-use super::mutes::MUTE_LIST_KIND;
+use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
-use crate::protocol::{Filter, VerifiedEvent};
+use crate::push::device::Device;
 
 /// One device of one pubkey, with what it wants to be woken for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -54,7 +52,7 @@ impl Registration {
 
     /// NIP-97 devices have no presence: they are always treated as offline.
     pub fn has_presence(&self) -> bool {
-        !super::device::is_nip97(&self.device_id)
+        !crate::push::device::is_nip97(&self.device_id)
     }
 }
 
@@ -74,7 +72,8 @@ impl Presence {
     }
 }
 
-type Key = (Hash32, String);
+/// A registration's key: its pubkey and its device id.
+pub(super) type RegistrationKey = (Hash32, String);
 
 /// The kind of NIP-59 gift wraps.
 const GIFT_WRAP_KIND: u16 = 1059;
@@ -87,66 +86,13 @@ pub struct Hellthreads {
     pub for_everyone: bool,
 }
 
-/// What the registrations watching one relay want there.
-#[derive(Default)]
-struct Wanted {
-    kinds: BTreeSet<u16>,
-    p: BTreeSet<String>,
-    e: BTreeSet<String>,
-    pubkeys: BTreeSet<Hash32>,
-}
-
-impl Wanted {
-    fn add(&mut self, r: &Registration, kinds: &[u16], p: &[String]) {
-        self.add_for(r.pubkey, kinds, p, &r.e_tags);
-    }
-
-    fn add_for(&mut self, pubkey: Hash32, kinds: &[u16], p: &[String], e: &[String]) {
-        self.kinds.extend(kinds);
-        self.p.extend(p.iter().cloned());
-        self.e.extend(e.iter().cloned());
-        self.pubkeys.insert(pubkey);
-    }
-}
-
-/// The relays one pubkey is watched on, at most `max`.
-struct RelaySlots {
-    taken: Vec<String>,
-    max: usize,
-}
-
-impl RelaySlots {
-    /// Whether `relay` is (or now becomes) one of the pubkey's watched relays.
-    fn take(&mut self, relay: &String) -> bool {
-        if self.taken.contains(relay) {
-            return true;
-        }
-        if self.taken.len() >= self.max {
-            return false;
-        }
-        self.taken.push(relay.clone());
-        true
-    }
-}
-
-/// How much the watch plan may ask for (`[upstream]`).
-#[derive(Debug, Clone, Copy)]
-pub struct PlanLimits {
-    /// Values per filter (`max_values_per_filter`).
-    pub max_values: usize,
-    /// Relays watched for one pubkey (`max_relays_per_pubkey`).
-    pub per_pubkey: usize,
-    /// Relays in all (`max_connections`).
-    pub relays: usize,
-}
-
 #[derive(Default)]
 pub struct RegistrationIndex {
-    registrations: HashMap<Key, Arc<Registration>>,
-    by_pubkey: HashMap<Hash32, HashSet<String>>,
+    pub(super) registrations: HashMap<RegistrationKey, Arc<Registration>>,
+    pub(super) by_pubkey: HashMap<Hash32, HashSet<String>>,
     by_device: HashMap<String, HashSet<Hash32>>,
-    by_p: HashMap<String, HashSet<Key>>,
-    by_e: HashMap<String, HashSet<Key>>,
+    by_p: HashMap<String, HashSet<RegistrationKey>>,
+    by_e: HashMap<String, HashSet<RegistrationKey>>,
     presence: HashMap<Hash32, Presence>,
 }
 
@@ -260,83 +206,6 @@ impl RegistrationIndex {
         self.registrations.is_empty()
     }
 
-    /// Per relay named in the registrations of offline pubkeys, the filters that find their events there: the
-    /// union of their kinds with their `#p` values, and with their `#e` values as `e` and as `h` tags, and their
-    /// lists (mute lists, kind 10000, and DM inbox relays, kind 10050, by those pubkeys), in chunks of at most
-    /// `limits.max_values` values. A pubkey's DM inbox relays (`inbox`) are watched too, for the gift-wrap kinds
-    /// its registrations want, `p`-tagging it. A pubkey is watched on its first `limits.per_pubkey` relays (its
-    /// devices' in order, then its inbox relays), and of all relays the `limits.relays` most pubkeys want are kept:
-    /// one registration naming many dead relays cannot take the slots everyone else's watching needs.
-    pub fn watch_plan(
-        &self,
-        now: i64,
-        timeout_secs: i64,
-        limits: PlanLimits,
-        inbox: &dyn Fn(&Hash32) -> Vec<String>,
-    ) -> BTreeMap<String, Vec<Filter>> {
-        let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
-        for (pubkey, devices) in &self.by_pubkey {
-            let online = self.presence(pubkey).is_online(now, timeout_secs);
-            let mut devices: Vec<&String> = devices.iter().collect();
-            devices.sort();
-            let registrations: Vec<&Registration> = devices
-                .into_iter()
-                .map(|device_id| &*self.registrations[&(*pubkey, device_id.clone())])
-                .filter(|r| !r.kinds.is_empty() && (!online || !r.has_presence()))
-                .collect();
-            let mut slots = RelaySlots { taken: Vec::new(), max: limits.per_pubkey };
-            for r in &registrations {
-                for relay in r.relays.iter().filter(|relay| slots.take(relay)) {
-                    wanted.entry(relay.clone()).or_default().add(r, &r.kinds, &r.p_tags);
-                }
-            }
-            let inbox_relays = inbox(pubkey);
-            for r in &registrations {
-                let kinds: Vec<u16> = r.kinds.iter().copied().filter(|k| INBOX_KINDS.contains(k)).collect();
-                if kinds.is_empty() {
-                    continue;
-                }
-                let me = [hex::encode(pubkey)];
-                for relay in inbox_relays.iter().filter(|relay| slots.take(relay)) {
-                    wanted.entry(relay.clone()).or_default().add_for(*pubkey, &kinds, &me, &[]);
-                }
-            }
-        }
-        if wanted.len() > limits.relays {
-            let mut by_demand: Vec<(String, usize)> =
-                wanted.iter().map(|(url, w)| (url.clone(), w.pubkeys.len())).collect();
-            by_demand.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let kept: HashSet<String> = by_demand.into_iter().take(limits.relays).map(|(url, _)| url).collect();
-            wanted.retain(|url, _| kept.contains(url));
-        }
-        let max_values = limits.max_values.max(1);
-        wanted
-            .into_iter()
-            .map(|(relay, w)| {
-                let kinds: Vec<u16> = w.kinds.into_iter().collect();
-                let p: Vec<String> = w.p.into_iter().collect();
-                let e: Vec<String> = w.e.into_iter().collect();
-                let filter = |letter: char, values: &[String]| Filter {
-                    kinds: Some(kinds.clone()),
-                    tags: BTreeMap::from([(letter, values.to_vec())]),
-                    ..Filter::default()
-                };
-                let mut filters: Vec<Filter> = p.chunks(max_values).map(|chunk| filter('p', chunk)).collect();
-                for chunk in e.chunks(max_values) {
-                    filters.push(filter('e', chunk));
-                    filters.push(filter('h', chunk));
-                }
-                let pubkeys: Vec<Hash32> = w.pubkeys.into_iter().collect();
-                filters.extend(pubkeys.chunks(max_values).map(|chunk| Filter {
-                    authors: Some(chunk.to_vec()),
-                    kinds: Some(vec![MUTE_LIST_KIND, INBOX_RELAYS_KIND]),
-                    ..Filter::default()
-                }));
-                (relay, filters)
-            })
-            .collect()
-    }
-
     /// The registrations an event should notify now (spec: Matching): a `p` tag in its `#p` or an `e`/`h` tag in
     /// its `#e`, its kind in `kinds`, an author other than the pubkey itself and not excluded, and the pubkey
     /// offline.
@@ -347,7 +216,8 @@ impl RegistrationIndex {
         timeout_secs: i64,
         rule: Hellthreads,
     ) -> Vec<Arc<Registration>> {
-        let (mut via_p, mut via_e): (HashSet<&Key>, HashSet<&Key>) = (HashSet::new(), HashSet::new());
+        let (mut via_p, mut via_e): (HashSet<&RegistrationKey>, HashSet<&RegistrationKey>) =
+            (HashSet::new(), HashSet::new());
         let mut mentioned: HashSet<&str> = HashSet::new();
         for (letter, value) in event.indexed_tags() {
             match letter {
@@ -385,11 +255,11 @@ impl RegistrationIndex {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use nostr::prelude::{EventBuilder, FinalizeEvent, Keys, Kind, Tag};
 
-    fn registration(pubkey: u8, device: u8, relays: &[String]) -> Registration {
+    pub(in crate::push::audience) fn registration(pubkey: u8, device: u8, relays: &[String]) -> Registration {
         let device_id = format!("{device:02x}").repeat(32);
         let device = Device::parse(&device_id, &[], false).unwrap();
         Registration {
@@ -398,28 +268,6 @@ mod tests {
             relays: relays.to_vec(),
             ..Registration::new([pubkey; 32], &device_id, device, 0)
         }
-    }
-
-    #[test]
-    fn one_pubkey_naming_many_relays_cannot_take_everyones_slots() {
-        let mut index = RegistrationIndex::default();
-        let dead: Vec<String> = (0..40).map(|n| format!("wss://dead{n:02}.example")).collect();
-        // Mallory's two devices name 40 relays between them.
-        index.insert(registration(1, 1, &dead[..20]));
-        index.insert(registration(1, 2, &dead[20..]));
-        for (pubkey, relay) in [(2, "wss://a.example"), (3, "wss://a.example"), (4, "wss://b.example")] {
-            index.insert(registration(pubkey, pubkey, &[relay.to_owned()]));
-        }
-        let plan = |per_pubkey, relays| {
-            let limits = PlanLimits { max_values: 100, per_pubkey, relays };
-            index.watch_plan(0, 180, limits, &|_| Vec::new()).into_keys().collect::<Vec<_>>()
-        };
-        let all = plan(10, 100);
-        assert_eq!(all.len(), 12, "{all:?}");
-        assert!(all.iter().filter(|url| url.contains("dead")).all(|url| dead[..10].contains(url)), "{all:?}");
-        let few = plan(10, 4);
-        assert!(few.contains(&"wss://a.example".to_owned()) && few.contains(&"wss://b.example".to_owned()), "{few:?}");
-        assert_eq!(few.len(), 4);
     }
 
     /// An event by `author` of `kind`, `p`-tagging `mentions` pubkeys (1, 2, ...) and `h`-tagging `group`.

@@ -7,9 +7,9 @@ use nostr::key::{Keys, PublicKey};
 use nostr::nips::nip44;
 use nostr::prelude::{EventBuilder, FinalizeEvent, Kind};
 
-use super::dispatch::{Claimed, Worker};
 use super::senders::Notification;
-use super::text;
+use super::{Claimed, Worker};
+use crate::push::text;
 use crate::store::jobs::Job;
 
 /// The wrap's JSON: `event_json` encrypted to `recipient` from a throwaway key that signs the wrap.

@@ -16,8 +16,8 @@ use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 use reqwest::header::{HeaderMap, RETRY_AFTER};
 use serde_json::{Value, json};
 
-use super::device::Device;
 use crate::config::PushConfig;
+use crate::push::device::Device;
 pub use apns::ApnsSender;
 pub use callback::CallbackSender;
 pub use fcm::FcmSender;

@@ -3,20 +3,23 @@
 //! watched relays (`RemoteEvents`). Jobs of events that were not written go to the queue through one bounded
 //! intake task, so that publishing never waits on the queue.
 
+pub mod matcher;
+pub mod push_job;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use tokio::sync::{Notify, mpsc};
 
-use super::audience::Audience;
-use super::jobs::Matcher;
-use super::nip9a::SUBSCRIPTION_KIND;
 use crate::config::Config;
 use crate::hooks::{ReadGate, RemoteEvents};
 use crate::lifecycle::Lifecycle;
 use crate::protocol::{KindClass, SharedEvent};
+use crate::push::audience::Audience;
+use crate::push::audience::subscription::SUBSCRIPTION_KIND;
 use crate::store::jobs::{JobQueue, JobSource, NewJob};
 use crate::store::writer::AcceptListener;
+use matcher::Matcher;
 
 /// NIP-09 deletion requests and NIP-62 requests to vanish.
 const DELETION_KIND: u16 = 5;

@@ -26,7 +26,7 @@ impl Default for FilterBounds {
 }
 
 /// The kind of a NIP-9a push subscription.
-pub const SUBSCRIPTION_KIND: u16 = 30390;
+pub const SUBSCRIPTION_KIND: u16 = crate::protocol::event::PUSH_SUBSCRIPTION_KIND;
 
 /// What a subscription asks for, read from its event.
 #[derive(Debug, Clone, PartialEq, Eq)]

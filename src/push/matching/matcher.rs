@@ -1,37 +1,14 @@
 //! From an accepted event to push jobs: one per device whose registration matches, never two for one event.
 
-use serde::{Deserialize, Serialize};
-
-use super::callbacks::CallbackIndex;
-use super::mutes::MuteLists;
-use super::registry::Registry;
-use super::text::Summary;
+use super::push_job::{CALLBACK_PREFIX, PushJob};
 use crate::hooks::ReadGate;
 use crate::protocol::VerifiedEvent;
+use crate::push::audience::callback_index::CallbackIndex;
+use crate::push::audience::mutes::MuteLists;
+use crate::push::audience::registry::Registry;
+use crate::push::text::Summary;
 use crate::store::db_time;
 use crate::store::jobs::NewJob;
-
-/// The group key (and device id) of the jobs of one NIP-9a callback: this prefix, then its URL.
-pub const CALLBACK_PREFIX: &str = "nip9a:";
-
-/// What a push job carries: enough to build the notification without the event itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PushJob {
-    pub device_id: String,
-    /// The registered pubkey the event is for.
-    pub pubkey: String,
-    pub event_id: String,
-    pub kind: u16,
-    pub author: String,
-    #[serde(default)]
-    pub summary: Summary,
-    /// The event's JSON, for deliveries that carry the event itself (NIP-97's gift wrap, a NIP-9a subscription with `include_event`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub event: Option<String>,
-    /// A test notification its owner asked for: sent even while the pubkey is online.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub test: bool,
-}
 
 /// What decides whether an event is pushed, and to whom.
 pub struct Matcher<'a> {
@@ -77,7 +54,7 @@ impl Matcher<'_> {
                 kind: event.kind(),
                 author: event.event.pubkey.to_hex(),
                 summary: summary.get_or_insert_with(|| Summary::of(event)).clone(),
-                event: super::device::is_nip97(&registration.device_id).then(|| event.json.to_string()),
+                event: crate::push::device::is_nip97(&registration.device_id).then(|| event.json.to_string()),
                 test: false,
             };
             let service = registration.device.platform();

@@ -1,10 +1,10 @@
 //! Delivery to NIP-9a callbacks: one `POST` per job, never merged, no badge and no presence (a callback is a
 //! server, not a phone). Outcomes are recorded through the delivery loop's bookkeeper, like every push.
 
-use super::dispatch::Worker;
-use super::jobs::{CALLBACK_PREFIX, PushJob};
+use super::Worker;
 use super::senders::SendOutcome;
 use super::stats::Outcome;
+use crate::push::matching::push_job::{CALLBACK_PREFIX, PushJob};
 use crate::store::jobs::Job;
 
 /// The service name callbacks are counted under.

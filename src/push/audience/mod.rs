@@ -2,22 +2,30 @@
 //! relays, and the watch plan derived from them. Intake changes it, the write path's matcher and the delivery loop
 //! read it; the upstream manager asks it what to watch (`WatchSource`).
 
+pub mod callback_index;
+pub mod inbox;
+pub mod index;
+pub mod mutes;
+pub mod registry;
+pub mod subscription;
+pub mod update;
+pub mod watch_plan;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::Notify;
 
-use super::callbacks::CallbackIndex;
-use super::inbox::{INBOX_RELAYS_KIND, InboxRelays};
-use super::index;
-use super::mutes::{MUTE_LIST_KIND, MuteLists};
-use super::registry::Registry;
 use crate::clock::Clock;
 use crate::config::UpstreamConfig;
 use crate::hooks::WatchSource;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent, VerifiedEvent};
 use crate::store::{EventStore, Visibility};
+use callback_index::CallbackIndex;
+use inbox::{INBOX_RELAYS_KIND, InboxRelays};
+use mutes::{MUTE_LIST_KIND, MuteLists};
+use registry::Registry;
 
 pub struct Audience {
     pub registry: Registry,
@@ -131,13 +139,13 @@ impl Audience {
     pub async fn author_name(&self, author: &Hash32) -> Option<String> {
         let filter = Filter { authors: Some(vec![*author]), kinds: Some(vec![0]), limit: Some(1), ..Filter::default() };
         let profile = self.events.query_filter(&filter, Visibility::default(), usize::MAX).await.ok()?.pop()?;
-        super::text::profile_name(&profile.json)
+        crate::push::text::profile_name(&profile.json)
     }
 }
 
 impl WatchSource for Audience {
     fn watch_plan(&self) -> BTreeMap<String, Vec<Filter>> {
-        let limits = index::PlanLimits {
+        let limits = watch_plan::PlanLimits {
             max_values: self.upstream.max_values_per_filter,
             per_pubkey: self.upstream.max_relays_per_pubkey,
             relays: self.upstream.max_connections,
