@@ -238,7 +238,7 @@ pub struct DatabaseConfig {
 impl DatabaseConfig {
     /// How many read connections to open (`read_connections`, or what 0 stands for). SQLite runs each query whole on
     /// its connection's thread, so threads beyond the cores only take turns: with four on one core, each query
-    /// woke a sleeping thread, and the switches cost 15 % of REQs per CPU-second (BENCHMARKS.md). A PostgreSQL
+    /// woke a sleeping thread, and the switches cost REQs per CPU-second (BENCHMARKS.md). A PostgreSQL
     /// connection mostly waits on the server, so a few more than the cores cost nothing.
     pub fn readers(&self, sqlite: bool) -> u32 {
         match self.read_connections {

@@ -90,8 +90,8 @@ async fn root(
         return upgrade
             .max_message_size(hard_limit)
             .max_frame_size(hard_limit)
-            // A small read buffer keeps idle connections cheap (2 KiB: 7.3 KiB per idle connection, against 9.2 with
-            // 4 KiB); it grows only while a large message passes. Messages sent together (OKs, a REQ's events) are
+            // A small read buffer keeps idle connections cheap (the memory per idle connection: BENCHMARKS.md); it
+            // grows only while a large message passes. Messages sent together (OKs, a REQ's events) are
             // gathered up to 8 KiB per write instead of one write each (BENCHMARKS.md).
             .read_buffer_size(2048)
             .write_buffer_size(8192)

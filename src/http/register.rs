@@ -63,7 +63,7 @@ pub async fn handle(
     Json(answers).into_response()
 }
 
-/// One event's answer: `added`, `replaced`, or `error` with why (spec: NIP-97).
+/// One event's answer: `added`, `replaced`, or `error` with why (README, "NIP-97: `POST /register`").
 fn entry(pubkey: Option<String>, outcome: Result<bool, String>) -> Value {
     let mut answer = match outcome {
         Ok(replaced) => json!({"result": if replaced { "replaced" } else { "added" }}),

@@ -91,45 +91,45 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
         // try a read that would find nothing; what is read is answered first, so the client's own work leads.
         tokio::select! {
             biased;
-            _ = &mut shutdown => break "relay shutting down",
+            _ = &mut shutdown => break End::Shutdown,
             _ = &mut overflowed => {
                 metrics::counter!(crate::metrics::SLOW_CLIENTS, "reason" => "outbox_full").increment(1);
                 let _ = send(&mut sink, message::notice("error: disconnected for reading too slowly")).await;
-                break "too slow reading";
+                break End::TooSlow;
             }
             Some(reply) = pending.next(), if !pending.is_empty() => {
                 // Answers that are ready together leave in one write.
                 let ready = std::iter::from_fn(|| pending.next().now_or_never().flatten());
-                if send_all(&mut sink, std::iter::once(reply).chain(ready)).await.is_err() { break "send failed"; }
+                if send_all(&mut sink, std::iter::once(reply).chain(ready)).await.is_err() { break End::SendFailed; }
             }
             Some(event) = next_live(&mut session.live), if live.held.is_none() && session.live.is_some() => {
                 if let Some(first) = live.hold_or_send(event) {
                     let ready = std::iter::from_fn(|| session.live.as_mut()?.1.try_recv());
-                    if send_all(&mut sink, std::iter::once(first).chain(ready)).await.is_err() { break "send failed"; }
+                    if send_all(&mut sink, std::iter::once(first).chain(ready)).await.is_err() { break End::SendFailed; }
                 }
             }
             // Made anew at each turn: kept across turns, a timer would add a quarter of a KiB to every connection.
             () = tokio::time::sleep_until(live.due), if live.held.is_some() => {
                 let first = live.release();
                 let ready = std::iter::from_fn(|| session.live.as_mut()?.1.try_recv());
-                if send_all(&mut sink, first.into_iter().chain(ready)).await.is_err() { break "send failed"; }
+                if send_all(&mut sink, first.into_iter().chain(ready)).await.is_err() { break End::SendFailed; }
             }
             incoming = stream.next(), if pending.len() < limits.max_pending_events => match incoming {
                 Some(Ok(Message::Text(text))) => {
                     if let Err(()) = session.handle(text.as_str(), &mut sink, &mut pending).await {
-                        break "send failed";
+                        break End::SendFailed;
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
                     if send(&mut sink, message::notice("invalid: binary messages are not supported")).await.is_err() {
-                        break "send failed";
+                        break End::SendFailed;
                     }
                 }
-                Some(Ok(Message::Close(_))) | None => break "closed by client",
+                Some(Ok(Message::Close(_))) | None => break End::ClosedByClient,
                 Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                 Some(Err(e)) => {
                     tracing::info!(connection_id, "websocket error: {e}");
-                    break "protocol error";
+                    break End::ProtocolError;
                 }
             },
         }
@@ -137,7 +137,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
 
     // Events already in flight are answered if the client is still there: their commit may already be under way.
     // A client whose socket failed or stalled gets nothing more (its events are committed all the same).
-    if reason != "send failed" {
+    if reason != End::SendFailed {
         let _ = tokio::time::timeout(DRAIN_TIMEOUT, async {
             while let Some(reply) = pending.next().await {
                 let _ = send(&mut sink, reply).await;
@@ -150,7 +150,30 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
     }
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.inner.close()).await;
     metrics::gauge!(crate::metrics::CONNECTIONS).decrement(1);
-    tracing::info!(connection_id, peer = %address, reason, "connection closed");
+    tracing::info!(connection_id, peer = %address, reason = reason.as_str(), "connection closed");
+}
+
+/// Why a connection ended, as its closing log line says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum End {
+    Shutdown,
+    TooSlow,
+    /// A write to the client failed or made no progress: nothing more is sent.
+    SendFailed,
+    ClosedByClient,
+    ProtocolError,
+}
+
+impl End {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Shutdown => "relay shutting down",
+            Self::TooSlow => "too slow reading",
+            Self::SendFailed => "send failed",
+            Self::ClosedByClient => "closed by client",
+            Self::ProtocolError => "protocol error",
+        }
+    }
 }
 
 /// Gathers live events into fewer writes: an event that follows the last write within `window` is held (the rest

@@ -225,7 +225,7 @@ const RELEASE_LEASE: &str = "DELETE FROM upstream_leases WHERE relay = $1 AND no
 /// Events, the job queue, leases, moderation and registrations, kept in one database so that events and jobs change
 /// in one transaction, with one writer per database: on SQLite, two connections writing at once wait on each other
 /// through SQLite's busy handler, which sleeps in growing steps (a push's badge update waiting on the event commits
-/// put publish-to-APNs p99 at 0.3 to 1.7 s at 1,000 events/s, and 6 ms once it queued behind them instead).
+/// once put publish-to-APNs latency in seconds; queued behind them, in milliseconds: BENCHMARKS.md).
 pub trait Store: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore {}
 
 impl<T: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore> Store for T {}

@@ -135,7 +135,7 @@ async fn run(
 }
 
 /// Takes the requests that arrive until `due`, or until the batch is full. A durable commit costs a WAL write and
-/// an fsync whatever it holds (300 µs of CPU for a one-note commit on SQLite, BENCHMARKS.md), so under a steady
+/// an fsync whatever it holds (its CPU for a one-note commit on SQLite: BENCHMARKS.md), so under a steady
 /// trickle of events, one commit per event was most of the relay's CPU. An awaited request ends the gathering:
 /// its client sends nothing until it has the answer, so waiting on could only slow it.
 async fn gather(queue: &mut mpsc::Receiver<WriteRequest>, requests: &mut Vec<WriteRequest>, max: usize, due: Instant) {

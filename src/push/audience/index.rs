@@ -206,7 +206,7 @@ impl RegistrationIndex {
         self.registrations.is_empty()
     }
 
-    /// The registrations an event should notify now (spec: Matching): a `p` tag in its `#p` or an `e`/`h` tag in
+    /// The registrations an event should notify now (README, "Push delivery"): a `p` tag in its `#p` or an `e`/`h` tag in
     /// its `#e`, its kind in `kinds`, an author other than the pubkey itself and not excluded, and the pubkey
     /// offline.
     pub fn matching(

@@ -318,9 +318,9 @@ fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64)
     replace(&mut registration.relays, &update.relays);
     registration.only_from_authors = update.only_from_authors.unwrap_or(registration.only_from_authors);
     registration.limit_mentions = update.limit_mentions.unwrap_or(registration.limit_mentions);
-    // A registration that never named `#p` (YakiHonne's) is for its signer (spec: "What the decrypted content
-    // says"); an empty list is taken the same way, so that such registrations stored earlier mend themselves at the
-    // app's next heartbeat.
+    // A registration that never named `#p` (YakiHonne's) is for its signer (README, "Push registration"); an empty
+    // list is taken the same way, so that such registrations stored earlier mend themselves at the app's next
+    // heartbeat.
     if update.p_tags.is_none() && registration.p_tags.is_empty() {
         registration.p_tags = vec![hex::encode(registration.pubkey)];
     }

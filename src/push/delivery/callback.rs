@@ -15,8 +15,8 @@ impl Worker {
     /// after it (the callback is unwell); a dead callback ends every subscription posting to it.
     pub(super) async fn deliver_callbacks(&self, group_key: &str, jobs: Vec<Job>) {
         let callback = group_key.strip_prefix(CALLBACK_PREFIX).unwrap_or(group_key);
-        let now_ms = self.audience.clock.millis();
-        if !self.audience.callbacks.has_callback(callback) {
+        let now_ms = self.delivery.audience.clock.millis();
+        if !self.delivery.audience.callbacks.has_callback(callback) {
             // Every subscription with this callback ended since: nothing to tell.
             let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
             return self.finish(&ids, now_ms).await;
@@ -25,29 +25,29 @@ impl Worker {
             // A payload of no known form (written by another version) cannot be sent: dropped, counted refused.
             let Ok(push) = serde_json::from_str::<PushJob>(&job.payload) else {
                 self.finish(&[job.id], now_ms).await;
-                self.stats.count(SERVICE, Outcome::Dropped("refused"), 1);
+                self.delivery.stats.count(SERVICE, Outcome::Dropped("refused"), 1);
                 continue;
             };
-            let body = post_body(&push, self.audience.callbacks.relay_url());
-            match self.senders.callback.post(callback, body).await {
+            let body = post_body(&push, self.delivery.audience.callbacks.relay_url());
+            match self.delivery.senders.callback.post(callback, body).await {
                 SendOutcome::Delivered => {
                     self.finish(&[job.id], now_ms).await;
-                    self.stats.count(SERVICE, Outcome::Sent, 1);
-                    self.stats.delivered(SERVICE);
+                    self.delivery.stats.count(SERVICE, Outcome::Sent, 1);
+                    self.delivery.stats.delivered(SERVICE);
                 }
                 SendOutcome::Retry { after, reason } => {
-                    self.stats.failed(SERVICE, &reason);
+                    self.delivery.stats.failed(SERVICE, &reason);
                     let attempts = job.attempts + 1;
-                    if now_ms - job.created_at > self.config.max_job_age_secs as i64 * 1000 {
+                    if now_ms - job.created_at > self.delivery.config.max_job_age_secs as i64 * 1000 {
                         tracing::warn!(callback, "NIP-9a POST given up after {attempts} attempts: {reason}");
                         self.finish(&[job.id], now_ms).await;
-                        self.stats.count(SERVICE, Outcome::Dropped("too_old"), 1);
+                        self.delivery.stats.count(SERVICE, Outcome::Dropped("too_old"), 1);
                         continue;
                     }
                     let due_ms = now_ms + self.backoff(attempts).max(after.unwrap_or_default()).as_millis() as i64;
                     tracing::info!(callback, attempts, "NIP-9a POST will be retried: {reason}");
                     self.reschedule(&[job.id], due_ms, attempts).await;
-                    self.stats.count(SERVICE, Outcome::Retried, 1);
+                    self.delivery.stats.count(SERVICE, Outcome::Retried, 1);
                     for later in &jobs[n + 1..] {
                         self.reschedule(&[later.id], due_ms, later.attempts).await;
                     }
@@ -55,17 +55,17 @@ impl Worker {
                 }
                 SendOutcome::DeadToken(reason) => {
                     tracing::info!(callback, "dead NIP-9a callback, its subscriptions deleted: {reason}");
-                    self.audience.remove_callback(callback).await;
+                    self.delivery.audience.remove_callback(callback).await;
                     let ids: Vec<i64> = jobs[n..].iter().map(|j| j.id).collect();
                     self.finish(&ids, now_ms).await;
-                    self.stats.dead_token(SERVICE);
+                    self.delivery.stats.dead_token(SERVICE);
                     return;
                 }
                 SendOutcome::Failed(reason) => {
                     tracing::warn!(callback, "NIP-9a POST dropped: {reason}");
-                    self.stats.failed(SERVICE, &reason);
+                    self.delivery.stats.failed(SERVICE, &reason);
                     self.finish(&[job.id], now_ms).await;
-                    self.stats.count(SERVICE, Outcome::Dropped("refused"), 1);
+                    self.delivery.stats.count(SERVICE, Outcome::Dropped("refused"), 1);
                 }
             }
         }

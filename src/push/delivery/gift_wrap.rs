@@ -26,14 +26,14 @@ impl Worker {
     /// device's rate: past it, that job and the ones after it wait (a device's endpoint once got every job a round
     /// claimed, whatever its rate).
     pub(super) async fn deliver_wrapped(&self, device_id: &str, jobs: Vec<Job>) {
-        let now_ms = self.audience.clock.millis();
+        let now_ms = self.delivery.audience.clock.millis();
         let all = Claimed::of(&jobs, now_ms);
-        if !self.audience.registry.has_device(device_id) {
+        if !self.delivery.audience.registry.has_device(device_id) {
             return self.finish(&all.ids, now_ms).await;
         }
         let Some(device) = self.usable_device(device_id, &all).await else { return };
         for (n, job) in jobs.iter().enumerate() {
-            if let Err(not_until) = self.device_limiter.check_key(&device_id.to_owned()) {
+            if let Err(not_until) = self.delivery.device_limiter.check_key(&device_id.to_owned()) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 let due_ms = now_ms + wait.as_millis() as i64 + 1;
                 for later in &jobs[n..] {
@@ -43,7 +43,8 @@ impl Worker {
             }
             let claimed = Claimed::of(std::slice::from_ref(job), now_ms);
             // A device found dead by an earlier job of this round gets nothing more.
-            let Some(push) = claimed.pushes.first().filter(|_| self.audience.registry.has_device(device_id)) else {
+            let Some(push) = claimed.pushes.first().filter(|_| self.delivery.audience.registry.has_device(device_id))
+            else {
                 self.finish(&claimed.ids, now_ms).await;
                 continue;
             };
@@ -62,7 +63,7 @@ impl Worker {
                 }
             };
             let notification = Notification {
-                title: self.relay_name.clone(),
+                title: self.delivery.relay_name.clone(),
                 body: text::body(None, push.kind, &push.summary),
                 event_id: push.event_id.clone(),
                 kind: push.kind,
@@ -70,7 +71,7 @@ impl Worker {
                 badge: None,
                 wrap,
             };
-            let outcome = self.senders.send(&device, &notification).await;
+            let outcome = self.delivery.senders.send(&device, &notification).await;
             self.record(device_id, device.platform(), &claimed, outcome).await;
         }
     }

@@ -10,7 +10,6 @@ pub mod stats;
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
-use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -39,6 +38,10 @@ const LEASE: Duration = Duration::from_secs(120);
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// How often the queue's size is checked against `max_queued_jobs`.
 const SHED_INTERVAL: Duration = Duration::from_secs(5);
+/// How long deliveries under way at shutdown may take to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
+/// How often finished jobs older than `DEDUP_WINDOW` are purged.
+const PURGE_INTERVAL: Duration = Duration::from_secs(600);
 /// Finished jobs are kept this long, so that an event seen again later does not push twice.
 const DEDUP_WINDOW: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -69,22 +72,15 @@ pub(super) struct Worker {
     books: Bookkeeper,
 }
 
-impl Deref for Worker {
-    type Target = Delivery;
-    fn deref(&self) -> &Delivery {
-        &self.delivery
-    }
-}
-
 impl Delivery {
-    /// Runs until shutdown; then lets deliveries under way finish (15 s at most), and closes the bookkeeper once
+    /// Runs until shutdown; then lets deliveries under way finish (`SHUTDOWN_GRACE`), and closes the bookkeeper once
     /// their outcomes are recorded. Jobs not yet taken wait in the queue for the next start.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let (books, recording) = Bookkeeper::start(self.queue.clone());
         let mut deliveries = JoinSet::new();
         self.rounds(&books, &mut deliveries, &shutdown).await;
         let finished = async { while deliveries.join_next().await.is_some() {} };
-        if tokio::time::timeout(Duration::from_secs(15), finished).await.is_err() {
+        if tokio::time::timeout(SHUTDOWN_GRACE, finished).await.is_err() {
             deliveries.shutdown().await;
         }
         drop(books);
@@ -124,7 +120,7 @@ impl Delivery {
                 });
             }
             while deliveries.try_join_next().is_some() {}
-            if last_purge.elapsed() > Duration::from_secs(600) {
+            if last_purge.elapsed() > PURGE_INTERVAL {
                 last_purge = tokio::time::Instant::now();
                 let before = self.audience.clock.millis() - DEDUP_WINDOW.as_millis() as i64;
                 if let Err(e) = self.queue.purge_finished(before).await {
@@ -203,11 +199,11 @@ impl Worker {
         if device_id.starts_with(crate::push::matching::push_job::CALLBACK_PREFIX) {
             return self.deliver_callbacks(device_id, jobs).await;
         }
-        let claimed = Claimed::of(&jobs, self.audience.clock.millis());
+        let claimed = Claimed::of(&jobs, self.delivery.audience.clock.millis());
         let Some(newest) = self.still_due(device_id, &claimed) else {
             return self.finish(&claimed.ids, claimed.now_ms).await;
         };
-        if let Err(not_until) = self.device_limiter.check_key(&device_id.to_owned()) {
+        if let Err(not_until) = self.delivery.device_limiter.check_key(&device_id.to_owned()) {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             return self.reschedule(&claimed.ids, claimed.now_ms + wait.as_millis() as i64 + 1, claimed.attempts).await;
         }
@@ -216,9 +212,11 @@ impl Worker {
         let notified = claimed.pushes.len() as i64;
         let recipient = parse_hash(&newest.pubkey).unwrap_or_default();
         let notification = self.notification(device_id, &claimed, newest, &recipient, notified).await;
-        let outcome = self.senders.send(&device, &notification).await;
+        let outcome = self.delivery.senders.send(&device, &notification).await;
         let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
-        if not_shown && let Err(e) = self.audience.registry.add_to_badge(&recipient, device_id, -notified).await {
+        if not_shown
+            && let Err(e) = self.delivery.audience.registry.add_to_badge(&recipient, device_id, -notified).await
+        {
             tracing::error!("cannot take back the badge count: {e}");
         }
         self.record(device_id, device.platform(), &claimed, outcome).await;
@@ -228,23 +226,22 @@ impl Worker {
     /// pubkey it was for came online since (the app shows the event itself).
     fn still_due<'a>(&self, device_id: &str, claimed: &'a Claimed) -> Option<&'a PushJob> {
         let now = claimed.now_ms / 1000;
-        let due = self.audience.registry.has_device(device_id)
-            && claimed
-                .pushes
-                .iter()
-                .any(|p| p.test || parse_hash(&p.pubkey).is_some_and(|pk| !self.audience.registry.is_online(&pk, now)));
+        let due = self.delivery.audience.registry.has_device(device_id)
+            && claimed.pushes.iter().any(|p| {
+                p.test || parse_hash(&p.pubkey).is_some_and(|pk| !self.delivery.audience.registry.is_online(&pk, now))
+            });
         claimed.pushes.last().filter(|_| due)
     }
 
     /// The device the id names; one of no known form (no longer configured, say) finishes its jobs as dropped.
     pub(super) async fn usable_device(&self, device_id: &str, claimed: &Claimed) -> Option<Device> {
-        let config = &self.config;
+        let config = &self.delivery.config;
         match Device::parse_stored(device_id, &config.apns.bundle_ids, config.unifiedpush.allow_private_addresses) {
             Ok(device) => Some(device),
             Err(e) => {
                 tracing::warn!("push job for an unusable device: {e}");
                 self.finish(&claimed.ids, claimed.now_ms).await;
-                self.stats.count("unknown", Outcome::Dropped("unusable_device"), claimed.ids.len());
+                self.delivery.stats.count("unknown", Outcome::Dropped("unusable_device"), claimed.ids.len());
                 None
             }
         }
@@ -264,14 +261,14 @@ impl Worker {
         } else {
             let name = match newest.summary.actor(&newest.author) {
                 Some(actor) => match parse_hash(actor) {
-                    Some(actor) => self.audience.author_name(&actor).await,
+                    Some(actor) => self.delivery.audience.author_name(&actor).await,
                     None => None,
                 },
                 None => None,
             };
             text::body(name.as_deref(), newest.kind, &newest.summary)
         };
-        let badge = match self.audience.registry.add_to_badge(recipient, device_id, notified).await {
+        let badge = match self.delivery.audience.registry.add_to_badge(recipient, device_id, notified).await {
             Ok(badge) => badge,
             Err(e) => {
                 tracing::error!("cannot count the badge: {e}");
@@ -279,7 +276,7 @@ impl Worker {
             }
         };
         Notification {
-            title: self.relay_name.clone(),
+            title: self.delivery.relay_name.clone(),
             body,
             event_id: newest.event_id.clone(),
             kind: newest.kind,
@@ -297,37 +294,37 @@ impl Worker {
         match outcome {
             SendOutcome::Delivered => {
                 self.finish(ids, now_ms).await;
-                self.stats.count(service, Outcome::Sent, 1);
-                self.stats.count(service, Outcome::Merged, ids.len() - 1);
-                self.stats.delivered(service);
+                self.delivery.stats.count(service, Outcome::Sent, 1);
+                self.delivery.stats.count(service, Outcome::Merged, ids.len() - 1);
+                self.delivery.stats.delivered(service);
             }
             SendOutcome::Retry { after, reason } => {
-                self.stats.failed(service, &reason);
+                self.delivery.stats.failed(service, &reason);
                 let attempts = claimed.attempts + 1;
-                if now_ms - claimed.oldest_ms > self.config.max_job_age_secs as i64 * 1000 {
+                if now_ms - claimed.oldest_ms > self.delivery.config.max_job_age_secs as i64 * 1000 {
                     tracing::warn!(device = shortened, "push given up after {attempts} attempts: {reason}");
                     self.finish(ids, now_ms).await;
-                    return self.stats.count(service, Outcome::Dropped("too_old"), ids.len());
+                    return self.delivery.stats.count(service, Outcome::Dropped("too_old"), ids.len());
                 }
                 let delay = self.backoff(attempts).max(after.unwrap_or_default());
                 tracing::info!(device = shortened, attempts, ?delay, "push will be retried: {reason}");
                 self.reschedule(ids, now_ms + delay.as_millis() as i64, attempts).await;
-                self.stats.count(service, Outcome::Retried, ids.len());
+                self.delivery.stats.count(service, Outcome::Retried, ids.len());
             }
             SendOutcome::DeadToken(reason) => {
                 tracing::info!(device = shortened, "dead push token, device removed: {reason}");
-                if let Err(e) = self.audience.registry.remove_device(device_id).await {
+                if let Err(e) = self.delivery.audience.registry.remove_device(device_id).await {
                     tracing::error!("cannot remove a dead device: {e}");
                 }
-                self.audience.changed();
+                self.delivery.audience.changed();
                 self.finish(ids, now_ms).await;
-                self.stats.dead_token(service);
+                self.delivery.stats.dead_token(service);
             }
             SendOutcome::Failed(reason) => {
                 tracing::warn!(device = shortened, "push dropped: {reason}");
-                self.stats.failed(service, &reason);
+                self.delivery.stats.failed(service, &reason);
                 self.finish(ids, now_ms).await;
-                self.stats.count(service, Outcome::Dropped("refused"), ids.len());
+                self.delivery.stats.count(service, Outcome::Dropped("refused"), ids.len());
             }
         }
     }
@@ -335,8 +332,8 @@ impl Worker {
     /// Exponential back-off from `retry_initial_ms`, doubled per attempt up to `retry_max_ms`, with ±20 % jitter so
     /// that a service coming back is not hit by every retry at once.
     pub(super) fn backoff(&self, attempts: u32) -> Duration {
-        let base = self.config.retry_initial_ms.saturating_mul(1 << attempts.saturating_sub(1).min(30));
-        let capped = base.min(self.config.retry_max_ms) as f64;
+        let base = self.delivery.config.retry_initial_ms.saturating_mul(1 << attempts.saturating_sub(1).min(30));
+        let capped = base.min(self.delivery.config.retry_max_ms) as f64;
         Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)
     }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 /// The kind of the registration events.
 pub const REGISTER_KIND: u16 = 22242;
-/// What notifies a NIP-97 device (spec): notes, DMs, reposts, reactions, zaps, gift wraps. Kind 14 never stands
+/// What notifies a NIP-97 device (README, "NIP-97"): notes, DMs, reposts, reactions, zaps, gift wraps. Kind 14 never stands
 /// alone: it travels inside a gift wrap.
 pub const NIP97_KINDS: [u16; 6] = [1, 4, 6, 7, 9735, 1059];
 
@@ -83,7 +83,7 @@ impl Intake {
     }
 
     /// The relays of `relay` tags that can be watched, at most `[push] max_relays`: the others (this relay, a private
-    /// address, not `ws://`/`wss://`) are skipped, never a reason to refuse (spec).
+    /// address, not `ws://`/`wss://`) are skipped, never a reason to refuse (README, "NIP-97").
     fn watchable<'a>(&self, named: impl Iterator<Item = &'a str>) -> Vec<String> {
         let mut relays: Vec<String> = Vec::new();
         for relay in named {

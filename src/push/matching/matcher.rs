@@ -28,7 +28,7 @@ pub struct Matcher<'a> {
 }
 
 impl Matcher<'_> {
-    /// The jobs an event causes now: one per matching device (spec: Matching) whose pubkey did not mute it, keyed
+    /// The jobs an event causes now: one per matching device (README, "Push delivery") whose pubkey did not mute it, keyed
     /// by the event id and the device's address (its token or endpoint, whichever protocol registered it), so that
     /// the same event, seen again (a retry, or from a watched relay) or matching one device through two protocols,
     /// never causes a second job.

@@ -148,7 +148,7 @@ impl EventStore for PgStore {
         }
         // A search is planned for its own words each time (an unnamed statement): the cached generic plan cannot
         // tell a word every note holds from a rare one, and gathered every match from the GIN index for the newest
-        // 1,000 (0.26 s a query, against 1.8 ms planned with the word; BENCHMARKS.md).
+        // `search_candidates`, two orders of magnitude slower than a plan made with the word (BENCHMARKS.md).
         let rows = query.build().persistent(!searching).fetch(&self.pool).map(|row| {
             let row = row?;
             Ok(StoredEvent { id: hash(row.try_get(0)?)?, created_at: row.try_get(1)?, json: row.try_get(2)? })

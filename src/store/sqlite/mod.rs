@@ -184,8 +184,8 @@ impl EventStore for SqliteStore {
             self.search_ready().await?;
             // NIP-50: best match first (FTS5's bm25 rank), then newest, among the newest `search_candidates` matches:
             // FTS5 walks its index newest first and stops there. CROSS JOIN keeps the index as the outer loop: left
-            // to itself, SQLite walked `events` by kind and ran the full-text query once per row (15 s for a word
-            // every one of 100,000 notes holds, against 3 ms; BENCHMARKS.md).
+            // to itself, SQLite walked `events` by kind and ran the full-text query once per row, thousands of times
+            // slower for a word every note holds (BENCHMARKS.md).
             let mut query = Sql::new(
                 "SELECT e.id, e.created_at, e.json FROM (SELECT events_fts.rowid AS seq, events_fts.rank AS r \
                  FROM events_fts CROSS JOIN events e ON e.seq = events_fts.rowid WHERE events_fts MATCH ",
@@ -333,8 +333,8 @@ const MAX_ARMS: usize = 32;
 
 /// The field an index walk starts from (the first tag, else the authors, else the kinds), and the filter split on
 /// its values: one filter per value, each an index range already in time order, which SQLite merges. A list in
-/// one query (even of one value: SQLite cannot tell) makes it gather every match and sort: the newest 100 of kind
-/// 1 among 100,000 events took 95 ms that way and 0.5 ms as a range (`cargo bench --bench store_queries`).
+/// one query (even of one value: SQLite cannot tell) makes it gather every match and sort, which grows with the
+/// matches where a range does not (`cargo bench --bench store_queries`, BENCHMARKS.md).
 fn split_on_driver(filter: &Filter) -> Vec<Cow<'_, Filter>> {
     let one_each = |set: &dyn Fn(&mut Filter, usize), count: usize| -> Vec<Cow<'_, Filter>> {
         (0..count)
@@ -364,7 +364,7 @@ fn split_on_driver(filter: &Filter) -> Vec<Cow<'_, Filter>> {
 
 /// One `SELECT id, created_at, json` over the events a filter matches. A filter with tags is driven from the tag
 /// index, which holds each tag's events newest first (filtering events by a tag subquery instead gathers every
-/// event with the tag before it can sort: 11.6 ms against 0.08 ms for a hashtag's newest 50 of 40,000 events).
+/// event with the tag before it can sort, which grows with the tag's events; BENCHMARKS.md).
 fn push_arm(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>, now: u64) {
     let driving_tag = filter.tags.iter().next();
     match driving_tag {
@@ -449,8 +449,8 @@ fn push_conditions(query: &mut Sql, filter: &Filter, visibility: Visibility<'_>,
 }
 
 /// Restricted kinds only to their parties. The kinds are compared one by one, not looked up in an `IN` list: SQLite
-/// builds an `IN` list's table afresh each time a statement runs, and this condition is on every anonymous REQ: a
-/// hashtag's newest ten cost 108,700 instructions with the list, 67,200 without (BENCHMARKS.md). The list is the
+/// builds an `IN` list's table afresh each time a statement runs, and this condition is on every anonymous REQ
+/// (what the list cost: BENCHMARKS.md). The list is the
 /// relay's own and short, so the statement's text is still one per configuration. The parties' part is left out for
 /// a reader who has not authenticated. A list longer than `COMPARED_KINDS` is looked up after all: each comparison
 /// deepens the expression, and SQLite refuses one deeper than 1,000.

@@ -64,12 +64,12 @@ impl Readers {
             conn.busy_timeout(busy_timeout)?;
             conn.pragma_update(None, "temp_store", "memory")?;
             conn.pragma_update(None, "cache_size", -32000)?;
-            // Pages read through the map are not copied into the connection's cache: 17 % more REQs per CPU-second
-            // under `nostr-bench req` (BENCHMARKS.md). Address space only; the kernel's page cache holds the pages.
+            // Pages read through the map are not copied into the connection's cache: more REQs per CPU-second under
+            // `nostr-bench req` (BENCHMARKS.md). Address space only; the kernel's page cache holds the pages.
             conn.pragma_update(None, "mmap_size", 1i64 << 30)?;
             // Without the query planner stability guarantee SQLite marks a statement to be prepared again whenever
             // a parameter it compared with a partial index's condition is bound (our `expires_at > ?` against
-            // `events_by_expiry`): every REQ was parsed and planned anew, 10 % of the relay's CPU.
+            // `events_by_expiry`): every REQ was parsed and planned anew, a tenth of the relay's CPU (BENCHMARKS.md).
             conn.set_db_config(DbConfig::SQLITE_DBCONFIG_ENABLE_QPSG, true)?;
             // Filters of one shape share a statement; a REQ's arms and conditions make a few dozen shapes.
             conn.set_prepared_statement_cache_capacity(128);
@@ -112,7 +112,7 @@ impl Readers {
     /// The newest `limit` events of `arm` (a `SELECT id, created_at, json ...` without its order), in NIP-01's
     /// order: newest first, within one second the lowest id first. The rows are read newest second first up to
     /// `TIE_ROOM` past the limit, and on only through the second the limit falls in, the tie-break made here: SQL's
-    /// own sorted that second's rows, JSON and all (7 % more REQs per relay CPU-second, BENCHMARKS.md). Should that
+    /// own sorted that second's rows, JSON and all (its cost: BENCHMARKS.md). Should that
     /// second run past the cap, the query runs again with SQL's tie-break.
     pub(super) async fn newest(
         &self,

@@ -51,9 +51,9 @@ impl WriteConnection {
         conn.pragma_update(None, "synchronous", "full")?;
         conn.pragma_update(None, "temp_store", "memory")?;
         conn.pragma_update(None, "cache_size", -32000)?;
-        // The commit that fills the WAL to this many pages copies them into the database. SQLite's 1,000 (4 MB)
-        // made that nearly every batch; at 16,384 (64 MB) a page changed by many batches is copied once, which
-        // measured 6 % less relay CPU under ingest (BENCHMARKS.md).
+        // The commit that fills the WAL to this many pages copies them into the database. SQLite's default made
+        // that nearly every batch; with 64 MB a page changed by many batches is copied once, which measured less
+        // relay CPU under ingest (BENCHMARKS.md).
         conn.pragma_update(None, "wal_autocheckpoint", 16_384)?;
         // ...and the WAL file is cut back to this size after a checkpoint that emptied it.
         conn.pragma_update(None, "journal_size_limit", 64 * 1024 * 1024)?;
@@ -166,7 +166,7 @@ fn insert(
     let created_at = db_time(event.created_at());
     // The new row's seq from `last_insert_rowid`, not `RETURNING seq`: SQLite runs a RETURNING clause as a trigger,
     // and a statement with a trigger that may abort (the replacement key's unique index) keeps a statement journal,
-    // a copy of every B-tree page the insert changes (6 % of the instructions per stored event, BENCHMARKS.md).
+    // a copy of every B-tree page the insert changes (its cost per stored event: BENCHMARKS.md).
     let inserted = tx
         .prepare_cached(
             "INSERT INTO events (id, pubkey, created_at, kind, d_tag, json, expires_at, grp)

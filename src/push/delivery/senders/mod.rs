@@ -41,7 +41,7 @@ pub struct Notification {
 }
 
 impl Notification {
-    /// The body the Android app decodes (spec: Device ids): `notification` plus `data.msgType`.
+    /// The body the Android app decodes (README, "Push registration": device ids): `notification` plus `data.msgType`.
     pub fn android_body(&self) -> Value {
         json!({
             "notification": {"title": self.title, "body": self.body},
