@@ -10,14 +10,14 @@ use crate::config::Config;
 
 /// The NIPs this relay implements whatever its configuration: NIP-01 (with what NIP-02, 16, 20 and 33 added to it),
 /// deletion, the information document, expiration, AUTH, COUNT, vanish, protected events, negentropy.
-pub const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
+pub(super) const SUPPORTED_NIPS: &[u16] = &[1, 9, 11, 40, 42, 45, 62, 70, 77];
 
 /// Every NIP the relay implements as configured: the fixed ones, then those that depend on a setting (NIP-04 and
 /// NIP-17/59 when their kinds are served only to their parties, NIP-29 with groups, NIP-50 with the search index, NIP-86 and NIP-98 with
 /// administrators, NIP-97 with push). Only numbers: NIP-11 says `supported_nips` is a list of integers, and typed
 /// clients (rust-nostr's `RelayInformationDocument`) refuse the whole document when one entry is not; NIP-9a, whose
 /// name is not a number, is listed in [`supported_nip_names`].
-pub fn supported_nips(config: &Config) -> Vec<u16> {
+pub(super) fn supported_nips(config: &Config) -> Vec<u16> {
     let restricted = config.read_restricted_kinds();
     let mut numbers: Vec<u16> = SUPPORTED_NIPS.to_vec();
     if restricted.contains(&4) {
@@ -45,11 +45,11 @@ pub fn supported_nips(config: &Config) -> Vec<u16> {
 
 /// The NIPs implemented whose names are not numbers (NIP-9a with push), in the document's own field
 /// `supported_nip_names`, beside the integers of `supported_nips`.
-pub fn supported_nip_names(config: &Config) -> Vec<&'static str> {
+pub(super) fn supported_nip_names(config: &Config) -> Vec<&'static str> {
     if config.push.enabled { vec!["9a"] } else { Vec::new() }
 }
 
-pub fn document(config: &Config, extra: &Map<String, Value>) -> Response {
+pub(super) fn document(config: &Config, extra: &Map<String, Value>) -> Response {
     let relay = &config.relay;
     let limits = &config.limits;
     let restrict_writes = config.auth.restrict_writes;

@@ -16,7 +16,7 @@ use crate::protocol::filter::parse_hash;
 use crate::relay::RelayState;
 use crate::relay::moderation::{ALLOWED_PUBKEYS, BANNED_EVENTS, BANNED_PUBKEYS, RELAY_DESCRIPTION, RELAY_NAME};
 
-pub const CONTENT_TYPE: &str = "application/nostr+json+rpc";
+pub(super) const CONTENT_TYPE: &str = "application/nostr+json+rpc";
 const METHODS: &[&str] = &[
     "supportedmethods",
     "banpubkey",
@@ -30,7 +30,7 @@ const METHODS: &[&str] = &[
     "changerelaydescription",
 ];
 
-pub async fn handle(State(state): State<Arc<RelayState>>, headers: HeaderMap, body: Body) -> Response {
+pub(super) async fn handle(State(state): State<Arc<RelayState>>, headers: HeaderMap, body: Body) -> Response {
     let body = match read_body(&state, &headers, body).await {
         Ok(body) => body,
         Err(refusal) => return refusal,

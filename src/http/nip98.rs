@@ -16,7 +16,7 @@ const MAX_SKEW_SECS: u64 = 60;
 
 /// Ok when the request (`method` on `path` of this relay, with `body`) is authorised by an administrator.
 /// `now`: the relay clock's Unix time.
-pub fn authorize(
+pub(super) fn authorize(
     config: &Config,
     headers: &HeaderMap,
     method: &Method,
@@ -35,20 +35,20 @@ pub fn authorize(
 }
 
 /// What a NIP-98 event must name: the method, the path on this relay, the body's hash.
-pub struct Request<'a> {
+pub(super) struct Request<'a> {
     pub method: &'a Method,
     pub path: &'a str,
     pub body: &'a [u8],
 }
 
 /// The pubkey that signed the request's NIP-98 authorization (anyone's: the caller decides what it may see).
-pub fn signer(config: &Config, headers: &HeaderMap, request: &Request, now: u64) -> Result<Hash32, String> {
+pub(super) fn signer(config: &Config, headers: &HeaderMap, request: &Request, now: u64) -> Result<Hash32, String> {
     checked_event(config, headers, request, now).map(|event| event.pubkey.to_bytes())
 }
 
 /// `signer`, for a request that changes or costs something: its authorization is taken once, and a replay of the
 /// same header within its minute (one header sent 300 times once queued 300 test pushes) is refused.
-pub fn signer_once(
+pub(super) fn signer_once(
     config: &Config,
     headers: &HeaderMap,
     request: &Request,
@@ -64,7 +64,7 @@ pub fn signer_once(
 /// `created_at` more than `MAX_SKEW_SECS` ago), at most `MAX_REMEMBERED`: past that, new ones are refused for the
 /// minute it takes the oldest to expire, so the memory a stranger can make us hold is bounded.
 #[derive(Default)]
-pub struct UsedAuthorizations {
+pub(super) struct UsedAuthorizations {
     seen: std::sync::Mutex<std::collections::HashMap<Hash32, u64>>,
 }
 

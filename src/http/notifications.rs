@@ -20,26 +20,26 @@ const PAGE: &str = include_str!("notifications/index.html");
 const SCRIPT: &str = include_str!("notifications/app.js");
 const WORKER: &str = include_str!("notifications/sw.js");
 
-pub const DEVICES: &str = "/notifications/devices";
-pub const REMOVE: &str = "/notifications/devices/remove";
-pub const TEST: &str = "/notifications/devices/test";
+pub(super) const DEVICES: &str = "/notifications/devices";
+pub(super) const REMOVE: &str = "/notifications/devices/remove";
+pub(super) const TEST: &str = "/notifications/devices/test";
 
-pub async fn page() -> Response {
+pub(super) async fn page() -> Response {
     ([(header::CONTENT_TYPE, "text/html; charset=utf-8")], PAGE).into_response()
 }
 
-pub async fn script() -> Response {
+pub(super) async fn script() -> Response {
     ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], SCRIPT).into_response()
 }
 
 /// Served with a scope of the whole origin, so that it may be registered from the page.
-pub async fn worker() -> Response {
+pub(super) async fn worker() -> Response {
     let headers = [(header::CONTENT_TYPE, "text/javascript; charset=utf-8"), (header::CACHE_CONTROL, "no-cache")];
     (headers, [("service-worker-allowed", "/")], WORKER).into_response()
 }
 
 /// `GET /notifications/devices`: the signer's devices.
-pub async fn devices(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
+pub(super) async fn devices(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
     let Some(registrar) = state.registrar.clone() else { return StatusCode::NOT_FOUND.into_response() };
     match signed_by(&state, &headers, &Method::GET, DEVICES) {
         Ok(pubkey) => Json(registrar.devices_of(&pubkey).await).into_response(),
@@ -48,7 +48,7 @@ pub async fn devices(State(state): State<Arc<RelayState>>, headers: HeaderMap) -
 }
 
 /// `POST /notifications/devices/remove` with `{"id": "<device id>"}`.
-pub async fn remove(
+pub(super) async fn remove(
     State(state): State<Arc<RelayState>>,
     Extension(used): Extension<Arc<UsedAuthorizations>>,
     headers: HeaderMap,
@@ -61,7 +61,7 @@ pub async fn remove(
 }
 
 /// `POST /notifications/devices/test` with `{"id": "<device id>"}`.
-pub async fn test(
+pub(super) async fn test(
     State(state): State<Arc<RelayState>>,
     Extension(used): Extension<Arc<UsedAuthorizations>>,
     headers: HeaderMap,

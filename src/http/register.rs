@@ -22,7 +22,7 @@ struct Request {
     events: Vec<Box<RawValue>>,
 }
 
-pub async fn handle(
+pub(super) async fn handle(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Extension(client_ip): Extension<Arc<ClientIpRule>>,
     State(state): State<Arc<RelayState>>,

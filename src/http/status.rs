@@ -13,7 +13,7 @@ use super::{escape, nip98};
 use crate::relay::RelayState;
 use crate::report::{Chart, Section};
 
-pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
+pub(super) async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
     let config = state.config();
     let mut sections = vec![Section {
         title: "Relay".into(),
@@ -33,7 +33,7 @@ pub async fn page(State(state): State<Arc<RelayState>>) -> Html<String> {
 
 /// `/status/relays`: what the public page leaves out (the watched relays by name, with their errors), for an
 /// administrator authenticated with NIP-98. Never cached.
-pub async fn relays(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
+pub(super) async fn relays(State(state): State<Arc<RelayState>>, headers: HeaderMap) -> Response {
     let config = state.config();
     if let Err(reason) = nip98::authorize(&config, &headers, &Method::GET, "/status/relays", b"", state.clock.secs()) {
         return (StatusCode::UNAUTHORIZED, [(header::CACHE_CONTROL, "no-store")], format!("{reason}\n"))
@@ -105,7 +105,7 @@ fn bar_chart(chart: &Chart) -> String {
     svg
 }
 
-pub async fn metrics(State(state): State<Arc<RelayState>>) -> Response {
+pub(super) async fn metrics(State(state): State<Arc<RelayState>>) -> Response {
     metrics::gauge!(crate::metrics::SUBSCRIPTIONS).set(state.subscriptions.len() as f64);
     for reporter in state.reporters() {
         reporter.set_gauges();

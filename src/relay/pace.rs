@@ -10,11 +10,11 @@ use tokio::time::Instant;
 
 /// Within how long of our last answer a client's next event, with nothing else of its in flight, shows a client
 /// waiting on us: a round trip on its own host or network. A feed of events arrives unrelated to our answers.
-pub const AWAITED_WITHIN: Duration = Duration::from_millis(2);
+pub(super) const AWAITED_WITHIN: Duration = Duration::from_millis(2);
 
 /// One connection's events in flight and when the last was answered.
 #[derive(Default)]
-pub struct Pace {
+pub(super) struct Pace {
     in_flight: AtomicUsize,
     answered: Mutex<Option<Instant>>,
 }
@@ -22,7 +22,7 @@ pub struct Pace {
 impl Pace {
     /// Counts an event in flight until the guard drops (its answer is ready), and says whether its client is
     /// waiting on it: nothing else in flight, and our last answer less than `within` ago.
-    pub fn start(&self, within: Duration) -> (InFlight<'_>, bool) {
+    pub(super) fn start(&self, within: Duration) -> (InFlight<'_>, bool) {
         let alone = self.in_flight.fetch_add(1, Ordering::Relaxed) == 0;
         let answered = *self.answered.lock().expect("pace lock");
         (InFlight(self), alone && answered.is_some_and(|at| at.elapsed() < within))
@@ -30,7 +30,7 @@ impl Pace {
 }
 
 /// An event in flight; dropped when its answer is ready.
-pub struct InFlight<'a>(&'a Pace);
+pub(super) struct InFlight<'a>(&'a Pace);
 
 impl Drop for InFlight<'_> {
     fn drop(&mut self) {

@@ -9,13 +9,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-pub struct Sender(SplitSink<Socket, Message>);
-pub struct Receiver(SplitStream<Socket>);
+pub(crate) struct Sender(SplitSink<Socket, Message>);
+pub(crate) struct Receiver(SplitStream<Socket>);
 
 /// Connects with Nagle's algorithm off, as browsers' WebSockets are: with it on, an EVENT sent while the one
 /// before is unacknowledged waits in our own socket for the relay's ACK (up to the delayed-ACK timer, 40 ms),
 /// and a relay that answers after a pause looked up to 40 ms slower than it is.
-pub async fn connect(url: &str) -> Result<(Sender, Receiver), String> {
+pub(crate) async fn connect(url: &str) -> Result<(Sender, Receiver), String> {
     let (socket, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
         .await
         .map_err(|e| format!("cannot connect to {url}: {e}"))?;
@@ -25,7 +25,7 @@ pub async fn connect(url: &str) -> Result<(Sender, Receiver), String> {
 
 /// `connect`, from the local address `source` (a second loopback address, say, so that the relay's per-address
 /// limits count this connection apart from others of this tool). Plain `ws://` only.
-pub async fn connect_from(url: &str, source: std::net::IpAddr) -> Result<(Sender, Receiver), String> {
+pub(crate) async fn connect_from(url: &str, source: std::net::IpAddr) -> Result<(Sender, Receiver), String> {
     let parsed = url::Url::parse(url).map_err(|e| format!("{url}: {e}"))?;
     let target = parsed.socket_addrs(|| Some(80)).map_err(|e| format!("{url}: {e}"))?;
     let target = *target.first().ok_or_else(|| format!("{url} names no address"))?;
@@ -41,14 +41,14 @@ pub async fn connect_from(url: &str, source: std::net::IpAddr) -> Result<(Sender
 }
 
 impl Sender {
-    pub async fn send(&mut self, text: String) -> Result<(), String> {
+    pub(crate) async fn send(&mut self, text: String) -> Result<(), String> {
         self.0.send(Message::Text(text.into())).await.map_err(|e| format!("send failed: {e}"))
     }
 }
 
 impl Receiver {
     /// The next JSON message (control frames skipped); None once the connection is closed.
-    pub async fn next(&mut self) -> Option<Value> {
+    pub(crate) async fn next(&mut self) -> Option<Value> {
         loop {
             match self.0.next().await? {
                 Ok(Message::Text(text)) => return serde_json::from_str(&text).ok(),

@@ -27,7 +27,7 @@ use crate::scenarios::cpu_seconds;
 
 /// The doors, in the order they are tried (the test button's device is registered before NIP-97's per-address
 /// allowance is spent).
-pub const DOORS: [&str; 4] = ["search", "nip9a", "test", "nip97"];
+pub(crate) const DOORS: [&str; 4] = ["search", "nip9a", "test", "nip97"];
 /// Words every bystander note and every flood search share, so that the searches rank and match them.
 const WORDS: [&str; 16] = [
     "bystander",
@@ -50,7 +50,7 @@ const WORDS: [&str; 16] = [
 /// How often the bystander publishes and reads (its author stays under the per-author rate).
 const BYSTANDER_EVERY: Duration = Duration::from_millis(150);
 
-pub async fn doors(url: &str, pid: Option<u32>, seconds: u64, only: Option<&str>) -> Result<Report, String> {
+pub(crate) async fn doors(url: &str, pid: Option<u32>, seconds: u64, only: Option<&str>) -> Result<Report, String> {
     let mut report = Report::new("doors");
     populate(url).await?;
     let quiet = bystander(url, Duration::from_secs(seconds.min(5))).await?;

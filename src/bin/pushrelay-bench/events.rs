@@ -4,7 +4,7 @@ use nostr::prelude::*;
 
 /// `count` kind 1 notes by `authors` keys (round robin, so that per-author rate limits are not what is measured),
 /// each `p`-tagging one of the authors and `t`-tagging one of ten hashtags, over the last `count` seconds.
-pub fn notes(count: usize, authors: &[Keys]) -> Vec<Event> {
+pub(crate) fn notes(count: usize, authors: &[Keys]) -> Vec<Event> {
     let now = Timestamp::now().as_secs();
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let chunk = count.div_ceil(threads).max(1);
@@ -32,6 +32,6 @@ pub fn notes(count: usize, authors: &[Keys]) -> Vec<Event> {
     })
 }
 
-pub fn keys(count: usize) -> Vec<Keys> {
+pub(crate) fn keys(count: usize) -> Vec<Keys> {
     (0..count).map(|_| Keys::generate()).collect()
 }

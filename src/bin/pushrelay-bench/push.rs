@@ -56,7 +56,7 @@ async fn apns_stand_in(listen: &str, arrivals: Arrivals) -> Result<(), String> {
     Ok(())
 }
 
-pub async fn push(
+pub(crate) async fn push(
     url: &str,
     pid: Option<u32>,
     apns_listen: &str,

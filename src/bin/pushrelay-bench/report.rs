@@ -5,22 +5,22 @@ use std::time::Duration;
 use serde_json::{Map, Value};
 
 #[derive(Default)]
-pub struct Report {
+pub(crate) struct Report {
     pub scenario: &'static str,
     rows: Vec<(String, Value, String)>,
 }
 
 impl Report {
-    pub fn new(scenario: &'static str) -> Self {
+    pub(crate) fn new(scenario: &'static str) -> Self {
         Self { scenario, rows: Vec::new() }
     }
 
-    pub fn add(&mut self, name: &str, value: impl Into<Value>, unit: &str) {
+    pub(crate) fn add(&mut self, name: &str, value: impl Into<Value>, unit: &str) {
         self.rows.push((name.to_owned(), value.into(), unit.to_owned()));
     }
 
     /// p50, p90, p99 and max of `samples`, in milliseconds.
-    pub fn latencies(&mut self, name: &str, mut samples: Vec<Duration>) {
+    pub(crate) fn latencies(&mut self, name: &str, mut samples: Vec<Duration>) {
         samples.sort_unstable();
         for (label, q) in [("p50", 0.50), ("p90", 0.90), ("p99", 0.99), ("max", 1.0)] {
             let value = percentile(&samples, q).map_or(0.0, |d| (d.as_secs_f64() * 1e5).round() / 100.0);
@@ -28,7 +28,7 @@ impl Report {
         }
     }
 
-    pub fn print(&self, json: bool) {
+    pub(crate) fn print(&self, json: bool) {
         if json {
             let mut object = Map::new();
             object.insert("scenario".into(), self.scenario.into());

@@ -16,15 +16,15 @@ use crate::report::Report;
 /// Events per author: enough authors that per-author rate limits (600 a minute on ours) are not what is measured.
 const EVENTS_PER_AUTHOR: usize = 20;
 
-pub fn progress(total: usize, what: &str) -> ProgressBar {
+pub(crate) fn progress(total: usize, what: &str) -> ProgressBar {
     ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template(&format!("{{bar:40}} {{pos}}/{{len}} {what} {{per_sec}}"))
             .expect("a valid template"),
     )
 }
 
-/// The relay's CPU time so far (user + system), from /proc/<pid>/stat, in seconds (clock ticks of 1/100 s).
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
+/// The relay's CPU time so far (user + system), from `/proc/<pid>/stat`, in seconds (clock ticks of 1/100 s).
+pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // Fields after the command name (which may contain spaces) start after the last ')'.
     let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
@@ -32,13 +32,13 @@ pub fn cpu_seconds(pid: u32) -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
-/// The relay's resident memory, from /proc/<pid>/status, in KiB.
+/// The relay's resident memory, from `/proc/<pid>/status`, in KiB.
 fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
-pub struct Published {
+pub(crate) struct Published {
     pub accepted: usize,
     refused: usize,
     latencies: Vec<Duration>,
@@ -46,7 +46,12 @@ pub struct Published {
 }
 
 /// Publishes `events` over `connections` connections with `window` EVENTs in flight on each, timing each OK.
-pub async fn publish(url: &str, events: Vec<Event>, connections: usize, window: usize) -> Result<Published, String> {
+pub(crate) async fn publish(
+    url: &str,
+    events: Vec<Event>,
+    connections: usize,
+    window: usize,
+) -> Result<Published, String> {
     let bar = progress(events.len(), "events");
     let share = events.len().div_ceil(connections.max(1)).max(1);
     let mut tasks = Vec::new();
@@ -96,7 +101,7 @@ pub async fn publish(url: &str, events: Vec<Event>, connections: usize, window: 
     Ok(total)
 }
 
-pub async fn ingest(
+pub(crate) async fn ingest(
     url: &str,
     pid: Option<u32>,
     count: usize,
@@ -126,7 +131,7 @@ pub async fn ingest(
     Ok(report)
 }
 
-pub async fn req(
+pub(crate) async fn req(
     url: &str,
     pid: Option<u32>,
     populate: usize,
@@ -207,7 +212,7 @@ pub async fn req(
     Ok(report)
 }
 
-pub async fn fanout(
+pub(crate) async fn fanout(
     url: &str,
     pid: Option<u32>,
     subscribers: usize,
@@ -263,7 +268,11 @@ pub async fn fanout(
 }
 
 /// Publishes `events` on one connection at a steady `rate` (OKs are read and ignored); when each was sent.
-pub async fn publish_at_rate(url: &str, events: Vec<Event>, rate: usize) -> Result<HashMap<String, Instant>, String> {
+pub(crate) async fn publish_at_rate(
+    url: &str,
+    events: Vec<Event>,
+    rate: usize,
+) -> Result<HashMap<String, Instant>, String> {
     let (mut publisher, mut acks) = client::connect(url).await?;
     tokio::spawn(async move { while acks.next().await.is_some() {} });
     let mut sent = HashMap::with_capacity(events.len());
@@ -280,7 +289,7 @@ pub async fn publish_at_rate(url: &str, events: Vec<Event>, rate: usize) -> Resu
 }
 
 /// How long after its sending each arrival (event id, when) came, until `expected` arrived or none came for 5 s.
-pub async fn arrival_latencies(
+pub(crate) async fn arrival_latencies(
     sent: &HashMap<String, Instant>,
     arrivals: &mut mpsc::UnboundedReceiver<(String, Instant)>,
     expected: usize,
@@ -296,7 +305,7 @@ pub async fn arrival_latencies(
 }
 
 /// The ceiling of ingest: how many events (id and signature, as the relay checks them) all cores verify a second.
-pub fn verify(count: usize) -> Result<Report, String> {
+pub(crate) fn verify(count: usize) -> Result<Report, String> {
     let events = events::notes(count, &events::keys(count.div_ceil(EVENTS_PER_AUTHOR).max(1)));
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let started = Instant::now();
@@ -319,7 +328,7 @@ pub fn verify(count: usize) -> Result<Report, String> {
     Ok(report)
 }
 
-pub async fn idle(url: &str, pid: Option<u32>, connections: usize) -> Result<Report, String> {
+pub(crate) async fn idle(url: &str, pid: Option<u32>, connections: usize) -> Result<Report, String> {
     let pid = pid.ok_or("idle needs --pid: it reads the relay's memory")?;
     let before = rss_kib(pid).ok_or("cannot read the relay's memory from /proc")?;
     let target: url::Url = url.parse().map_err(|e| format!("bad url: {e}"))?;

@@ -8,10 +8,10 @@ use super::PgStore;
 use crate::store::StoreError;
 
 /// How often a running node renews `last_seen`.
-pub const HEARTBEAT: Duration = Duration::from_secs(5);
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(5);
 /// A node not seen for this long is gone. Several heartbeats, so that a busy node is not taken for dead; short, so
 /// that a node restarted at once under the same configured id is refused only briefly.
-pub const LIVE_SECS: i64 = 20;
+pub(super) const LIVE_SECS: i64 = 20;
 /// Serialises registrations, so that two nodes starting together with one id cannot both see it free.
 const NODES_LOCK: i64 = 0x7075_7368_6e6f_6465;
 

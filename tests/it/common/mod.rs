@@ -1,10 +1,10 @@
 //! Test harness: a relay started in-process on an ephemeral port with its own SQLite file, and a WebSocket client
 //! that talks to it as any Nostr client would.
 
-pub mod postgres;
-pub mod proxy;
-pub mod push;
-pub mod standins;
+pub(crate) mod postgres;
+pub(crate) mod proxy;
+pub(crate) mod push;
+pub(crate) mod standins;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -20,9 +20,9 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async_with_config};
 
-pub const TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const TIMEOUT: Duration = Duration::from_secs(10);
 
-pub struct TestRelay {
+pub(crate) struct TestRelay {
     pub handle: Option<RelayHandle>,
     pub config: Config,
     pub url: String,
@@ -32,11 +32,11 @@ pub struct TestRelay {
 }
 
 impl TestRelay {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         Self::start_with(|_| {}).await
     }
 
-    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn start_with(adjust: impl FnOnce(&mut Config)) -> Self {
         // RUST_LOG=pushrelay=debug shows the relay's logs beside a failing test's output.
         let _ = tracing_subscriber::fmt()
             .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
@@ -67,32 +67,32 @@ impl TestRelay {
 
     /// The relay's clock: a test moves it forward instead of sleeping.
     /// The relay's push service (push is on by default).
-    pub fn push(&self) -> Arc<pushrelay::push::PushService> {
+    pub(crate) fn push(&self) -> Arc<pushrelay::push::PushService> {
         self.handle.as_ref().unwrap().push().expect("push is on").clone()
     }
 
-    pub fn clock(&self) -> &pushrelay::clock::Clock {
+    pub(crate) fn clock(&self) -> &pushrelay::clock::Clock {
         self.handle.as_ref().expect("a running relay").clock()
     }
 
-    pub fn db_path(&self) -> PathBuf {
+    pub(crate) fn db_path(&self) -> PathBuf {
         self.dir.path().join("relay.db")
     }
 
-    pub fn http_url(&self) -> String {
+    pub(crate) fn http_url(&self) -> String {
         self.url.replacen("ws://", "http://", 1)
     }
 
-    pub async fn nip11(&self) -> Value {
+    pub(crate) async fn nip11(&self) -> Value {
         nip11(&self.http_url()).await
     }
 
-    pub async fn client(&self) -> Client {
+    pub(crate) async fn client(&self) -> Client {
         Client::connect(&self.url).await
     }
 
     /// Shuts the relay down cleanly and starts it again on the same database (on a new port).
-    pub async fn restart(mut self) -> Self {
+    pub(crate) async fn restart(mut self) -> Self {
         if let Some(handle) = self.handle.take() {
             handle.shutdown().await;
         }
@@ -100,50 +100,50 @@ impl TestRelay {
     }
 
     /// Starts a relay on the database of one whose handle was already shut down.
-    pub async fn reopen(stopped: Self) -> Self {
+    pub(crate) async fn reopen(stopped: Self) -> Self {
         let mut config = stopped.config.clone();
         config.server.bind = "127.0.0.1:0".parse().unwrap();
         Self::reopen_with(stopped, config).await
     }
 
     /// The same, with another configuration (say, the old address).
-    pub async fn reopen_with(stopped: Self, config: Config) -> Self {
+    pub(crate) async fn reopen_with(stopped: Self, config: Config) -> Self {
         assert!(stopped.handle.is_none(), "shut the relay down first");
         Self::start_in(stopped.dir, config, stopped.postgres).await
     }
 }
 
 /// The NIP-11 document at `http_url`, asked for as a client does.
-pub async fn nip11(http_url: &str) -> Value {
+pub(crate) async fn nip11(http_url: &str) -> Value {
     let response =
         reqwest::Client::new().get(http_url).header("Accept", "application/nostr+json").send().await.unwrap();
     response.json().await.unwrap()
 }
 
-pub struct Client {
+pub(crate) struct Client {
     socket: WebSocketStream<MaybeTlsStream<TcpStream>>,
     /// The NIP-42 challenge the relay opened the connection with.
     pub challenge: String,
 }
 
 impl Client {
-    pub async fn connect(url: &str) -> Self {
+    pub(crate) async fn connect(url: &str) -> Self {
         Self::try_connect(url).await.expect("websocket connects")
     }
 
-    pub async fn try_connect(url: &str) -> Option<Self> {
+    pub(crate) async fn try_connect(url: &str) -> Option<Self> {
         let (socket, _) = connect_async_with_config(url, None, true).await.ok()?;
         Some(Self::greeted(socket).await)
     }
 
     /// Connects with a request of one's own (extra headers, say).
-    pub async fn connect_request(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
+    pub(crate) async fn connect_request(request: tokio_tungstenite::tungstenite::handshake::client::Request) -> Self {
         let (socket, _) = connect_async_with_config(request, None, true).await.expect("websocket connects");
         Self::greeted(socket).await
     }
 
     /// Connects from `source`, a loopback address of its own (per-address limits count it apart).
-    pub async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> Self {
+    pub(crate) async fn connect_from(url: &str, source: std::net::Ipv4Addr) -> Self {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.bind((source, 0).into()).unwrap();
         let stream = socket.connect(url.trim_start_matches("ws://").parse().unwrap()).await.unwrap();
@@ -160,26 +160,26 @@ impl Client {
     }
 
     /// Authenticates (NIP-42) as `keys` for the relay at `relay_url`; returns the relay's OK answer.
-    pub async fn auth(&mut self, keys: &Keys, relay_url: &str) -> (bool, String) {
+    pub(crate) async fn auth(&mut self, keys: &Keys, relay_url: &str) -> (bool, String) {
         let event = sign(keys, 22242, "", &[&["relay", relay_url], &["challenge", &self.challenge.clone()]], now());
         self.publish_raw(json!(["AUTH", event])).await
     }
 
-    pub async fn send_text(&mut self, text: &str) {
+    pub(crate) async fn send_text(&mut self, text: &str) {
         self.socket.send(Message::Text(text.into())).await.expect("send");
     }
 
-    pub async fn send(&mut self, message: Value) {
+    pub(crate) async fn send(&mut self, message: Value) {
         self.send_text(&message.to_string()).await;
     }
 
     /// The next text message, parsed; panics after the timeout.
-    pub async fn recv(&mut self) -> Value {
+    pub(crate) async fn recv(&mut self) -> Value {
         self.try_recv(TIMEOUT).await.expect("a message from the relay in time")
     }
 
     /// The next text message within `wait`, or None on timeout or close.
-    pub async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
+    pub(crate) async fn try_recv(&mut self, wait: Duration) -> Option<Value> {
         loop {
             match tokio::time::timeout(wait, self.socket.next()).await {
                 Err(_) => return None,
@@ -194,18 +194,18 @@ impl Client {
     }
 
     /// Asserts that nothing arrives for a short while.
-    pub async fn expect_silence(&mut self) {
+    pub(crate) async fn expect_silence(&mut self) {
         if let Some(message) = self.try_recv(Duration::from_millis(300)).await {
             panic!("expected no message, got {message}");
         }
     }
 
     /// Publishes an event and returns the relay's (accepted, message) answer.
-    pub async fn publish(&mut self, event: &Event) -> (bool, String) {
+    pub(crate) async fn publish(&mut self, event: &Event) -> (bool, String) {
         self.publish_raw(json!(["EVENT", event])).await
     }
 
-    pub async fn publish_raw(&mut self, message: Value) -> (bool, String) {
+    pub(crate) async fn publish_raw(&mut self, message: Value) -> (bool, String) {
         let id = message[1]["id"].clone();
         self.send(message).await;
         let answer = self.recv().await;
@@ -215,14 +215,14 @@ impl Client {
     }
 
     /// Publishes an event that must be accepted.
-    pub async fn publish_ok(&mut self, event: &Event) {
+    pub(crate) async fn publish_ok(&mut self, event: &Event) {
         let (accepted, message) = self.publish(event).await;
         assert!(accepted, "event refused: {message}");
     }
 
     /// Publishes events as a bulk uploader does, every one sent before any `OK` is read; each must be accepted.
     /// (One at a time, each waits for the commit after the one before: up to `[database] commit_delay_ms`.)
-    pub async fn publish_all_ok(&mut self, events: &[Event]) {
+    pub(crate) async fn publish_all_ok(&mut self, events: &[Event]) {
         for event in events {
             self.send(json!(["EVENT", event])).await;
         }
@@ -235,7 +235,7 @@ impl Client {
     }
 
     /// Sends a REQ and returns the stored events up to EOSE (the subscription stays open).
-    pub async fn req(&mut self, sub_id: &str, filters: &[Value]) -> Vec<Value> {
+    pub(crate) async fn req(&mut self, sub_id: &str, filters: &[Value]) -> Vec<Value> {
         let mut message = vec![json!("REQ"), json!(sub_id)];
         message.extend(filters.iter().cloned());
         self.send(Value::Array(message)).await;
@@ -257,22 +257,28 @@ impl Client {
     }
 
     /// The ids of the stored events a REQ returns, in order.
-    pub async fn req_ids(&mut self, sub_id: &str, filters: &[Value]) -> Vec<String> {
+    pub(crate) async fn req_ids(&mut self, sub_id: &str, filters: &[Value]) -> Vec<String> {
         self.req(sub_id, filters).await.iter().map(|e| e["id"].as_str().unwrap().to_owned()).collect()
     }
 
-    pub async fn close(&mut self, sub_id: &str) {
+    pub(crate) async fn close(&mut self, sub_id: &str) {
         self.send(json!(["CLOSE", sub_id])).await;
     }
 }
 
 #[derive(Clone, Copy)]
-pub enum Cipher {
+pub(crate) enum Cipher {
     Nip04,
     Nip44,
 }
 
-pub fn registration_event(user: &Keys, to: &PublicKey, content: &Value, cipher: Cipher, created_at: u64) -> Event {
+pub(crate) fn registration_event(
+    user: &Keys,
+    to: &PublicKey,
+    content: &Value,
+    cipher: Cipher,
+    created_at: u64,
+) -> Event {
     let plaintext = content.to_string();
     let encrypted = match cipher {
         Cipher::Nip04 => nip04::encrypt(user.secret_key(), to, &plaintext).unwrap(),
@@ -281,12 +287,12 @@ pub fn registration_event(user: &Keys, to: &PublicKey, content: &Value, cipher: 
     sign(user, 22456, &encrypted, &[&["p", &to.to_hex()]], created_at)
 }
 
-pub fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     Timestamp::now().as_secs()
 }
 
 /// Signs an event with the given kind, content, tags and created_at.
-pub fn sign(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]], created_at: u64) -> Event {
+pub(crate) fn sign(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]], created_at: u64) -> Event {
     EventBuilder::new(Kind::from(kind), content)
         .tags(tags.iter().map(|t| Tag::parse(t.iter().copied()).unwrap()))
         .custom_created_at(Timestamp::from_secs(created_at))
@@ -294,17 +300,17 @@ pub fn sign(keys: &Keys, kind: u16, content: &str, tags: &[&[&str]], created_at:
         .unwrap()
 }
 
-pub fn note(keys: &Keys, content: &str) -> Event {
+pub(crate) fn note(keys: &Keys, content: &str) -> Event {
     sign(keys, 1, content, &[], now())
 }
 
-pub fn id_of(event: &Event) -> String {
+pub(crate) fn id_of(event: &Event) -> String {
     event.id.to_hex()
 }
 
 /// The relay binary configured with nothing but `database_url`, a free loopback address and key files in `dir`
 /// (an empty configuration file: every other setting is the default).
-pub fn bare_relay_command(dir: &std::path::Path, database_url: &str) -> std::process::Command {
+pub(crate) fn bare_relay_command(dir: &std::path::Path, database_url: &str) -> std::process::Command {
     let config = dir.join("config.toml");
     std::fs::write(&config, "").unwrap();
     let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pushrelay"));
@@ -319,7 +325,7 @@ pub fn bare_relay_command(dir: &std::path::Path, database_url: &str) -> std::pro
 }
 
 /// The relay binary on a database in `dir`, with `extra` environment overrides (no rate limits on events).
-pub fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::process::Command {
+pub(crate) fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::process::Command {
     let mut command = bare_relay_command(dir, &format!("sqlite://{}/relay.db", dir.display()));
     command.env("PUSHRELAY_LIMITS__IP_EVENTS_PER_MINUTE", "0").env("PUSHRELAY_LIMITS__PUBKEY_EVENTS_PER_MINUTE", "0");
     for (key, value) in extra {
@@ -328,14 +334,14 @@ pub fn relay_command(dir: &std::path::Path, extra: &[(&str, String)]) -> std::pr
     command
 }
 
-pub fn kill_hard(child: &mut std::process::Child) {
+pub(crate) fn kill_hard(child: &mut std::process::Child) {
     std::process::Command::new("kill").arg("-KILL").arg(child.id().to_string()).status().unwrap();
     child.wait().unwrap();
 }
 
 /// Starts the built binary (its stdout piped here) and waits for the address it logs; the rest of its log is read
 /// in the background, so that it never blocks on a full pipe.
-pub async fn spawn_relay_binary(command: &mut std::process::Command) -> (std::process::Child, String) {
+pub(crate) async fn spawn_relay_binary(command: &mut std::process::Command) -> (std::process::Child, String) {
     use std::io::BufRead;
     let mut child =
         command.env("RUST_LOG", "info").env("NO_COLOR", "1").stdout(std::process::Stdio::piped()).spawn().unwrap();

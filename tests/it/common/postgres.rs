@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sqlx::{Connection, PgConnection};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+pub(crate) enum Backend {
     Sqlite,
     Postgres,
 }
@@ -18,12 +18,12 @@ tokio::task_local! {
 }
 
 /// The backend relays started by the current test use (SQLite unless the test runs inside `on_postgres`).
-pub fn current_backend() -> Backend {
+pub(crate) fn current_backend() -> Backend {
     BACKEND.try_with(|b| *b).unwrap_or(Backend::Sqlite)
 }
 
 /// Runs a test body with every relay it starts on a fresh PostgreSQL database.
-pub async fn on_postgres<F: Future>(test: F) -> F::Output {
+pub(crate) async fn on_postgres<F: Future>(test: F) -> F::Output {
     BACKEND.scope(Backend::Postgres, test).await
 }
 
@@ -46,14 +46,14 @@ macro_rules! on_both_backends {
 }
 
 /// A database of its own on the test server, dropped (with its connections) when the last handle goes.
-pub struct PgDatabase {
+pub(crate) struct PgDatabase {
     pub url: String,
     name: String,
     server: String,
 }
 
 impl PgDatabase {
-    pub async fn create() -> Arc<Self> {
+    pub(crate) async fn create() -> Arc<Self> {
         let server = std::env::var("TEST_DATABASE_URL").unwrap_or_else(|_| {
             panic!(
                 "this test needs PostgreSQL: set TEST_DATABASE_URL=postgres://USER@HOST:PORT/DB (scripts/test starts \

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-pub struct Proxy {
+pub(crate) struct Proxy {
     pub addr: SocketAddr,
     shared: Arc<Shared>,
 }
@@ -23,7 +23,7 @@ struct Shared {
 }
 
 impl Proxy {
-    pub async fn start(target: SocketAddr) -> Self {
+    pub(crate) async fn start(target: SocketAddr) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let shared = Arc::new(Shared { up: AtomicBool::new(true), cuts: watch::channel(0).0, accepted: 0.into() });
@@ -48,22 +48,22 @@ impl Proxy {
     }
 
     /// Drops every connection open now; new ones still pass.
-    pub fn drop_connections(&self) {
+    pub(crate) fn drop_connections(&self) {
         self.shared.cuts.send_modify(|n| *n += 1);
     }
 
     /// Drops every connection and refuses new ones until `restore`.
-    pub fn cut(&self) {
+    pub(crate) fn cut(&self) {
         self.shared.up.store(false, Ordering::SeqCst);
         self.drop_connections();
     }
 
-    pub fn restore(&self) {
+    pub(crate) fn restore(&self) {
         self.shared.up.store(true, Ordering::SeqCst);
     }
 
     /// Connections accepted so far, refused ones included.
-    pub fn connections(&self) -> usize {
+    pub(crate) fn connections(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
     }
 }

@@ -13,21 +13,21 @@ use serde_json::{Value, json};
 use super::standins::{Recorded, StandIn, TOKEN_PATH};
 use super::*;
 
-pub const BUNDLE: &str = "com.example.app";
-pub const KEY_ID: &str = "KEYID12345";
-pub const TEAM_ID: &str = "TEAM123456";
-pub const PROJECT: &str = "test-project";
+pub(crate) const BUNDLE: &str = "com.example.app";
+pub(crate) const KEY_ID: &str = "KEYID12345";
+pub(crate) const TEAM_ID: &str = "TEAM123456";
+pub(crate) const PROJECT: &str = "test-project";
 
-pub fn fixture(name: &str) -> String {
+pub(crate) fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-pub fn apns_token(n: u8) -> String {
+pub(crate) fn apns_token(n: u8) -> String {
     format!("{n:02x}").repeat(32)
 }
 
 /// Points every sender at `standin` and makes retries quick.
-pub fn push_config(config: &mut Config, url: &str, dir: &std::path::Path) {
+pub(crate) fn push_config(config: &mut Config, url: &str, dir: &std::path::Path) {
     let push = &mut config.push;
     push.apns.endpoint = url.to_owned();
     push.apns.key_file = Some(fixture("apns_test_key.p8").into());
@@ -53,11 +53,11 @@ pub fn push_config(config: &mut Config, url: &str, dir: &std::path::Path) {
 }
 
 /// A relay whose push services all live at `url`.
-pub async fn start(url: &str) -> TestRelay {
+pub(crate) async fn start(url: &str) -> TestRelay {
     start_with(url, |_| {}).await
 }
 
-pub async fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> TestRelay {
+pub(crate) async fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> TestRelay {
     let key_dir = tempfile::tempdir().unwrap().keep();
     TestRelay::start_with(|c| {
         push_config(c, url, &key_dir);
@@ -66,22 +66,27 @@ pub async fn start_with(url: &str, adjust: impl FnOnce(&mut Config)) -> TestRela
     .await
 }
 
-pub fn push_key(relay: &TestRelay) -> PublicKey {
+pub(crate) fn push_key(relay: &TestRelay) -> PublicKey {
     relay.push().public_key()
 }
 
 /// Sends `user`'s registration (NIP-04, created now) with this content; the relay's answer.
-pub async fn try_register(client: &mut Client, relay: &TestRelay, user: &Keys, content: Value) -> (bool, String) {
+pub(crate) async fn try_register(
+    client: &mut Client,
+    relay: &TestRelay,
+    user: &Keys,
+    content: Value,
+) -> (bool, String) {
     client.publish(&registration_event(user, &push_key(relay), &content, Cipher::Nip04, now())).await
 }
 
 /// Registers what `content` says for `user`, which must be accepted.
-pub async fn register(client: &mut Client, relay: &TestRelay, user: &Keys, content: Value) {
+pub(crate) async fn register(client: &mut Client, relay: &TestRelay, user: &Keys, content: Value) {
     let (accepted, reason) = try_register(client, relay, user, content).await;
     assert!(accepted, "registration refused: {reason}");
 }
 
-pub fn registration(device_id: &str, user: &Keys) -> Value {
+pub(crate) fn registration(device_id: &str, user: &Keys) -> Value {
     json!({
         "kinds": [4, 1059, 9735, 7, 9],
         "deviceId": device_id,
@@ -91,13 +96,13 @@ pub fn registration(device_id: &str, user: &Keys) -> Value {
 }
 
 /// A new direct message each call (distinct content, so distinct ids within one second).
-pub fn dm(from: &Keys, to: &Keys) -> Event {
+pub(crate) fn dm(from: &Keys, to: &Keys) -> Event {
     let content = format!("ciphertext{}?iv=abc", rand::random::<u64>());
     sign(from, 4, &content, &[&["p", &to.public_key().to_hex()]], now())
 }
 
 /// A stand-in for every push service, a relay sending to it, and a user with one device registered (offline).
-pub struct Scenario {
+pub(crate) struct Scenario {
     pub service: StandIn,
     pub relay: TestRelay,
     pub client: Client,
@@ -107,7 +112,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// `device` names the user's device id given the stand-in; `adjust` changes the relay's configuration.
-    pub async fn new(device: impl FnOnce(&StandIn) -> String, adjust: impl FnOnce(&mut Config)) -> Self {
+    pub(crate) async fn new(device: impl FnOnce(&StandIn) -> String, adjust: impl FnOnce(&mut Config)) -> Self {
         let service = StandIn::start().await;
         let relay = start_with(&service.url, adjust).await;
         let (user, friend) = (Keys::generate(), Keys::generate());
@@ -116,21 +121,21 @@ impl Scenario {
         Self { service, relay, client, user, friend }
     }
 
-    pub async fn apns() -> Self {
+    pub(crate) async fn apns() -> Self {
         Self::new(|_| apns_token(1), |_| {}).await
     }
 
-    pub fn push(&self) -> std::sync::Arc<pushrelay::push::PushService> {
+    pub(crate) fn push(&self) -> std::sync::Arc<pushrelay::push::PushService> {
         self.relay.push()
     }
 
-    pub fn count(&self, counter: fn(&PushStats) -> &AtomicU64) -> u64 {
+    pub(crate) fn count(&self, counter: fn(&PushStats) -> &AtomicU64) -> u64 {
         counter(self.push().stats()).load(Ordering::Relaxed)
     }
 }
 
 /// Waits (up to 5 s) for something the delivery loop does in the background.
-pub async fn eventually(check: impl Fn() -> bool) -> bool {
+pub(crate) async fn eventually(check: impl Fn() -> bool) -> bool {
     for _ in 0..100 {
         if check() {
             return true;
@@ -140,7 +145,7 @@ pub async fn eventually(check: impl Fn() -> bool) -> bool {
     check()
 }
 
-pub fn verify_apns_jwt(request: &Recorded) -> Value {
+pub(crate) fn verify_apns_jwt(request: &Recorded) -> Value {
     let bearer = request.header("authorization").strip_prefix("Bearer ").expect("bearer token");
     let header = jsonwebtoken::decode_header(bearer).unwrap();
     assert_eq!(header.alg, Algorithm::ES256);

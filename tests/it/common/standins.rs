@@ -15,7 +15,7 @@ use serde_json::Value;
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone)]
-pub struct Recorded {
+pub(crate) struct Recorded {
     pub method: Method,
     pub path: String,
     pub version: Version,
@@ -26,11 +26,11 @@ pub struct Recorded {
 }
 
 impl Recorded {
-    pub fn header(&self, name: &str) -> &str {
+    pub(crate) fn header(&self, name: &str) -> &str {
         self.headers.get(name).map(|v| v.to_str().unwrap()).unwrap_or_else(|| panic!("no {name} header"))
     }
 
-    pub fn json(&self) -> Value {
+    pub(crate) fn json(&self) -> Value {
         serde_json::from_slice(&self.body).expect("a JSON body")
     }
 }
@@ -44,23 +44,23 @@ struct Shared {
     arrived: Notify,
 }
 
-pub struct StandIn {
+pub(crate) struct StandIn {
     pub url: String,
     shared: Arc<Shared>,
     seen: usize,
 }
 
-pub const TOKEN_PATH: &str = "/token";
-pub const ACCESS_TOKEN: &str = "stand-in-access-token";
+pub(crate) const TOKEN_PATH: &str = "/token";
+pub(crate) const ACCESS_TOKEN: &str = "stand-in-access-token";
 
 impl StandIn {
-    pub async fn start() -> Self {
+    pub(crate) async fn start() -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Self::serve(listener).await
     }
 
     /// Serves on a listener the test bound already (to know the port before the stand-in runs).
-    pub async fn serve(listener: tokio::net::TcpListener) -> Self {
+    pub(crate) async fn serve(listener: tokio::net::TcpListener) -> Self {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let shared = Arc::new(Shared::default());
         let app = Router::new().fallback(record).with_state(shared.clone());
@@ -69,26 +69,26 @@ impl StandIn {
     }
 
     /// Queues the answer to the next request (after the ones already queued).
-    pub fn answer_next(&self, status: u16, body: &str) {
+    pub(crate) fn answer_next(&self, status: u16, body: &str) {
         self.shared.answers.lock().unwrap().push_back((status, body.to_owned()));
     }
 
     /// Answers every push request with `status` until `recover` (token requests still succeed).
-    pub fn go_down(&self, status: u16) {
+    pub(crate) fn go_down(&self, status: u16) {
         *self.shared.outage.lock().unwrap() = Some(status);
     }
 
-    pub fn recover(&self) {
+    pub(crate) fn recover(&self) {
         *self.shared.outage.lock().unwrap() = None;
     }
 
     /// Every request so far, other than token requests.
-    pub fn pushes(&self) -> Vec<Recorded> {
+    pub(crate) fn pushes(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().iter().filter(|r| r.path != TOKEN_PATH).cloned().collect()
     }
 
     /// The next request not yet returned, other than token requests, waiting up to `wait`.
-    pub async fn try_next(&mut self, wait: Duration) -> Option<Recorded> {
+    pub(crate) async fn try_next(&mut self, wait: Duration) -> Option<Recorded> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             let arrived = self.shared.arrived.notified();
@@ -107,18 +107,18 @@ impl StandIn {
         }
     }
 
-    pub async fn next(&mut self) -> Recorded {
+    pub(crate) async fn next(&mut self) -> Recorded {
         self.try_next(Duration::from_secs(10)).await.expect("a request reached the stand-in")
     }
 
     /// Asserts that no further request arrives for a while.
-    pub async fn expect_none(&mut self) {
+    pub(crate) async fn expect_none(&mut self) {
         if let Some(request) = self.try_next(Duration::from_millis(700)).await {
             panic!("expected no push, got {} {}", request.method, request.path);
         }
     }
 
-    pub fn token_requests(&self) -> Vec<Recorded> {
+    pub(crate) fn token_requests(&self) -> Vec<Recorded> {
         self.shared.requests.lock().unwrap().iter().filter(|r| r.path == TOKEN_PATH).cloned().collect()
     }
 }
