@@ -181,8 +181,8 @@ async fn a_long_outage_delivers_every_due_push_once_after_recovery() {
     eprintln!("attempts during the outage and after: {}", service.pushes().len());
 }
 
-#[tokio::test]
-async fn a_queue_past_its_size_sheds_the_oldest_and_says_so() {
+/// A relay that keeps at most five pushes waiting, and its push service, down (503).
+async fn a_relay_that_keeps_five_waiting() -> (StandIn, TestRelay) {
     let service = StandIn::start().await;
     let relay = crate::common::push::start_with(&service.url, |c| {
         c.push.max_queued_jobs = 5;
@@ -190,8 +190,14 @@ async fn a_queue_past_its_size_sheds_the_oldest_and_says_so() {
         c.push.retry_initial_ms = 4000;
     })
     .await;
-    let push = relay.push();
     service.go_down(503);
+    (service, relay)
+}
+
+#[tokio::test]
+async fn a_queue_past_its_size_sheds_the_oldest_and_says_so() {
+    let (service, relay) = a_relay_that_keeps_five_waiting().await;
+    let push = relay.push();
     let users: Vec<Keys> = (0..12).map(|_| Keys::generate()).collect();
     register_devices(&relay.url, &push.public_key(), &users).await;
     let messages = message_each(&relay.url, &users).await;
@@ -223,14 +229,8 @@ async fn a_queue_past_its_size_sheds_the_oldest_and_says_so() {
 /// Shedding once took the oldest waiting pushes whoever they were for: one person's flood dropped another user's
 /// waiting retry, which was never delivered. The longest device queues are cut first now.
 async fn shedding_cuts_the_flooding_device_before_anyone_elses_push() {
-    let service = StandIn::start().await;
-    let relay = crate::common::push::start_with(&service.url, |c| {
-        c.push.max_queued_jobs = 5;
-        c.push.retry_initial_ms = 4000;
-    })
-    .await;
+    let (service, relay) = a_relay_that_keeps_five_waiting().await;
     let push = relay.push();
-    service.go_down(503);
     let (alice, flooded) = (Keys::generate(), Keys::generate());
     register_devices(&relay.url, &push.public_key(), &[alice.clone(), flooded.clone()]).await;
     // Alice's message is the oldest in the queue; then twelve for the other device.
