@@ -84,6 +84,8 @@ pub(super) fn document(config: &Config, extra: &Map<String, Value>) -> Response 
             "ip_events_per_minute": limits.ip_events_per_minute,
             "pubkey_events_per_minute": limits.pubkey_events_per_minute,
             "reqs_per_minute": limits.reqs_per_minute,
+            "ip_registrations_per_hour": limits.ip_registrations_per_hour,
+            "ip_subscriptions_per_hour": limits.ip_subscriptions_per_hour,
             "auth_required": restrict_writes,
             "payment_required": false,
             "restricted_writes": restrict_writes,

@@ -403,7 +403,12 @@ async fn nip11_lists_the_supported_nips_and_the_new_limits() {
     let document = relay.nip11().await;
     assert_eq!(document["supported_nips"], json!([1, 4, 9, 11, 17, 29, 40, 42, 45, 50, 59, 62, 70, 77, 97, 98]));
     assert_eq!(document["supported_nip_names"], json!(["9a"]));
-    for key in ["max_connections_per_ip", "ip_events_per_minute", "pubkey_events_per_minute", "reqs_per_minute"] {
+    let per_address =
+        ["ip_registrations_per_hour", "ip_subscriptions_per_hour", "max_search_terms", "max_search_length"];
+    for key in ["max_connections_per_ip", "ip_events_per_minute", "pubkey_events_per_minute", "reqs_per_minute"]
+        .into_iter()
+        .chain(per_address)
+    {
         assert!(document["limitation"][key].is_u64(), "{key}");
     }
     assert_eq!(document["read_restricted_kinds"], json!([4, 1059, 1060, 14, 9009, 30390]));
