@@ -110,7 +110,7 @@ async fn check_all(lines: Vec<(usize, String)>) -> Vec<(usize, Result<SharedEven
 
 fn check(line: &str) -> Result<SharedEvent, String> {
     let event = nostr::event::Event::from_json(line).map_err(|e| format!("not an event: {e}"))?;
-    verify_event(&event).map_err(str::to_owned)?;
+    verify_event(&event).map_err(|refusal| refusal.to_string())?;
     let event = VerifiedEvent::new(event);
     if event.class() == KindClass::Ephemeral {
         return Err("ephemeral events are not stored".into());

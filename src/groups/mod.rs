@@ -18,6 +18,7 @@ use nostr::prelude::*;
 use crate::clock::Clock;
 use crate::config::GroupsConfig;
 use crate::hooks::ReadGate;
+use crate::protocol::Refusal;
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::{Filter, SharedEvent, VerifiedEvent};
 use crate::store::writer::{AcceptListener, Writer};
@@ -31,9 +32,9 @@ const DELETION_KIND: u16 = 5;
 /// What became of a group event the relay took over.
 #[derive(Debug)]
 pub enum Verdict {
-    Refused(String),
+    Refused(Refusal),
     /// Stored, and answered `OK false` with this (a join request waiting for an admin).
-    Pending(String),
+    Pending(Refusal),
     Written(Result<WriteOutcome, StoreError>),
 }
 
@@ -137,8 +138,8 @@ impl Groups {
     pub async fn handle(&self, event: &SharedEvent, writer: &Writer, store: &Arc<dyn EventStore>) -> Option<Verdict> {
         let kind = event.kind();
         if (METADATA_KIND..=ROLES_KIND).contains(&kind) {
-            let reason = "restricted: group metadata (kinds 39000-39003) is written by the relay itself";
-            return (event.pubkey() != &self.relay).then(|| Verdict::Refused(reason.into()));
+            let reason = Refusal::restricted("group metadata (kinds 39000-39003) is written by the relay itself");
+            return (event.pubkey() != &self.relay).then_some(Verdict::Refused(reason));
         }
         let id = event.group()?.to_owned();
         if let Some(reason) = self.several_groups(event) {
@@ -147,7 +148,7 @@ impl Groups {
         if !rules::is_action(kind) {
             let registry = self.registry.read().expect("groups lock");
             if registry.deleted.contains(&id) {
-                return Some(Verdict::Refused(format!("blocked: group {id} was deleted")));
+                return Some(Verdict::Refused(Refusal::blocked(format!("group {id} was deleted"))));
             }
             let group = registry.groups.get(&id)?;
             return rules::check_post(group, event, &self.context(&registry, event)).err().map(Verdict::Refused);
@@ -159,8 +160,8 @@ impl Groups {
             match (kind, registry.groups.get(&id)) {
                 (CREATE_GROUP, current) => rules::create(current, registry.deleted.contains(&id), &id, event, &ctx),
                 (_, Some(group)) => rules::act(group, event, &ctx),
-                (_, None) if registry.deleted.contains(&id) => Err(format!("blocked: group {id} was deleted")),
-                (_, None) => Err(format!("invalid: there is no group {id} on this relay")),
+                (_, None) if registry.deleted.contains(&id) => Err(Refusal::blocked(format!("group {id} was deleted"))),
+                (_, None) => Err(Refusal::invalid(format!("there is no group {id} on this relay"))),
             }
         };
         let change = match change {
@@ -192,25 +193,25 @@ impl Groups {
 
     /// A new group's id that stored events already name (posted before it existed, or a group of another relay):
     /// they would become the group's.
-    async fn taken_elsewhere(&self, id: &str, store: &Arc<dyn EventStore>) -> Option<String> {
+    async fn taken_elsewhere(&self, id: &str, store: &Arc<dyn EventStore>) -> Option<Refusal> {
         let named = Filter { tags: [('h', vec![id.to_owned()])].into(), limit: Some(1), ..Filter::default() };
         match store.query(&[named], Visibility::default(), usize::MAX).await {
             Ok(found) if found.is_empty() => None,
-            Ok(_) => Some(format!("duplicate: events here already name group {id}; pick another id")),
-            Err(_) => Some("error: could not check the group id".into()),
+            Ok(_) => Some(Refusal::duplicate(format!("events here already name group {id}; pick another id"))),
+            Err(_) => Some(Refusal::error("could not check the group id")),
         }
     }
 
     /// An event naming a group here and another group in its `h` tags is refused: otherwise a member of one group
     /// could post into another (a private one, say) that checks only its first `h`.
-    fn several_groups(&self, event: &VerifiedEvent) -> Option<String> {
+    fn several_groups(&self, event: &VerifiedEvent) -> Option<Refusal> {
         let mut named: Vec<&str> = event.indexed_tags().filter(|(letter, _)| *letter == 'h').map(|(_, v)| v).collect();
         named.sort_unstable();
         named.dedup();
         let registry = self.registry.read().expect("groups lock");
         let ours = |id: &&str| registry.groups.contains_key(*id) || registry.deleted.contains(*id);
         (named.len() > 1 && named.iter().any(ours))
-            .then(|| "invalid: an event belongs to one group; this one has several h tags".to_owned())
+            .then(|| Refusal::invalid("an event belongs to one group; this one has several h tags"))
     }
 
     fn context<'a>(&'a self, registry: &Registry, event: &VerifiedEvent) -> Context<'a> {

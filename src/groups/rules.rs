@@ -2,6 +2,7 @@
 //! relay decides from a copy of the group; the service (`mod.rs`) stores the event and carries the change out.
 
 use super::state::{ADMIN, Group, MODERATOR, tag_value, valid_id};
+use crate::protocol::Refusal;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::{Hash32, parse_hash};
 
@@ -58,31 +59,33 @@ pub struct Change {
     /// The group ends (`delete-group`).
     pub delete_group: bool,
     /// Stored, but answered `OK false` with this: a join request to a closed group, kept for its admins.
-    pub pending: Option<String>,
+    pub pending: Option<Refusal>,
 }
 
 /// Checks what every event in a group must satisfy: recent enough, and its `previous` tags naming events of the
 /// group the relay has.
-pub fn check_timeline(group: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<(), String> {
+pub fn check_timeline(group: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<(), Refusal> {
     if event.created_at().saturating_add(ctx.late_publication_secs) < ctx.now {
-        return Err("invalid: too old for a group event (NIP-29 late publication)".into());
+        return Err(Refusal::invalid("too old for a group event (NIP-29 late publication)"));
     }
     for tag in event.event.tags.iter().map(|t| t.as_slice()).filter(|t| t[0] == "previous") {
         if let Some(prefix) = tag[1..].iter().find(|prefix| !group.knows_prefix(prefix)) {
-            return Err(format!("invalid: previous tag {prefix:?} names no recent event of this group here"));
+            return Err(Refusal::invalid(format!("previous tag {prefix:?} names no recent event of this group here")));
         }
     }
     Ok(())
 }
 
 /// A post (any kind but the actions) in a hosted group: only its members may.
-pub fn check_post(group: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<(), String> {
+pub fn check_post(group: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<(), Refusal> {
     if event.pubkey() != ctx.relay && !group.is_member(event.pubkey()) {
         let id = &group.id;
-        return Err(format!("restricted: only members of group {id} may post in it; ask to join with kind 9021"));
+        return Err(Refusal::restricted(format!(
+            "only members of group {id} may post in it; ask to join with kind 9021"
+        )));
     }
     if group.removed.contains(event.id()) {
-        return Err("blocked: a moderator of this group deleted this event".into());
+        return Err(Refusal::blocked("a moderator of this group deleted this event"));
     }
     check_timeline(group, event, ctx)
 }
@@ -94,22 +97,22 @@ pub fn create(
     id: &str,
     event: &VerifiedEvent,
     ctx: &Context,
-) -> Result<Change, String> {
+) -> Result<Change, Refusal> {
     if !valid_id(id) {
-        return Err("invalid: a group id is 1 to 64 characters of a-z, 0-9, - and _".into());
+        return Err(Refusal::invalid("a group id is 1 to 64 characters of a-z, 0-9, - and _"));
     }
     if current.is_some() || taken {
-        return Err(format!("duplicate: group {id} already exists here (or did)"));
+        return Err(Refusal::duplicate(format!("group {id} already exists here (or did)")));
     }
     let author = event.pubkey();
     if author != ctx.relay && !ctx.creators.is_empty() && !ctx.creators.contains(author) {
-        return Err("restricted: this relay lets only some pubkeys create groups".into());
+        return Err(Refusal::restricted("this relay lets only some pubkeys create groups"));
     }
     if ctx.groups >= ctx.max_groups {
-        return Err(format!("rate-limited: this relay hosts as many groups as it will ({})", ctx.max_groups));
+        return Err(Refusal::rate_limited(format!("this relay hosts as many groups as it will ({})", ctx.max_groups)));
     }
     if ctx.created_by_author >= ctx.max_groups_per_creator {
-        return Err(format!("rate-limited: a pubkey may create {} groups here", ctx.max_groups_per_creator));
+        return Err(Refusal::rate_limited(format!("a pubkey may create {} groups here", ctx.max_groups_per_creator)));
     }
     let mut group = Group::new(id);
     edit(&mut group, event);
@@ -118,7 +121,7 @@ pub fn create(
 }
 
 /// A join, leave or moderation event in an existing group.
-pub fn act(current: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<Change, String> {
+pub fn act(current: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<Change, Refusal> {
     check_timeline(current, event, ctx)?;
     let author = *event.pubkey();
     let mut change = Change { group: current.clone(), ..Change::default() };
@@ -126,16 +129,16 @@ pub fn act(current: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<Chan
     match event.kind() {
         JOIN => {
             if group.is_member(&author) {
-                return Err("duplicate: already a member of this group".into());
+                return Err(Refusal::duplicate("already a member of this group"));
             }
             if group.members.len() >= ctx.max_members {
-                return Err(format!("restricted: group is full ({} members)", ctx.max_members));
+                return Err(Refusal::restricted(format!("group is full ({} members)", ctx.max_members)));
             }
             // A code admits one join: read by others in a public group's join requests, it admits no one else.
             let invited = tag_value(event, "code").is_some_and(|code| group.invites.remove(code));
             if group.closed && !invited {
                 change.pending =
-                    Some("restricted: this group is closed; your request awaits an admin's approval".into());
+                    Some(Refusal::restricted("this group is closed; your request awaits an admin's approval"));
                 return Ok(change);
             }
             group.members.insert(author, Vec::new());
@@ -143,7 +146,7 @@ pub fn act(current: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<Chan
         }
         LEAVE => {
             if group.members.remove(&author).is_none() {
-                return Err("invalid: not a member of this group".into());
+                return Err(Refusal::invalid("not a member of this group"));
             }
             change.removed = Some(author);
         }
@@ -153,13 +156,13 @@ pub fn act(current: &Group, event: &VerifiedEvent, ctx: &Context) -> Result<Chan
 }
 
 /// Moderation (9000-9020) by the relay, an admin, or within a moderator's rights.
-fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context) -> Result<(), String> {
+fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context) -> Result<(), Refusal> {
     let author = event.pubkey();
     let group = &mut change.group;
     let admin = author == ctx.relay || group.has_role(author, ADMIN);
     let moderator = admin || group.has_role(author, MODERATOR);
-    let refuse = || Err("restricted: your roles in this group do not allow this".to_owned());
-    let users = || -> Result<Vec<(Hash32, Vec<String>)>, String> {
+    let refuse = || Err(Refusal::restricted("your roles in this group do not allow this"));
+    let users = || -> Result<Vec<(Hash32, Vec<String>)>, Refusal> {
         let users: Vec<_> = event
             .event
             .tags
@@ -168,14 +171,14 @@ fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context
             .filter(|t| t[0] == "p")
             .map(|t| t.get(1).and_then(|p| parse_hash(p)).map(|p| (p, t[2..].to_vec())))
             .collect::<Option<_>>()
-            .ok_or("invalid: a p tag needs a 64-digit hex pubkey")?;
-        if users.is_empty() { Err("invalid: name the users in p tags".to_owned()) } else { Ok(users) }
+            .ok_or_else(|| Refusal::invalid("a p tag needs a 64-digit hex pubkey"))?;
+        if users.is_empty() { Err(Refusal::invalid("name the users in p tags")) } else { Ok(users) }
     };
     match kind {
         PUT_USER => {
             for (user, roles) in users()? {
                 if roles.len() > MAX_ROLES || roles.iter().any(|role| role.is_empty() || role.len() > 64) {
-                    return Err(format!("invalid: at most {MAX_ROLES} roles, each 1 to 64 bytes"));
+                    return Err(Refusal::invalid(format!("at most {MAX_ROLES} roles, each 1 to 64 bytes")));
                 }
                 // A moderator adds plain members and leaves roles alone.
                 if !moderator || (!admin && (!roles.is_empty() || group.roles_of(&user).is_some_and(|r| !r.is_empty())))
@@ -183,7 +186,7 @@ fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context
                     return refuse();
                 }
                 if !group.is_member(&user) && group.members.len() >= ctx.max_members {
-                    return Err(format!("restricted: group is full ({} members)", ctx.max_members));
+                    return Err(Refusal::restricted(format!("group is full ({} members)", ctx.max_members)));
                 }
                 group.members.insert(user, roles);
             }
@@ -207,20 +210,20 @@ fn moderate(change: &mut Change, kind: u16, event: &VerifiedEvent, ctx: &Context
                 .filter_map(|t| parse_hash(t.get(1)?))
                 .collect();
             if change.delete_events.is_empty() {
-                return Err("invalid: name the events to delete in e tags".into());
+                return Err(Refusal::invalid("name the events to delete in e tags"));
             }
             change.delete_events.iter().for_each(|id| group.forbid(id));
         }
         DELETE_GROUP if admin => change.delete_group = true,
         CREATE_INVITE if moderator => {
             let code = tag_value(event, "code").filter(|code| !code.is_empty() && code.len() <= 256);
-            let code = code.ok_or("invalid: an invite needs a code tag (1 to 256 bytes)")?;
+            let code = code.ok_or_else(|| Refusal::invalid("an invite needs a code tag (1 to 256 bytes)"))?;
             if group.invites.len() >= MAX_INVITES && !group.invites.contains(code) {
-                return Err(format!("rate-limited: a group keeps at most {MAX_INVITES} invite codes"));
+                return Err(Refusal::rate_limited(format!("a group keeps at most {MAX_INVITES} invite codes")));
             }
             group.invites.insert(code.to_owned());
         }
-        CREATE_GROUP => return Err(format!("duplicate: group {} already exists here", group.id)),
+        CREATE_GROUP => return Err(Refusal::duplicate(format!("group {} already exists here", group.id))),
         // The other kinds of the range: kept when an admin sends them, with no effect here.
         _ if admin && !matches!(kind, EDIT_METADATA | DELETE_EVENT | DELETE_GROUP | CREATE_INVITE) => {}
         _ => return refuse(),

@@ -67,6 +67,16 @@ async fn read_bounded(config: &crate::Config, body: Body) -> Result<Bytes, Respo
     }
 }
 
+/// A refusal as an HTTP answer: 429 when it asks the caller to slow down, 400 otherwise; `{"error": "<prefix>:
+/// <message>"}` either way.
+fn refused(refusal: &crate::protocol::Refusal) -> Response {
+    let status = match refusal.prefix() {
+        crate::protocol::refusal::Prefix::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::BAD_REQUEST,
+    };
+    (status, Json(serde_json::json!({"error": refusal.to_string()}))).into_response()
+}
+
 /// `/metrics` alone, for `[server] metrics_bind` (an address only the monitoring system reaches).
 pub fn metrics_router(state: Arc<RelayState>) -> Router {
     Router::new().route("/metrics", get(status::metrics)).with_state(state)

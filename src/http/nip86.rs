@@ -60,6 +60,11 @@ async fn read_body(state: &RelayState, headers: &HeaderMap, body: Body) -> Resul
     super::read_bounded(&config, body).await
 }
 
+/// A store failure as NIP-86's `error` text (NIP-01's prefix, as everywhere).
+fn failed(error: crate::store::StoreError) -> String {
+    crate::protocol::Refusal::error(error.to_string()).to_string()
+}
+
 fn answer(outcome: Result<Value, String>) -> Response {
     let body = match outcome {
         Ok(result) => json!({"result": result}),
@@ -73,7 +78,7 @@ async fn call(state: &RelayState, method: &str, params: &[Value]) -> Result<Valu
     let hash =
         |i: usize| parse_hash(&text(i)).map(hex::encode).ok_or_else(|| format!("param {i}: expected 64 hex digits"));
     let store = &state.moderation_store;
-    let done = |result: Result<(), crate::store::StoreError>| result.map_err(|e| format!("error: {e}"));
+    let done = |result: Result<(), crate::store::StoreError>| result.map_err(failed);
     let outcome = match method {
         "supportedmethods" => return Ok(json!(METHODS)),
         "banpubkey" => done(store.moderate(BANNED_PUBKEYS, &hash(0)?, &text(1)).await),
@@ -82,7 +87,7 @@ async fn call(state: &RelayState, method: &str, params: &[Value]) -> Result<Valu
             let id = hash(0)?;
             done(store.moderate(BANNED_EVENTS, &id, &text(1)).await)?;
             let raw = parse_hash(&id).expect("checked above");
-            state.store.remove_event(&raw).await.map(|_| ()).map_err(|e| format!("error: {e}"))
+            state.store.remove_event(&raw).await.map(|_| ()).map_err(failed)
         }
         "allowevent" => done(store.unmoderate(BANNED_EVENTS, &hash(0)?).await),
         "changerelayname" | "changerelaydescription" => {
@@ -97,7 +102,7 @@ async fn call(state: &RelayState, method: &str, params: &[Value]) -> Result<Valu
                 "listallowedpubkeys" => (ALLOWED_PUBKEYS, "pubkey"),
                 _ => (BANNED_EVENTS, "id"),
             };
-            let rows = store.moderation().await.map_err(|e| format!("error: {e}"))?;
+            let rows = store.moderation().await.map_err(failed)?;
             let entries: Vec<Value> = rows
                 .into_iter()
                 .filter(|(l, _, _)| l == list)
@@ -108,6 +113,6 @@ async fn call(state: &RelayState, method: &str, params: &[Value]) -> Result<Valu
         _ => return Err(format!("unsupported method: {method:?}")),
     };
     outcome?;
-    state.refresh_moderation().await.map_err(|e| format!("error: {e}"))?;
+    state.refresh_moderation().await.map_err(failed)?;
     Ok(json!(true))
 }

@@ -104,7 +104,7 @@ fn checked_event(
     let json =
         base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| "authorization is not base64")?;
     let event = nostr::event::Event::from_json(&json).map_err(|_| "authorization is not an event")?;
-    crate::protocol::verify::verify_event(&event).map_err(str::to_owned)?;
+    crate::protocol::verify::verify_event(&event).map_err(|refusal| refusal.to_string())?;
     if event.kind.as_u16() != HTTP_AUTH_KIND {
         return Err(format!("authorization event must be kind {HTTP_AUTH_KIND}"));
     }

@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
 use super::nip98::{self, Request, UsedAuthorizations};
+use crate::protocol::Refusal;
 use crate::protocol::filter::Hash32;
 use crate::relay::RelayState;
 
@@ -84,7 +85,7 @@ async fn act<F, Fut>(
 ) -> Response
 where
     F: FnOnce(Arc<dyn crate::hooks::DeviceRegistrar>, Hash32, String) -> Fut,
-    Fut: std::future::Future<Output = Result<Value, String>>,
+    Fut: std::future::Future<Output = Result<Value, Refusal>>,
 {
     let Some(registrar) = state.registrar.clone() else { return StatusCode::NOT_FOUND.into_response() };
     let body = match super::read_bounded(&state.config(), body).await {
@@ -102,10 +103,7 @@ where
     };
     match action(registrar, pubkey, id).await {
         Ok(answer) => Json(answer).into_response(),
-        Err(error) if error.starts_with("rate-limited:") => {
-            (StatusCode::TOO_MANY_REQUESTS, Json(json!({"error": error}))).into_response()
-        }
-        Err(error) => (StatusCode::BAD_REQUEST, Json(json!({"error": error}))).into_response(),
+        Err(refusal) => super::refused(&refusal),
     }
 }
 

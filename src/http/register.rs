@@ -14,8 +14,9 @@ use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
 use super::client_ip::ClientIpRule;
+use crate::protocol::Refusal;
 use crate::relay::RelayState;
-use crate::relay::admission::Refusal;
+use crate::relay::admission::RefusedEvent;
 
 #[derive(serde::Deserialize)]
 struct Request {
@@ -44,7 +45,7 @@ pub(super) async fn handle(
     for raw in events {
         let limits = state.rate_limits();
         if !limits.allow_event_from_ip(client.key) || !limits.allow_registration_from_ip(client.key) {
-            answers.push(entry(None, Err("rate-limited: slow down".into())));
+            answers.push(entry(None, Err(Refusal::rate_limited("slow down"))));
             continue;
         }
         let answer = match state.verifier.admit(raw, config.clone(), state.clock.secs()).await {
@@ -56,7 +57,7 @@ pub(super) async fn handle(
                 };
                 entry(Some(pubkey), outcome)
             }
-            Err(Refusal { reason, .. }) => entry(None, Err(reason)),
+            Err(RefusedEvent { reason, .. }) => entry(None, Err(reason)),
         };
         answers.push(answer);
     }
@@ -64,10 +65,10 @@ pub(super) async fn handle(
 }
 
 /// One event's answer: `added`, `replaced`, or `error` with why (README, "NIP-97: `POST /register`").
-fn entry(pubkey: Option<String>, outcome: Result<bool, String>) -> Value {
+fn entry(pubkey: Option<String>, outcome: Result<bool, Refusal>) -> Value {
     let mut answer = match outcome {
         Ok(replaced) => json!({"result": if replaced { "replaced" } else { "added" }}),
-        Err(error) => json!({"result": "error", "error": error}),
+        Err(refusal) => json!({"result": "error", "error": refusal.to_string()}),
     };
     if let Some(pubkey) = pubkey {
         answer["pubkey"] = pubkey.into();

@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use nostr::event::Event;
 use serde_json::{Map, Value};
 
+use super::refusal::Refusal;
 use super::search::{ContentWords, Search};
 
 pub type Hash32 = [u8; 32];
@@ -112,13 +113,13 @@ impl Filter {
 
     /// Why the filter's NIP-50 `search` is more than a relay with these limits runs, if it is: at most `max_terms`
     /// distinct words in at most `max_length` bytes.
-    pub fn search_refusal(&self, max_terms: usize, max_length: usize) -> Option<String> {
+    pub fn search_refusal(&self, max_terms: usize, max_length: usize) -> Option<Refusal> {
         let search = self.search.as_ref()?;
         if search.text().len() > max_length {
-            return Some(format!("invalid: search longer than {max_length} bytes"));
+            return Some(Refusal::invalid(format!("search longer than {max_length} bytes")));
         }
         let terms = search.terms().len();
-        (terms > max_terms).then(|| format!("invalid: search has {terms} different words (max {max_terms})"))
+        (terms > max_terms).then(|| Refusal::invalid(format!("search has {terms} different words (max {max_terms})")))
     }
 
     /// True when no stored event can match whatever the store holds, e.g. `since` after `until`.

@@ -3,6 +3,7 @@
 use serde_json::value::RawValue;
 
 use super::filter::Filter;
+use super::refusal::Refusal;
 
 #[derive(Debug)]
 pub enum ClientMessage {
@@ -41,33 +42,33 @@ pub enum ClientMessage {
 #[derive(Debug, PartialEq, Eq)]
 pub enum ParseError {
     /// Nothing in the message says what it was about: answer with a NOTICE.
-    Notice(String),
+    Notice(Refusal),
     /// A REQ whose subscription id is known: answer with CLOSED.
-    Closed { sub_id: String, reason: String },
+    Closed { sub_id: String, reason: Refusal },
     /// A NIP-77 message whose subscription id is known: answer with NEG-ERR.
-    NegError { sub_id: String, reason: String },
+    NegError { sub_id: String, reason: Refusal },
     /// An EVENT that is not valid JSON but whose id could be read: answer with `OK false` for that id.
-    Event { event_id: String, reason: String },
+    Event { event_id: String, reason: Refusal },
 }
 
 impl ClientMessage {
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let parts: Vec<&RawValue> = serde_json::from_str(text).map_err(|_| match event_id_in_text(text) {
-            Some(event_id) => ParseError::Event { event_id, reason: "invalid: the event is not valid JSON".into() },
-            None => ParseError::Notice("invalid: message is not a JSON array".into()),
+            Some(event_id) => ParseError::Event { event_id, reason: Refusal::invalid("the event is not valid JSON") },
+            None => ParseError::Notice(Refusal::invalid("message is not a JSON array")),
         })?;
         let verb: &str = parts
             .first()
             .and_then(|v| serde_json::from_str(v.get()).ok())
-            .ok_or_else(|| ParseError::Notice("invalid: message must start with a verb string".into()))?;
+            .ok_or_else(|| ParseError::Notice(Refusal::invalid("message must start with a verb string")))?;
         match verb {
             "EVENT" => match parts.as_slice() {
                 [_, event] => Ok(Self::Event((*event).to_owned())),
-                _ => Err(ParseError::Notice("invalid: EVENT takes exactly one event".into())),
+                _ => Err(ParseError::Notice(Refusal::invalid("EVENT takes exactly one event"))),
             },
             "AUTH" => match parts.as_slice() {
                 [_, event] => Ok(Self::Auth((*event).to_owned())),
-                _ => Err(ParseError::Notice("invalid: AUTH takes exactly one event".into())),
+                _ => Err(ParseError::Notice(Refusal::invalid("AUTH takes exactly one event"))),
             },
             "REQ" | "COUNT" => {
                 let sub_id = sub_id(&parts, verb)?;
@@ -79,22 +80,22 @@ impl ClientMessage {
                             .and_then(|value| Filter::from_json(&value))
                     })
                     .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| ParseError::Closed { sub_id: sub_id.clone(), reason: format!("invalid: {e}") })?;
+                    .map_err(|e| ParseError::Closed { sub_id: sub_id.clone(), reason: Refusal::invalid(e) })?;
                 if filters.is_empty() {
-                    let reason = format!("invalid: {verb} needs at least one filter");
+                    let reason = Refusal::invalid(format!("{verb} needs at least one filter"));
                     return Err(ParseError::Closed { sub_id, reason });
                 }
                 Ok(if verb == "REQ" { Self::Req { sub_id, filters } } else { Self::Count { sub_id, filters } })
             }
             "CLOSE" => match parts.as_slice() {
                 [_, _] => Ok(Self::Close { sub_id: sub_id(&parts, "CLOSE")? }),
-                _ => Err(ParseError::Notice("invalid: CLOSE takes exactly one subscription id".into())),
+                _ => Err(ParseError::Notice(Refusal::invalid("CLOSE takes exactly one subscription id"))),
             },
             "NEG-OPEN" | "NEG-MSG" => {
                 let sub_id = sub_id(&parts, verb)?;
                 let refuse = |reason: &str| ParseError::NegError {
                     sub_id: sub_id.clone(),
-                    reason: format!("invalid: {reason}"),
+                    reason: Refusal::invalid(reason.to_owned()),
                 };
                 let (filter, message) = match (verb, parts.as_slice()) {
                     ("NEG-OPEN", [_, _, filter, message]) => (Some(*filter), *message),
@@ -118,9 +119,9 @@ impl ClientMessage {
             }
             "NEG-CLOSE" => match parts.as_slice() {
                 [_, _] => Ok(Self::NegClose { sub_id: sub_id(&parts, verb)? }),
-                _ => Err(ParseError::Notice("invalid: NEG-CLOSE takes exactly one subscription id".into())),
+                _ => Err(ParseError::Notice(Refusal::invalid("NEG-CLOSE takes exactly one subscription id"))),
             },
-            other => Err(ParseError::Notice(format!("invalid: unknown message type {}", quote(other)))),
+            other => Err(ParseError::Notice(Refusal::invalid(format!("unknown message type {}", quote(other))))),
         }
     }
 }
@@ -130,7 +131,7 @@ fn sub_id(parts: &[&RawValue], verb: &str) -> Result<String, ParseError> {
         .get(1)
         .and_then(|v| serde_json::from_str::<String>(v.get()).ok())
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| ParseError::Notice(format!("invalid: {verb} needs a subscription id string")))
+        .ok_or_else(|| ParseError::Notice(Refusal::invalid(format!("{verb} needs a subscription id string"))))
 }
 
 /// Best effort to find the id of an event that failed to parse, so that the client gets an `OK` it can match.
@@ -172,6 +173,11 @@ pub fn ok(event_id: &str, accepted: bool, message: &str) -> String {
     format!(r#"["OK",{},{accepted},{}]"#, quote(event_id), quote(message))
 }
 
+/// `OK false` with the refusal.
+pub fn refused(event_id: &str, refusal: &Refusal) -> String {
+    ok(event_id, false, &refusal.to_string())
+}
+
 pub fn event(sub_id: &str, event_json: &str) -> String {
     event_after(&event_prefix(sub_id), event_json)
 }
@@ -194,16 +200,16 @@ pub fn eose(sub_id: &str) -> String {
     format!(r#"["EOSE",{}]"#, quote(sub_id))
 }
 
-pub fn closed(sub_id: &str, reason: &str) -> String {
-    format!(r#"["CLOSED",{},{}]"#, quote(sub_id), quote(reason))
+pub fn closed(sub_id: &str, reason: &Refusal) -> String {
+    format!(r#"["CLOSED",{},{}]"#, quote(sub_id), quote(&reason.to_string()))
 }
 
 pub fn neg_msg(sub_id: &str, message: &[u8]) -> String {
     format!(r#"["NEG-MSG",{},"{}"]"#, quote(sub_id), hex::encode(message))
 }
 
-pub fn neg_err(sub_id: &str, reason: &str) -> String {
-    format!(r#"["NEG-ERR",{},{}]"#, quote(sub_id), quote(reason))
+pub fn neg_err(sub_id: &str, reason: &Refusal) -> String {
+    format!(r#"["NEG-ERR",{},{}]"#, quote(sub_id), quote(&reason.to_string()))
 }
 
 /// NIP-45: `approximate` when counting stopped at the relay's limit.
@@ -219,8 +225,8 @@ pub fn auth(challenge: &str) -> String {
     format!(r#"["AUTH",{}]"#, quote(challenge))
 }
 
-pub fn notice(message: &str) -> String {
-    format!(r#"["NOTICE",{}]"#, quote(message))
+pub fn notice(refusal: &Refusal) -> String {
+    format!(r#"["NOTICE",{}]"#, quote(&refusal.to_string()))
 }
 
 #[cfg(test)]
@@ -254,7 +260,7 @@ mod tests {
         let broken = format!(r#"["EVENT",{{"id": "{id}","pubkey":"x","content":"unterminated}}]"#);
         assert_eq!(
             ClientMessage::parse(&broken).unwrap_err(),
-            ParseError::Event { event_id: id, reason: "invalid: the event is not valid JSON".into() }
+            ParseError::Event { event_id: id, reason: Refusal::invalid("the event is not valid JSON") }
         );
         // No readable id, or not an EVENT: a NOTICE, as before.
         for bad in [r#"["EVENT",{"id":"short","content":"x}]"#, r#"["REQ",{"id":"ab"#] {
@@ -266,14 +272,14 @@ mod tests {
     fn bad_filters_close_the_subscription() {
         assert_eq!(
             ClientMessage::parse(r#"["REQ","s",{"kinds":"x"}]"#).unwrap_err(),
-            ParseError::Closed { sub_id: "s".into(), reason: "invalid: kinds: expected an array".into() }
+            ParseError::Closed { sub_id: "s".into(), reason: Refusal::invalid("kinds: expected an array") }
         );
         assert!(matches!(ClientMessage::parse(r#"["REQ","s"]"#), Err(ParseError::Closed { .. })));
     }
 
     #[test]
     fn formats_escape_strings() {
-        assert_eq!(notice("a\"b"), r#"["NOTICE","a\"b"]"#);
+        assert_eq!(notice(&Refusal::invalid("a\"b")), r#"["NOTICE","invalid: a\"b"]"#);
         assert_eq!(ok("ab", false, "invalid: x"), r#"["OK","ab",false,"invalid: x"]"#);
     }
 }

@@ -5,8 +5,10 @@ pub mod event;
 pub mod filter;
 pub mod filter_index;
 pub mod message;
+pub mod refusal;
 pub mod search;
 pub mod verify;
 
 pub use event::{KindClass, SharedEvent, VerifiedEvent};
 pub use filter::Filter;
+pub use refusal::Refusal;

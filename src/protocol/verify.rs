@@ -3,18 +3,20 @@
 use nostr::event::Event;
 use serde_json::value::RawValue;
 
-/// Parses an event, answering with the NIP-01 `invalid:` reason when it is malformed.
-pub fn parse_event(raw: &RawValue) -> Result<Event, String> {
-    Event::from_json(raw.get()).map_err(|e| format!("invalid: malformed event: {e}"))
+use super::refusal::Refusal;
+
+/// Parses an event, answering with NIP-01's `invalid` refusal when it is malformed.
+pub fn parse_event(raw: &RawValue) -> Result<Event, Refusal> {
+    Event::from_json(raw.get()).map_err(|e| Refusal::invalid(format!("malformed event: {e}")))
 }
 
 /// Checks that the id is the hash of the content and that the signature is the author's.
-pub fn verify_event(event: &Event) -> Result<(), &'static str> {
+pub fn verify_event(event: &Event) -> Result<(), Refusal> {
     if !event.verify_id() {
-        return Err("invalid: event id does not match the event");
+        return Err(Refusal::invalid("event id does not match the event"));
     }
     if !event.verify_signature() {
-        return Err("invalid: bad signature");
+        return Err(Refusal::invalid("bad signature"));
     }
     Ok(())
 }

@@ -1,5 +1,7 @@
 //! Device ids as the app sends them, and where each form sends its notifications.
 
+use crate::protocol::Refusal;
+
 /// Longest device id accepted; real tokens and UnifiedPush URLs are far shorter.
 const MAX_DEVICE_ID_LENGTH: usize = 4096;
 /// APNs tokens are 32 bytes today (64 hex digits); Apple says they may grow.
@@ -29,8 +31,8 @@ pub enum Device {
 impl Device {
     /// Parses a device id; `bundle_ids` are the iOS bundle ids that may prefix an APNs token. UnifiedPush
     /// endpoints must be `https://` unless `allow_plain_http` (test stand-ins).
-    pub fn parse(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, String> {
-        let unknown = || format!("invalid: unrecognised deviceId {:?}", shorten(device_id));
+    pub fn parse(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, Refusal> {
+        let unknown = || Refusal::invalid(format!("unrecognised deviceId {:?}", shorten(device_id)));
         if !is_plain(device_id) || device_id.starts_with(NIP97_PREFIX) {
             return Err(unknown());
         }
@@ -44,7 +46,10 @@ impl Device {
         }
         if let Some(encoded) = device_id.strip_prefix(WEB_PUSH_PREFIX) {
             return web_push_subscription(encoded, allow_plain_http).map_err(|problem| {
-                format!("invalid: deviceId {:?} is not a usable Web Push subscription: {problem}", shorten(device_id))
+                Refusal::invalid(format!(
+                    "deviceId {:?} is not a usable Web Push subscription: {problem}",
+                    shorten(device_id)
+                ))
             });
         }
         if let Some(query) = device_id.strip_prefix(EMBEDDED_FCM_PREFIX) {
@@ -64,10 +69,10 @@ impl Device {
         }
         // A bundle-like prefix before a long hex tail is an APNs token for a bundle id this relay does not serve.
         if looks_like_unconfigured_bundle(device_id) {
-            return Err(format!(
-                "invalid: deviceId {:?} is an APNs token for a bundle id this relay does not serve",
+            return Err(Refusal::invalid(format!(
+                "deviceId {:?} is an APNs token for a bundle id this relay does not serve",
                 shorten(device_id)
-            ));
+            )));
         }
         if is_fcm_token(device_id) {
             return Ok(Self::Fcm { token: device_id.to_owned() });
@@ -76,7 +81,7 @@ impl Device {
     }
 
     /// A stored device id of either protocol: a NIP-97 challenge under `NIP97_PREFIX`, or a 0xchat device id.
-    pub fn parse_stored(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, String> {
+    pub fn parse_stored(device_id: &str, bundle_ids: &[String], allow_plain_http: bool) -> Result<Self, Refusal> {
         match device_id.strip_prefix(NIP97_PREFIX) {
             Some(challenge) => Self::parse_challenge(challenge, allow_plain_http),
             None => Self::parse(device_id, bundle_ids, allow_plain_http),
@@ -85,8 +90,9 @@ impl Device {
 
     /// A NIP-97 `challenge` tag's value: `google:<FCM token>`, `apple:<hex APNs token>` (the default topic) or
     /// `unifiedpush:<endpoint>`.
-    pub fn parse_challenge(challenge: &str, allow_plain_http: bool) -> Result<Self, String> {
-        let refused = || "invalid: challenge must be google:<FCM token>, apple:<hex APNs token> or unifiedpush:<URL>";
+    pub fn parse_challenge(challenge: &str, allow_plain_http: bool) -> Result<Self, Refusal> {
+        let refused =
+            || Refusal::invalid("challenge must be google:<FCM token>, apple:<hex APNs token> or unifiedpush:<URL>");
         let (system, token) = challenge.split_once(':').filter(|(_, token)| is_plain(token)).ok_or_else(refused)?;
         match system {
             "google" if is_fcm_token(token) => Ok(Self::Fcm { token: token.to_owned() }),
@@ -94,7 +100,7 @@ impl Device {
             "unifiedpush" if is_endpoint(token, allow_plain_http) => {
                 Ok(Self::UnifiedPush { endpoint: token.to_owned() })
             }
-            _ => Err(refused().to_owned()),
+            _ => Err(refused()),
         }
     }
 
@@ -244,7 +250,10 @@ mod tests {
         let up = Device::parse_challenge("unifiedpush:https://up.example/x", false).unwrap();
         assert_eq!(up.address(), "up:https://up.example/x");
         for bad in ["fax:1", "google:short", "apple:xyz", "unifiedpush:http://up.example/x", "google", ""] {
-            assert!(Device::parse_challenge(bad, false).unwrap_err().starts_with("invalid: challenge"), "{bad}");
+            assert!(
+                Device::parse_challenge(bad, false).unwrap_err().to_string().starts_with("invalid: challenge"),
+                "{bad}"
+            );
         }
     }
 
@@ -267,7 +276,7 @@ mod tests {
             subscription("https://push.example/x", &[4; 33], &[7; 16]),
             subscription("https://push.example/x", &[4; 65], &[7; 8]),
         ] {
-            let refused = Device::parse(&bad, &bundles(), false).unwrap_err();
+            let refused = Device::parse(&bad, &bundles(), false).unwrap_err().to_string();
             assert!(refused.starts_with("invalid: deviceId"), "{refused}");
         }
     }

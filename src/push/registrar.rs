@@ -2,52 +2,51 @@
 //! signed-in person of their own devices: the list, removing one, and a test notification.
 
 use async_trait::async_trait;
-use serde_json::{Value, json};
 
 use super::PushService;
 use super::device::is_nip97;
 use super::text::Summary;
-use crate::hooks::DeviceRegistrar;
-use crate::protocol::SharedEvent;
+use crate::hooks::{DeviceRegistrar, DeviceSummary};
 use crate::protocol::filter::Hash32;
+use crate::protocol::{Refusal, SharedEvent};
 use crate::push::matching::push_job::PushJob;
 use crate::store::jobs::NewJob;
 
 #[async_trait]
 impl DeviceRegistrar for PushService {
-    async fn register_device(&self, event: &SharedEvent) -> Result<bool, String> {
+    async fn register_device(&self, event: &SharedEvent) -> Result<bool, Refusal> {
         self.intake.register_nip97(event).await
     }
 
-    async fn devices_of(&self, pubkey: &Hash32) -> Vec<Value> {
+    async fn devices_of(&self, pubkey: &Hash32) -> Vec<DeviceSummary> {
         let registry = &self.audience.registry;
         let mut devices = Vec::new();
         for r in registry.registrations_of(pubkey) {
             // Adding nothing reads the badge where it is kept.
             let badge = registry.add_to_badge(pubkey, &r.device_id, 0).await.ok().flatten();
-            devices.push(json!({
-                "id": r.device_id,
-                "platform": r.device.platform(),
-                "protocol": if is_nip97(&r.device_id) { "nip97" } else { "0xchat" },
-                "updated_at": r.updated_at,
-                "badge": badge,
-            }));
+            devices.push(DeviceSummary {
+                platform: r.device.platform(),
+                protocol: if is_nip97(&r.device_id) { "nip97" } else { "0xchat" },
+                updated_at: r.updated_at,
+                badge,
+                id: r.device_id.clone(),
+            });
         }
         devices
     }
 
-    async fn remove_device(&self, pubkey: &Hash32, device_id: &str) -> Result<bool, String> {
+    async fn remove_device(&self, pubkey: &Hash32, device_id: &str) -> Result<bool, Refusal> {
         let removed = self.audience.registry.remove_registration(pubkey, device_id).await.map_err(|e| {
             tracing::error!("removing a device failed: {e}");
-            "error: could not remove the device".to_owned()
+            Refusal::error("could not remove the device")
         })?;
         self.audience.changed();
         Ok(removed)
     }
 
-    async fn send_test(&self, pubkey: &Hash32, device_id: &str) -> Result<(), String> {
+    async fn send_test(&self, pubkey: &Hash32, device_id: &str) -> Result<(), Refusal> {
         if !self.audience.registry.registrations_of(pubkey).iter().any(|r| r.device_id == device_id) {
-            return Err("invalid: not one of your devices".into());
+            return Err(Refusal::invalid("not one of your devices"));
         }
         let now_ms = self.audience.clock.millis();
         let interval_ms = self.test_interval_secs.max(1) as i64 * 1000;
@@ -70,11 +69,11 @@ impl DeviceRegistrar for PushService {
         };
         let queued = self.delivery.queue.enqueue(&[job], now_ms).await.map_err(|e| {
             tracing::error!("queueing a test notification failed: {e}");
-            "error: could not queue the test notification".to_owned()
+            Refusal::error("could not queue the test notification")
         })?;
         if queued == 0 {
             let every = self.test_interval_secs;
-            return Err(format!("rate-limited: one test notification per device every {every} seconds"));
+            return Err(Refusal::rate_limited(format!("one test notification per device every {every} seconds")));
         }
         self.delivery.wake.notify_one();
         Ok(())

@@ -9,42 +9,42 @@ use serde_json::value::RawValue;
 use super::auth::Reader;
 use super::moderation::Moderation;
 use crate::config::{Config, LimitsConfig};
-use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::message::event_id_of;
 use crate::protocol::verify::{parse_event, verify_event};
+use crate::protocol::{Refusal, VerifiedEvent};
 
-/// Why an event was refused; `event_id` is absent when the message did not even carry a readable id.
+/// An event refused, and why; `event_id` is absent when the message did not even carry a readable id.
 #[derive(Debug)]
-pub struct Refusal {
+pub struct RefusedEvent {
     pub event_id: Option<String>,
-    pub reason: String,
+    pub reason: Refusal,
 }
 
 /// `now`: the relay clock's Unix time, for the `created_at` window.
-pub fn admit(raw: &RawValue, limits: &LimitsConfig, now: u64) -> Result<VerifiedEvent, Refusal> {
-    let event = parse_event(raw).map_err(|reason| Refusal { event_id: event_id_of(raw), reason })?;
-    let refuse = |reason: String| Refusal { event_id: Some(event.id.to_hex()), reason };
+pub fn admit(raw: &RawValue, limits: &LimitsConfig, now: u64) -> Result<VerifiedEvent, RefusedEvent> {
+    let event = parse_event(raw).map_err(|reason| RefusedEvent { event_id: event_id_of(raw), reason })?;
+    let refuse = |reason: Refusal| RefusedEvent { event_id: Some(event.id.to_hex()), reason };
     check_limits(&event, limits, now).map_err(refuse)?;
-    verify_event(&event).map_err(|reason| refuse(reason.into()))?;
+    verify_event(&event).map_err(refuse)?;
     Ok(VerifiedEvent::new(event))
 }
 
 /// The configured limits an event must keep, whatever door it came by (a client's EVENT, a watched relay's copy):
 /// tags, content length, the `created_at` window.
-pub fn check_limits(event: &Event, limits: &LimitsConfig, now: u64) -> Result<(), String> {
+pub fn check_limits(event: &Event, limits: &LimitsConfig, now: u64) -> Result<(), Refusal> {
     if event.tags.len() > limits.max_event_tags {
-        return Err(format!("invalid: too many tags (max {})", limits.max_event_tags));
+        return Err(Refusal::invalid(format!("too many tags (max {})", limits.max_event_tags)));
     }
     if event.content.chars().count() > limits.max_content_length {
-        return Err(format!("invalid: content too long (max {} characters)", limits.max_content_length));
+        return Err(Refusal::invalid(format!("content too long (max {} characters)", limits.max_content_length)));
     }
     let created_at = event.created_at.as_secs();
     if limits.created_at_lower_limit > 0 && created_at < now.saturating_sub(limits.created_at_lower_limit) {
-        return Err("invalid: created_at is too far in the past".into());
+        return Err(Refusal::invalid("created_at is too far in the past"));
     }
     if limits.created_at_upper_limit > 0 && created_at > now.saturating_add(limits.created_at_upper_limit) {
-        return Err("invalid: created_at is too far in the future".into());
+        return Err(Refusal::invalid("created_at is too far in the future"));
     }
     Ok(())
 }
@@ -88,45 +88,45 @@ impl Policy {
     /// Whether `publisher` (the connection, as far as it authenticated) may publish `event` now.
     /// Whether the operator lets this pubkey act here at all (blocked authors; with `restrict_writes`, the
     /// writers): for requests signed by the pubkey itself outside a connection (NIP-97's `POST /register`).
-    pub fn check_author(&self, pubkey: &Hash32) -> Result<(), String> {
+    pub fn check_author(&self, pubkey: &Hash32) -> Result<(), Refusal> {
         if self.blocked_authors.contains(pubkey) {
-            return Err("blocked: this author may not publish here".into());
+            return Err(Refusal::blocked("this author may not publish here"));
         }
         if self.restrict_writes && !self.writers.contains(pubkey) {
-            return Err("restricted: this pubkey may not publish here".into());
+            return Err(Refusal::restricted("this pubkey may not publish here"));
         }
         Ok(())
     }
 
-    pub fn check(&self, event: &VerifiedEvent, publisher: &Reader, now: u64) -> Result<(), String> {
+    pub fn check(&self, event: &VerifiedEvent, publisher: &Reader, now: u64) -> Result<(), Refusal> {
         let kind = event.kind();
         if (!self.kind_allowlist.is_empty() && !self.kind_allowlist.contains(&kind))
             || self.kind_denylist.contains(&kind)
         {
-            return Err(format!("blocked: kind {kind} is not accepted here"));
+            return Err(Refusal::blocked(format!("kind {kind} is not accepted here")));
         }
         if self.blocked_authors.contains(event.pubkey()) {
-            return Err("blocked: this author may not publish here".into());
+            return Err(Refusal::blocked("this author may not publish here"));
         }
         if self.banned_events.contains(event.id()) {
-            return Err("blocked: this event is banned here".into());
+            return Err(Refusal::blocked("this event is banned here"));
         }
         if event.expiration().is_some_and(|at| at <= now) {
-            return Err("invalid: this event has already expired".into());
+            return Err(Refusal::invalid("this event has already expired"));
         }
         if event.event.is_protected() && !publisher.is_authenticated_as(event.pubkey()) {
-            return Err("auth-required: this event may only be published by its author".into());
+            return Err(Refusal::auth_required("this event may only be published by its author"));
         }
         if self.restrict_writes {
             if publisher.pubkeys().is_empty() {
-                return Err("auth-required: this relay accepts events from authenticated users only".into());
+                return Err(Refusal::auth_required("this relay accepts events from authenticated users only"));
             }
             if !publisher.is_authenticated_as(event.pubkey()) || !self.writers.contains(event.pubkey()) {
-                return Err("restricted: this pubkey may not publish here".into());
+                return Err(Refusal::restricted("this pubkey may not publish here"));
             }
         }
         if kind == VANISH_KIND && !self.is_vanish_for_us(event) {
-            return Err("blocked: this request to vanish is for another relay".into());
+            return Err(Refusal::blocked("this request to vanish is for another relay"));
         }
         Ok(())
     }

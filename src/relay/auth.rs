@@ -5,6 +5,7 @@ use std::sync::{Arc, RwLock};
 use nostr::event::Event;
 
 use crate::groups::Groups;
+use crate::protocol::Refusal;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
 use crate::store::Visibility;
@@ -23,19 +24,19 @@ pub fn check_auth_event(
     public_url: &str,
     max_skew_secs: u64,
     now: u64,
-) -> Result<(), String> {
+) -> Result<(), Refusal> {
     if event.kind.as_u16() != AUTH_KIND {
-        return Err(format!("invalid: AUTH needs a kind {AUTH_KIND} event"));
+        return Err(Refusal::invalid(format!("AUTH needs a kind {AUTH_KIND} event")));
     }
     if event.created_at.as_secs().abs_diff(now) > max_skew_secs {
-        return Err("invalid: AUTH event created_at is too far from now".into());
+        return Err(Refusal::invalid("AUTH event created_at is too far from now"));
     }
     let tag = |name: &str| event.tags.iter().map(|t| t.as_slice()).find(|t| t[0] == name).and_then(|t| t.get(1));
     if tag("challenge").map(String::as_str) != Some(challenge) {
-        return Err("invalid: AUTH challenge does not match".into());
+        return Err(Refusal::invalid("AUTH challenge does not match"));
     }
     if tag("relay").is_none_or(|url| normalise_url(url) != normalise_url(public_url)) {
-        return Err("invalid: AUTH relay URL is not this relay".into());
+        return Err(Refusal::invalid("AUTH relay URL is not this relay"));
     }
     Ok(())
 }

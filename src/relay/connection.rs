@@ -20,7 +20,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::RelayState;
-use super::admission::Refusal;
+use super::admission::RefusedEvent;
 use super::auth::{self, Reader};
 use super::negentropy::Reconciliations;
 use super::pace::{AWAITED_WITHIN, Pace};
@@ -28,7 +28,7 @@ use super::rate::{ClientAddress, ConnectionSlot};
 use super::subscriptions::{Outbox, Outgoing, SubscriptionKey};
 use crate::groups::Verdict;
 use crate::protocol::message::{self, ClientMessage, ParseError, event_id_of};
-use crate::protocol::{Filter, KindClass};
+use crate::protocol::{Filter, KindClass, Refusal};
 use crate::store::{StoreError, WriteOutcome};
 
 /// How long a closing connection waits for its in-flight events to be acknowledged.
@@ -94,7 +94,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
             _ = &mut shutdown => break End::Shutdown,
             _ = &mut overflowed => {
                 metrics::counter!(crate::metrics::SLOW_CLIENTS, "reason" => "outbox_full").increment(1);
-                let _ = send(&mut sink, message::notice("error: disconnected for reading too slowly")).await;
+                let _ = send(&mut sink, message::notice(&Refusal::error("disconnected for reading too slowly"))).await;
                 break End::TooSlow;
             }
             Some(reply) = pending.next(), if !pending.is_empty() => {
@@ -121,7 +121,7 @@ pub async fn serve(socket: WebSocket, state: Arc<RelayState>, address: ClientAdd
                     }
                 }
                 Some(Ok(Message::Binary(_))) => {
-                    if send(&mut sink, message::notice("invalid: binary messages are not supported")).await.is_err() {
+                    if send(&mut sink, message::notice(&Refusal::invalid("binary messages are not supported"))).await.is_err() {
                         break End::SendFailed;
                     }
                 }
@@ -297,7 +297,7 @@ impl Session {
         let config = self.state.config();
         let limits = &config.limits;
         if text.len() > limits.max_message_length {
-            let reason = format!("invalid: message too large (max {} bytes)", limits.max_message_length);
+            let reason = Refusal::invalid(format!("message too large (max {} bytes)", limits.max_message_length));
             return send(sink, message::notice(&reason)).await;
         }
         let parsed = ClientMessage::parse(text);
@@ -340,7 +340,11 @@ impl Session {
             Ok(ClientMessage::NegMsg { sub_id, message: query }) => {
                 if self.req_limiter.as_ref().is_some_and(|l| l.check().is_err()) {
                     self.reconciliations.close(&sub_id);
-                    return send(sink, message::neg_err(&sub_id, "rate-limited: too many requests, slow down")).await;
+                    return send(
+                        sink,
+                        message::neg_err(&sub_id, &Refusal::rate_limited("too many requests, slow down")),
+                    )
+                    .await;
                 }
                 let answer = self.reconciliations.message(sub_id, query).await;
                 send(sink, answer).await
@@ -352,20 +356,23 @@ impl Session {
             Err(ParseError::NegError { sub_id, reason }) => send(sink, message::neg_err(&sub_id, &reason)).await,
             Err(ParseError::Notice(reason)) => send(sink, message::notice(&reason)).await,
             Err(ParseError::Closed { sub_id, reason }) => send(sink, message::closed(&sub_id, &reason)).await,
-            Err(ParseError::Event { event_id, reason }) => send(sink, message::ok(&event_id, false, &reason)).await,
+            Err(ParseError::Event { event_id, reason }) => send(sink, message::refused(&event_id, &reason)).await,
         }
     }
 
     /// Why a REQ or COUNT cannot be served, if it cannot: the answer for a CLOSED.
-    fn refusal(&self, sub_id: &str, filters: &[Filter], opens: Opens) -> Option<String> {
+    fn refusal(&self, sub_id: &str, filters: &[Filter], opens: Opens) -> Option<Refusal> {
         let (opens_subscription, is_negentropy) = (opens != Opens::Nothing, opens == Opens::Reconciliation);
         let config = self.state.config();
         let limits = &config.limits;
         if sub_id.chars().count() > limits.max_subid_length {
-            return Some(format!("invalid: subscription id longer than {} characters", limits.max_subid_length));
+            return Some(Refusal::invalid(format!(
+                "subscription id longer than {} characters",
+                limits.max_subid_length
+            )));
         }
         if filters.len() > limits.max_filters {
-            return Some(format!("invalid: too many filters (max {})", limits.max_filters));
+            return Some(Refusal::invalid(format!("too many filters (max {})", limits.max_filters)));
         }
         if let Some(why) =
             filters.iter().find_map(|f| f.search_refusal(limits.max_search_terms, limits.max_search_length))
@@ -377,31 +384,34 @@ impl Session {
             && self.reconciliations.open_count() >= limits.max_negentropy_sessions
         {
             let max = limits.max_negentropy_sessions;
-            return Some(format!("rate-limited: too many open reconciliations (max {max})"));
+            return Some(Refusal::rate_limited(format!("too many open reconciliations (max {max})")));
         }
         if opens_subscription
             && !self.subscriptions.contains_key(sub_id)
             && self.subscriptions.len() + self.reconciliations.open_count() >= limits.max_subscriptions
         {
-            return Some(format!("rate-limited: too many open subscriptions (max {})", limits.max_subscriptions));
+            return Some(Refusal::rate_limited(format!(
+                "too many open subscriptions (max {})",
+                limits.max_subscriptions
+            )));
         }
         if self.req_limiter.as_ref().is_some_and(|l| l.check().is_err()) {
-            return Some("rate-limited: too many requests, slow down".into());
+            return Some(Refusal::rate_limited("too many requests, slow down"));
         }
         if !config.database.search_index && filters.iter().any(|f| f.search.is_some()) {
-            return Some("blocked: search (NIP-50) is turned off on this relay".into());
+            return Some(Refusal::blocked("search (NIP-50) is turned off on this relay"));
         }
         let reader = &self.peer.reader;
         let asks_restricted = filters
             .iter()
             .any(|f| f.kinds.as_ref().is_some_and(|kinds| kinds.iter().any(|k| reader.is_restricted(*k))));
         if asks_restricted && reader.pubkeys().is_empty() {
-            return Some("auth-required: these kinds are served only to their author and recipients".into());
+            return Some(Refusal::auth_required("these kinds are served only to their author and recipients"));
         }
         if reader.pubkeys().is_empty()
             && let Some(group) = reader.private_group_in(filters)
         {
-            return Some(format!("auth-required: group {group} is private: only its members may read it"));
+            return Some(Refusal::auth_required(format!("group {group} is private: only its members may read it")));
         }
         None
     }
@@ -439,7 +449,7 @@ impl Session {
                 tracing::error!(sub_id, "query failed: {e}");
                 self.subscriptions.remove(&sub_id);
                 self.state.subscriptions.remove(key);
-                send(sink, message::closed(&sub_id, "error: could not query the database")).await
+                send(sink, message::closed(&sub_id, &Refusal::error("could not query the database"))).await
             }
         }
     }
@@ -454,7 +464,7 @@ impl Session {
             Ok(count) => send(sink, message::count(&sub_id, count.min(max), count > max)).await,
             Err(e) => {
                 tracing::error!(sub_id, "count failed: {e}");
-                send(sink, message::closed(&sub_id, "error: could not query the database")).await
+                send(sink, message::closed(&sub_id, &Refusal::error("could not query the database"))).await
             }
         }
     }
@@ -465,32 +475,35 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
     let (_in_flight, awaited) = peer.pace.start(AWAITED_WITHIN);
     if !state.rate_limits().allow_event_from_ip(peer.ip) {
         let Some(id) = event_id_of(&raw) else {
-            return message::notice("rate-limited: too many events from your address");
+            return message::notice(&Refusal::rate_limited("too many events from your address"));
         };
-        return message::ok(&id, false, "rate-limited: too many events from your address, slow down");
+        return message::refused(&id, &Refusal::rate_limited("too many events from your address, slow down"));
     }
     let event = match state.verifier.admit(raw, state.config(), state.clock.secs()).await {
         Ok(event) => Arc::new(event),
-        Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
-        Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
+        Err(RefusedEvent { event_id: Some(id), reason }) => return message::refused(&id, &reason),
+        Err(RefusedEvent { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
     if let Err(reason) = state.policy().check(&event, &peer.reader, state.clock.secs()) {
-        return message::ok(&id, false, &reason);
+        return message::refused(&id, &reason);
     }
     if !state.rate_limits().allow_event_from_pubkey(event.pubkey()) {
-        return message::ok(&id, false, "rate-limited: too many events from this author, slow down");
+        return message::refused(&id, &Refusal::rate_limited("too many events from this author, slow down"));
     }
     if let Some(consumer) = &state.consumer
-        && let Some((accepted, reason)) = consumer.consume(&event, peer.ip).await
+        && let Some(answer) = consumer.consume(&event, peer.ip).await
     {
-        return message::ok(&id, accepted, &reason);
+        return match answer {
+            Ok(said) => message::ok(&id, true, &said),
+            Err(reason) => message::refused(&id, &reason),
+        };
     }
     if let Some(groups) = &state.groups
         && let Some(verdict) = groups.handle(&event, &state.writer, &state.store).await
     {
         return match verdict {
-            Verdict::Refused(reason) | Verdict::Pending(reason) => message::ok(&id, false, &reason),
+            Verdict::Refused(reason) | Verdict::Pending(reason) => message::refused(&id, &reason),
             Verdict::Written(outcome) => answer_write(&id, outcome),
         };
     }
@@ -506,10 +519,12 @@ async fn process_event(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValu
 fn answer_write(id: &str, outcome: Result<WriteOutcome, StoreError>) -> String {
     match outcome {
         Ok(WriteOutcome::Stored) => message::ok(id, true, ""),
-        Ok(WriteOutcome::Duplicate) => message::ok(id, true, "duplicate: already have this event"),
-        Ok(WriteOutcome::Superseded) => message::ok(id, false, "duplicate: a newer version is already stored"),
-        Ok(WriteOutcome::Deleted) => message::ok(id, false, "blocked: this event was deleted by its author"),
-        Err(_) => message::ok(id, false, "error: could not store the event"),
+        Ok(WriteOutcome::Duplicate) => {
+            message::ok(id, true, &Refusal::duplicate("already have this event").to_string())
+        }
+        Ok(WriteOutcome::Superseded) => message::refused(id, &Refusal::duplicate("a newer version is already stored")),
+        Ok(WriteOutcome::Deleted) => message::refused(id, &Refusal::blocked("this event was deleted by its author")),
+        Err(_) => message::refused(id, &Refusal::error("could not store the event")),
     }
 }
 
@@ -517,8 +532,8 @@ fn answer_write(id: &str, outcome: Result<WriteOutcome, StoreError>) -> String {
 async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue>) -> String {
     let event = match state.verifier.admit(raw, state.config(), state.clock.secs()).await {
         Ok(event) => event,
-        Err(Refusal { event_id: Some(id), reason }) => return message::ok(&id, false, &reason),
-        Err(Refusal { event_id: None, reason }) => return message::notice(&reason),
+        Err(RefusedEvent { event_id: Some(id), reason }) => return message::refused(&id, &reason),
+        Err(RefusedEvent { event_id: None, reason }) => return message::notice(&reason),
     };
     let id = event.event.id.to_hex();
     let config = state.config();
@@ -534,6 +549,6 @@ async fn authenticate(state: Arc<RelayState>, peer: Arc<Peer>, raw: Box<RawValue
             peer.reader.authenticate(*event.pubkey());
             message::ok(&id, true, "")
         }
-        Err(reason) => message::ok(&id, false, &reason),
+        Err(reason) => message::refused(&id, &reason),
     }
 }

@@ -20,6 +20,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::groups::Groups;
 use crate::hooks::{DeviceRegistrar, EventConsumer};
+use crate::protocol::Refusal;
 use crate::protocol::VerifiedEvent;
 use crate::report::Reporter;
 use crate::store::writer::{AcceptListener, Writer};
@@ -141,16 +142,16 @@ impl RelayState {
     /// store_events`) may be stored: the limits, the operator's policy as for a client that did not authenticate, the
     /// author's event rate, and NIP-29's own checks for what concerns a group hosted here (which a remote copy has
     /// not passed). Its id and signature were checked where it came in.
-    pub fn admits_from_elsewhere(&self, event: &VerifiedEvent) -> Result<(), String> {
+    pub fn admits_from_elsewhere(&self, event: &VerifiedEvent) -> Result<(), Refusal> {
         let (config, now) = (self.config(), self.clock.secs());
         admission::check_limits(&event.event, &config.limits, now)?;
         let anonymous = Reader::new(config.read_restricted_kinds(), self.groups.clone());
         self.policy().check(event, &anonymous, now)?;
         if self.groups.as_ref().is_some_and(|groups| groups.concerns(event)) {
-            return Err("blocked: a group hosted here takes its events from its members only".into());
+            return Err(Refusal::blocked("a group hosted here takes its events from its members only"));
         }
         if !self.rate_limits().allow_event_from_pubkey(event.pubkey()) {
-            return Err("rate-limited: too many events from this author".into());
+            return Err(Refusal::rate_limited("too many events from this author"));
         }
         Ok(())
     }

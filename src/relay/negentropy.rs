@@ -8,8 +8,9 @@ use negentropy::{Id, Negentropy, NegentropyStorageVector};
 
 use super::RelayState;
 use super::auth::Reader;
-use crate::protocol::Filter;
 use crate::protocol::message;
+use crate::protocol::refusal::Prefix;
+use crate::protocol::{Filter, Refusal};
 
 type Session = Negentropy<'static, NegentropyStorageVector>;
 
@@ -46,11 +47,14 @@ impl Reconciliations {
             Ok(events) => events,
             Err(e) => {
                 tracing::error!(sub_id, "negentropy query failed: {e}");
-                return message::neg_err(&sub_id, "error: could not query the database");
+                return message::neg_err(&sub_id, &Refusal::error("could not query the database"));
             }
         };
         if events.len() > cap {
-            return message::neg_err(&sub_id, &format!("blocked: more than {cap} events match; narrow the filter"));
+            return message::neg_err(
+                &sub_id,
+                &Refusal::blocked(format!("more than {cap} events match; narrow the filter")),
+            );
         }
         // Hex doubles the size, and the envelope needs a little room.
         let frame_limit = (config.limits.max_message_length as u64 / 2).saturating_sub(256).max(4096);
@@ -72,15 +76,15 @@ impl Reconciliations {
                 self.sessions.insert(sub_id.clone(), session);
                 message::neg_msg(&sub_id, &answer)
             }
-            Ok(Err(e)) => message::neg_err(&sub_id, &format!("invalid: {e}")),
-            Err(_) => message::neg_err(&sub_id, "error: reconciliation failed"),
+            Ok(Err(e)) => message::neg_err(&sub_id, &Refusal::invalid(e.to_string())),
+            Err(_) => message::neg_err(&sub_id, &Refusal::error("reconciliation failed")),
         }
     }
 
     /// NEG-MSG: the next round of an open reconciliation.
     pub async fn message(&mut self, sub_id: String, query: Vec<u8>) -> String {
         let Some(mut session) = self.sessions.remove(&sub_id) else {
-            return message::neg_err(&sub_id, "closed: no reconciliation open with this id");
+            return message::neg_err(&sub_id, &Refusal::new(Prefix::Closed, "no reconciliation open with this id"));
         };
         let round = tokio::task::spawn_blocking(move || {
             let answer = session.reconcile(&query);
@@ -92,8 +96,8 @@ impl Reconciliations {
                 self.sessions.insert(sub_id.clone(), session);
                 message::neg_msg(&sub_id, &answer)
             }
-            Ok((_, Err(e))) => message::neg_err(&sub_id, &format!("invalid: {e}")),
-            Err(_) => message::neg_err(&sub_id, "error: reconciliation failed"),
+            Ok((_, Err(e))) => message::neg_err(&sub_id, &Refusal::invalid(e.to_string())),
+            Err(_) => message::neg_err(&sub_id, &Refusal::error("reconciliation failed")),
         }
     }
 

@@ -11,8 +11,9 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::admission::{Refusal, admit};
+use super::admission::{RefusedEvent, admit};
 use crate::config::Config;
+use crate::protocol::Refusal;
 use crate::protocol::VerifiedEvent;
 
 struct Check {
@@ -20,7 +21,7 @@ struct Check {
     config: Arc<Config>,
     /// The clock's time when the event arrived, for the `created_at` window.
     now: u64,
-    reply: oneshot::Sender<Result<VerifiedEvent, Refusal>>,
+    reply: oneshot::Sender<Result<VerifiedEvent, RefusedEvent>>,
 }
 
 /// A handle on the checking threads; they end once every handle is dropped.
@@ -41,7 +42,10 @@ impl Verifier {
                         let outcome = catch_unwind(AssertUnwindSafe(|| admit(&raw, &config.limits, now)))
                             .unwrap_or_else(|_| {
                                 tracing::error!("event check panicked");
-                                Err(Refusal { event_id: None, reason: "error: could not check the event".into() })
+                                Err(RefusedEvent {
+                                    event_id: None,
+                                    reason: Refusal::error("could not check the event"),
+                                })
                             });
                         // The connection may have gone; nothing waits for this answer then.
                         let _ = reply.send(outcome);
@@ -53,9 +57,14 @@ impl Verifier {
     }
 
     /// Parses and checks an event against the configured limits off the async threads (`admission::admit`).
-    pub async fn admit(&self, raw: Box<RawValue>, config: Arc<Config>, now: u64) -> Result<VerifiedEvent, Refusal> {
+    pub async fn admit(
+        &self,
+        raw: Box<RawValue>,
+        config: Arc<Config>,
+        now: u64,
+    ) -> Result<VerifiedEvent, RefusedEvent> {
         let (reply, outcome) = oneshot::channel();
-        let stopped = || Refusal { event_id: None, reason: "error: the relay is shutting down".into() };
+        let stopped = || RefusedEvent { event_id: None, reason: Refusal::error("the relay is shutting down") };
         self.queue.send(Check { raw, config, now, reply }).map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
     }

@@ -45,7 +45,7 @@ pub struct StoreFirst {
 }
 
 /// Whether a remote event may be stored here, or why not (see `StoreFirst::storable`).
-pub type Storable = Arc<dyn Fn(&VerifiedEvent) -> Result<(), String> + Send + Sync>;
+pub type Storable = Arc<dyn Fn(&VerifiedEvent) -> Result<(), crate::protocol::Refusal> + Send + Sync>;
 
 impl RemoteEvents for StoreFirst {
     fn remote_event(&self, event: SharedEvent) {

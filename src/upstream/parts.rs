@@ -11,6 +11,7 @@ use nostr::prelude::*;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
+use crate::protocol::refusal::Prefix;
 use crate::protocol::{Filter, KindClass};
 
 /// After a reconnect, `since` reaches this far before the connection was lost: clocks and commit order are not exact.
@@ -143,7 +144,7 @@ impl Subscriptions {
     /// still come), else until the retry time. Returns the part's name, for status.
     pub fn closed(&mut self, sub_id: &str, reason: &str, now: Instant) -> Option<Part> {
         let part = Part::of_id(sub_id)?;
-        let after_auth = reason.starts_with("auth-required:") && !self.authenticated;
+        let after_auth = Prefix::of(reason) == Some(Prefix::AuthRequired) && !self.authenticated;
         let retry = if after_auth { None } else { Some(now + self.retry_after) };
         self.refused.insert(part, (reason.to_owned(), retry));
         Some(part)

@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 
 use super::subscription::{self as nip9a, FilterBounds, SUBSCRIPTION_KIND, Subscription};
 use crate::config::PushConfig;
+use crate::protocol::Refusal;
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::filter_index::{Candidates, FilterIndex};
 use crate::protocol::search::ContentWords;
@@ -79,7 +80,7 @@ impl CallbackIndex {
     }
 
     /// Reads a kind 30390 event as a subscription to this relay, or says why it is not one.
-    pub fn parse(&self, event: &VerifiedEvent) -> Result<Subscription, String> {
+    pub fn parse(&self, event: &VerifiedEvent) -> Result<Subscription, Refusal> {
         nip9a::parse(event, &self.relay_url, &self.config, &self.bounds)
     }
 

@@ -12,8 +12,8 @@ use tokio::sync::Mutex;
 use super::index::{Hellthreads, Presence, Registration, RegistrationIndex};
 use super::update::RegistrationUpdate;
 use crate::config::PushConfig;
-use crate::protocol::VerifiedEvent;
 use crate::protocol::filter::Hash32;
+use crate::protocol::{Refusal, VerifiedEvent};
 use crate::push::device::{Device, shorten};
 use crate::store::StoreError;
 use crate::store::registrations::{
@@ -30,7 +30,7 @@ pub enum Applied {
 #[derive(Debug)]
 pub enum ApplyError {
     /// The update is not acceptable; the text is the `OK false` reason.
-    Refused(String),
+    Refused(Refusal),
     Database(StoreError),
 }
 
@@ -145,7 +145,7 @@ impl Registry {
         created_at: Option<i64>,
         update: &RegistrationUpdate,
         now: i64,
-    ) -> Result<Planned, String> {
+    ) -> Result<Planned, Refusal> {
         let (current, presence) = {
             let index = self.index.read().expect("registration index lock");
             (index.registrations_of(&pubkey), index.presence(&pubkey))
@@ -171,7 +171,12 @@ impl Registry {
     }
 
     /// A replay is answered as one even when the update would also be refused: replays are checked first.
-    async fn replay_or(&self, pubkey: Hash32, created_at: Option<i64>, refusal: String) -> Result<Applied, ApplyError> {
+    async fn replay_or(
+        &self,
+        pubkey: Hash32,
+        created_at: Option<i64>,
+        refusal: Refusal,
+    ) -> Result<Applied, ApplyError> {
         let Some(created_at) = created_at else { return Err(ApplyError::Refused(refusal)) };
         match self.store.last_applied(&pubkey).await? {
             Some(last) if created_at < last => Ok(Applied::Replay),
@@ -179,8 +184,11 @@ impl Registry {
         }
     }
 
-    fn device_full(&self) -> String {
-        format!("blocked: this device is registered by too many pubkeys (max {})", self.config.max_pubkeys_per_device)
+    fn device_full(&self) -> Refusal {
+        Refusal::blocked(format!(
+            "this device is registered by too many pubkeys (max {})",
+            self.config.max_pubkeys_per_device
+        ))
     }
 
     /// The registrations an update rewrites: the named device (new or existing), or, with no device id, every
@@ -192,7 +200,7 @@ impl Registry {
         current: &[Arc<Registration>],
         update: &RegistrationUpdate,
         now: i64,
-    ) -> Result<(Vec<Registration>, Option<SharedDeviceLimit>), String> {
+    ) -> Result<(Vec<Registration>, Option<SharedDeviceLimit>), Refusal> {
         let Some(device_id) = &update.device_id else {
             if !update.has_fields() {
                 return Ok((Vec::new(), None));
@@ -200,7 +208,7 @@ impl Registry {
             return Ok((current.iter().map(|r| merged((**r).clone(), update, now)).collect(), None));
         };
         if device_id.is_empty() {
-            return Err("invalid: deviceId is empty (a logout also sends online: 0)".into());
+            return Err(Refusal::invalid("deviceId is empty (a logout also sends online: 0)"));
         }
         let device = self.parse_device(device_id)?;
         if let Some(existing) = current.iter().find(|r| r.device_id == *device_id) {
@@ -208,14 +216,14 @@ impl Registry {
         }
         if current.len() >= self.config.max_devices_per_pubkey {
             let max = self.config.max_devices_per_pubkey;
-            return Err(format!("blocked: this pubkey has too many devices (max {max})"));
+            return Err(Refusal::blocked(format!("this pubkey has too many devices (max {max})")));
         }
         let limit =
             SharedDeviceLimit { device_id: device_id.clone(), max_pubkeys: self.config.max_pubkeys_per_device as u64 };
         Ok((vec![merged(Registration::new(pubkey, device_id, device, now), update, now)], Some(limit)))
     }
 
-    fn parse_device(&self, device_id: &str) -> Result<Device, String> {
+    fn parse_device(&self, device_id: &str) -> Result<Device, Refusal> {
         Device::parse_stored(device_id, &self.config.apns.bundle_ids, self.config.unifiedpush.allow_private_addresses)
     }
 

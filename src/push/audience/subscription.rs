@@ -5,6 +5,7 @@
 //! with (`invalid:` for a malformed event; the per-pubkey cap, `blocked:`, is the intake's).
 
 use crate::config::PushConfig;
+use crate::protocol::Refusal;
 use crate::protocol::filter::Hash32;
 use crate::protocol::search::ContentWords;
 use crate::protocol::{Filter, VerifiedEvent};
@@ -95,7 +96,7 @@ pub fn parse(
     own_url: &str,
     config: &PushConfig,
     bounds: &FilterBounds,
-) -> Result<Subscription, String> {
+) -> Result<Subscription, Refusal> {
     let allow_private = config.unifiedpush.allow_private_addresses;
     let tags: Vec<&[String]> = event.event.tags.iter().map(|t| t.as_slice()).collect();
     let values = |name: &str| -> Vec<Option<&String>> {
@@ -103,21 +104,21 @@ pub fn parse(
     };
     let d = match values("d").first() {
         Some(Some(d)) => (*d).clone(),
-        _ => return Err("invalid: a push subscription needs a d tag".into()),
+        _ => return Err(Refusal::invalid("a push subscription needs a d tag")),
     };
     if !values("relay").iter().flatten().any(|url| same_relay(url, own_url)) {
-        return Err(format!(
-            "invalid: this push subscription names other relays only (relay tags must include {own_url})"
-        ));
+        return Err(Refusal::invalid(format!(
+            "this push subscription names other relays only (relay tags must include {own_url})"
+        )));
     }
     let filters = filters_of(&values("filter"), "filter", config.max_subscription_filters, bounds)?;
     if filters.is_empty() {
-        return Err("invalid: a push subscription needs at least one filter tag".into());
+        return Err(Refusal::invalid("a push subscription needs at least one filter tag"));
     }
     let ignores = filters_of(&values("ignore"), "ignore", config.max_subscription_filters, bounds)?;
     let callback = match values("callback").as_slice() {
         [Some(callback)] => (*callback).clone(),
-        _ => return Err("invalid: a push subscription needs exactly one callback tag".into()),
+        _ => return Err(Refusal::invalid("a push subscription needs exactly one callback tag")),
     };
     check_callback(&callback, config.max_callback_length, allow_private)?;
     Ok(Subscription {
@@ -139,26 +140,27 @@ fn filters_of(
     name: &str,
     max: usize,
     bounds: &FilterBounds,
-) -> Result<Vec<Filter>, String> {
+) -> Result<Vec<Filter>, Refusal> {
     if values.len() > max {
-        return Err(format!("invalid: a push subscription may have at most {max} {name} tags"));
+        return Err(Refusal::invalid(format!("a push subscription may have at most {max} {name} tags")));
     }
     let mut filters = Vec::with_capacity(values.len());
     for (n, value) in values.iter().enumerate() {
         let n = n + 1;
-        let json = value.ok_or_else(|| format!("invalid: {name} tag {n} is not a NIP-01 filter: it is empty"))?;
+        let json =
+            value.ok_or_else(|| Refusal::invalid(format!("{name} tag {n} is not a NIP-01 filter: it is empty")))?;
         if json.len() > bounds.max_length {
-            return Err(format!("invalid: {name} tag {n} is longer than {} bytes", bounds.max_length));
+            return Err(Refusal::invalid(format!("{name} tag {n} is longer than {} bytes", bounds.max_length)));
         }
         let filter = serde_json::from_str(json)
             .map_err(|e| e.to_string())
             .and_then(|value| Filter::from_json(&value))
-            .map_err(|why| format!("invalid: {name} tag {n} is not a NIP-01 filter: {why}"))?;
+            .map_err(|why| Refusal::invalid(format!("{name} tag {n} is not a NIP-01 filter: {why}")))?;
         if filter.ids.is_none() && filter.authors.is_none() && filter.kinds.is_none() && filter.tags.is_empty() {
-            return Err(format!("invalid: {name} tag {n} matches every event"));
+            return Err(Refusal::invalid(format!("{name} tag {n} matches every event")));
         }
         if let Some(why) = filter.search_refusal(bounds.max_search_terms, bounds.max_search_length) {
-            return Err(format!("{why} (in {name} tag {n})"));
+            return Err(Refusal::new(why.prefix(), format!("{} (in {name} tag {n})", why.message())));
         }
         filters.push(filter);
     }
@@ -168,11 +170,11 @@ fn filters_of(
 /// A callback is chosen by whoever subscribes, so it is not trusted: `https://` (plain `http://` too with
 /// `allow_private`), not too long, and not an address literal on a private network. A name is checked as the
 /// client connects (`senders::CheckedResolver`).
-fn check_callback(callback: &str, max_length: usize, allow_private: bool) -> Result<(), String> {
+fn check_callback(callback: &str, max_length: usize, allow_private: bool) -> Result<(), Refusal> {
     if callback.len() > max_length {
-        return Err(format!("invalid: callback is longer than {max_length} characters"));
+        return Err(Refusal::invalid(format!("callback is longer than {max_length} characters")));
     }
-    let https_only = || "invalid: callback must be an https:// URL".to_owned();
+    let https_only = || Refusal::invalid("callback must be an https:// URL");
     let url = url::Url::parse(callback).map_err(|_| https_only())?;
     match url.scheme() {
         "https" => {}
@@ -183,7 +185,7 @@ fn check_callback(callback: &str, max_length: usize, allow_private: bool) -> Res
         return Err(https_only());
     }
     if !allow_private && crate::net::check_literal_host(&url).is_err() {
-        return Err(format!("invalid: callback {callback} is on a non-public address"));
+        return Err(Refusal::invalid(format!("callback {callback} is on a non-public address")));
     }
     Ok(())
 }
@@ -209,7 +211,7 @@ mod tests {
     }
 
     fn refusal(tags: &[&[&str]]) -> String {
-        parse(&event(tags), OWN, &config(false), &FilterBounds::default()).unwrap_err()
+        parse(&event(tags), OWN, &config(false), &FilterBounds::default()).unwrap_err().to_string()
     }
 
     const D: &[&str] = &["d", "x"];

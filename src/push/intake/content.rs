@@ -7,18 +7,19 @@ use nostr::nips::{nip04, nip44};
 use serde_json::{Map, Value};
 
 use crate::config::PushConfig;
+use crate::protocol::Refusal;
 use crate::protocol::filter::parse_hash;
 use crate::push::audience::update::RegistrationUpdate;
 
 /// Decrypts the content with the relay's push key: NIP-04 when it has the `?iv=` form, NIP-44 v2 otherwise.
-pub fn decrypt(event: &Event, push_key: &SecretKey) -> Result<String, String> {
+pub fn decrypt(event: &Event, push_key: &SecretKey) -> Result<String, Refusal> {
     let content = event.content.as_str();
     let plaintext = if content.contains("?iv=") {
         nip04::decrypt(push_key, &event.pubkey, content)
     } else {
         nip44::decrypt(push_key, &event.pubkey, content)
     };
-    plaintext.map_err(|_| "invalid: cannot decrypt".to_owned())
+    plaintext.map_err(|_| Refusal::invalid("cannot decrypt"))
 }
 
 /// Parses decrypted content; `check_relay` judges each relay URL named in `relays`. Only malformed content is
@@ -29,10 +30,10 @@ pub fn parse(
     plaintext: &str,
     limits: &PushConfig,
     check_relay: impl Fn(&str) -> Result<(), String>,
-) -> Result<RegistrationUpdate, String> {
-    let value: Value = serde_json::from_str(plaintext).map_err(|_| "invalid: content is not JSON".to_owned())?;
+) -> Result<RegistrationUpdate, Refusal> {
+    let value: Value = serde_json::from_str(plaintext).map_err(|_| Refusal::invalid("content is not JSON"))?;
     let Value::Object(object) = value else {
-        return Err("invalid: content must be a JSON object".into());
+        return Err(Refusal::invalid("content must be a JSON object"));
     };
     let mut notes = Vec::new();
     let mut update = RegistrationUpdate {
@@ -49,12 +50,12 @@ pub fn parse(
         notes: Vec::new(),
     };
     if let Some(kinds) = object.get("kinds") {
-        let kinds = kinds.as_array().ok_or("invalid: kinds must be an array of integers")?;
+        let kinds = kinds.as_array().ok_or_else(|| Refusal::invalid("kinds must be an array of integers"))?;
         let mut kinds = kinds
             .iter()
             .map(|k| k.as_u64().and_then(|k| u16::try_from(k).ok()))
             .collect::<Option<Vec<u16>>>()
-            .ok_or("invalid: kinds must be an array of integers from 0 to 65535")?;
+            .ok_or_else(|| Refusal::invalid("kinds must be an array of integers from 0 to 65535"))?;
         keep_first("kinds", &mut kinds, limits.max_kinds, &mut notes);
         update.kinds = Some(kinds);
     }
@@ -85,21 +86,21 @@ fn keep_first<T>(field: &str, list: &mut Vec<T>, max: usize, notes: &mut Vec<Str
 }
 
 /// A yes-or-no field: `true`/`false`, or `1`/`0` as the apps send `online`.
-fn flag(object: &Map<String, Value>, field: &str) -> Result<Option<bool>, String> {
+fn flag(object: &Map<String, Value>, field: &str) -> Result<Option<bool>, Refusal> {
     match object.get(field) {
         None => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(Value::Number(n)) if n.as_u64() == Some(0) => Ok(Some(false)),
         Some(Value::Number(n)) if n.as_u64() == Some(1) => Ok(Some(true)),
-        Some(_) => Err(format!("invalid: {field} must be true or false (or 1 or 0)")),
+        Some(_) => Err(Refusal::invalid(format!("{field} must be true or false (or 1 or 0)"))),
     }
 }
 
-fn string_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, String> {
+fn string_field(object: &Map<String, Value>, field: &str) -> Result<Option<String>, Refusal> {
     match object.get(field) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(format!("invalid: {field} must be a string")),
+        Some(_) => Err(Refusal::invalid(format!("{field} must be a string"))),
     }
 }
 
@@ -108,9 +109,9 @@ fn string_list(
     field: &str,
     max: usize,
     notes: &mut Vec<String>,
-) -> Result<Option<Vec<String>>, String> {
+) -> Result<Option<Vec<String>>, Refusal> {
     let Some(value) = object.get(field) else { return Ok(None) };
-    let wrong_type = || format!("invalid: {field} must be an array of strings");
+    let wrong_type = || Refusal::invalid(format!("{field} must be an array of strings"));
     let items = value.as_array().ok_or_else(wrong_type)?;
     let mut items: Vec<String> =
         items.iter().map(|v| v.as_str().map(str::to_owned).ok_or_else(wrong_type)).collect::<Result<_, _>>()?;
@@ -124,13 +125,15 @@ fn pubkey_list(
     field: &str,
     max: usize,
     notes: &mut Vec<String>,
-) -> Result<Option<Vec<String>>, String> {
+) -> Result<Option<Vec<String>>, Refusal> {
     let Some(items) = string_list(object, field, max, notes)? else { return Ok(None) };
     items
         .into_iter()
         .map(|item| {
             let lower = item.to_ascii_lowercase();
-            parse_hash(&lower).map(|_| lower).ok_or_else(|| format!("invalid: {field} must hold 64-digit hex pubkeys"))
+            parse_hash(&lower)
+                .map(|_| lower)
+                .ok_or_else(|| Refusal::invalid(format!("{field} must hold 64-digit hex pubkeys")))
         })
         .collect::<Result<_, _>>()
         .map(Some)
@@ -139,12 +142,13 @@ fn pubkey_list(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::protocol::refusal::Prefix;
 
     fn limits() -> PushConfig {
         PushConfig { max_kinds: 3, ..PushConfig::default() }
     }
 
-    fn parse(text: &str, limits: &PushConfig) -> Result<RegistrationUpdate, String> {
+    fn parse(text: &str, limits: &PushConfig) -> Result<RegistrationUpdate, Refusal> {
         let upstream = crate::config::UpstreamConfig::default();
         super::parse(text, limits, |relay| crate::upstream::check_relay_url(relay, &upstream).map(|_| ()))
     }
@@ -210,7 +214,7 @@ mod tests {
             (r#"{"enableMaxMentions":[]}"#, "enableMaxMentions"),
         ] {
             let err = parse(text, &limits()).unwrap_err();
-            assert!(err.starts_with("invalid:") && err.contains(field), "{text}: {err}");
+            assert!(err.prefix() == Prefix::Invalid && err.message().contains(field), "{text}: {err}");
         }
     }
 }

@@ -17,8 +17,8 @@ use nostr::key::Keys;
 use crate::config::PushConfig;
 use crate::hooks::{EventConsumer, SharedRegistrations};
 use crate::lifecycle::Lifecycle;
-use crate::protocol::SharedEvent;
 use crate::protocol::filter::Hash32;
+use crate::protocol::{Refusal, SharedEvent};
 use crate::push::audience::Audience;
 use crate::push::audience::registry::{Applied, ApplyError};
 use crate::upstream::normalise;
@@ -61,35 +61,33 @@ impl Intake {
         event.kind() == REGISTRATION_KIND && event.indexed_tags().any(|(l, v)| l == 'p' && v == self.pubkey_hex)
     }
 
-    async fn register(&self, event: &SharedEvent) -> (bool, String) {
+    /// Applies a registration; the message of an accepted one says what was ignored in it, if anything.
+    async fn register(&self, event: &SharedEvent) -> Result<String, Refusal> {
         let now = self.audience.now();
         let window = self.config.registration_window_secs as i64;
         let created_at = crate::store::db_time(event.created_at());
         if (created_at - now).abs() > window {
-            return (false, format!("invalid: created_at must be within {window} seconds of now"));
+            return Err(Refusal::invalid(format!("created_at must be within {window} seconds of now")));
         }
-        let update = match self.read(event).await {
-            Ok(update) => update,
-            Err(reason) => return (false, reason),
-        };
+        let update = self.read(event).await?;
         let notes = update.notes.join("; ");
         match self.audience.registry.apply(*event.pubkey(), Some(created_at), update, now).await {
             Ok(Applied::Applied) => {
                 self.audience.load_lists_once(event.pubkey()).await;
                 self.audience.changed();
-                (true, notes)
+                Ok(notes)
             }
-            Ok(Applied::Replay) => (true, "duplicate: a newer registration was already applied".into()),
-            Err(ApplyError::Refused(reason)) => (false, reason),
+            Ok(Applied::Replay) => Ok(Refusal::duplicate("a newer registration was already applied").to_string()),
+            Err(ApplyError::Refused(reason)) => Err(reason),
             Err(ApplyError::Database(e)) => {
                 tracing::error!("saving a registration failed: {e}");
-                (false, "error: could not save the registration".into())
+                Err(Refusal::error("could not save the registration"))
             }
         }
     }
 
     /// Decrypts and parses the content on a blocking thread (NIP-44 and the relay checks are CPU work).
-    async fn read(&self, event: &SharedEvent) -> Result<crate::push::audience::update::RegistrationUpdate, String> {
+    async fn read(&self, event: &SharedEvent) -> Result<crate::push::audience::update::RegistrationUpdate, Refusal> {
         let secret = self.keys.secret_key().clone();
         let limits = self.config.clone();
         let upstream = self.audience.upstream.clone();
@@ -99,13 +97,13 @@ impl Intake {
             content::decrypt(&shared.event, &secret).and_then(|plain| content::parse(&plain, &limits, check_relay))
         })
         .await
-        .unwrap_or_else(|_| Err("error: could not read the registration".into()))
+        .unwrap_or_else(|_| Err(Refusal::error("could not read the registration")))
     }
 }
 
 #[async_trait]
 impl EventConsumer for Intake {
-    async fn consume(&self, event: &SharedEvent, from: IpAddr) -> Option<(bool, String)> {
+    async fn consume(&self, event: &SharedEvent, from: IpAddr) -> Option<Result<String, Refusal>> {
         if event.kind() == crate::push::audience::subscription::SUBSCRIPTION_KIND {
             return self.consume_subscription(event, from).await;
         }

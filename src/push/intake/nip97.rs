@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::Intake;
-use crate::protocol::SharedEvent;
+use crate::protocol::{Refusal, SharedEvent};
 use crate::push::audience::Audience;
 use crate::push::audience::registry::{Applied, ApplyError};
 use crate::push::audience::update::RegistrationUpdate;
@@ -21,37 +21,37 @@ pub const NIP97_KINDS: [u16; 6] = [1, 4, 6, 7, 9735, 1059];
 
 impl Intake {
     /// Registers the device a kind 22242 event names: `Ok(true)` when it was registered for the pubkey already.
-    pub async fn register_nip97(&self, event: &SharedEvent) -> Result<bool, String> {
+    pub async fn register_nip97(&self, event: &SharedEvent) -> Result<bool, Refusal> {
         if event.kind() != REGISTER_KIND {
-            return Err(format!("invalid: expected a kind {REGISTER_KIND} event"));
+            return Err(Refusal::invalid(format!("expected a kind {REGISTER_KIND} event")));
         }
         // The relay's own key signs its AUTH on watched relays (kind 22242 too): never a registration.
         if event.pubkey() == &self.own_pubkey() {
-            return Err("blocked: this relay's own key registers no device".into());
+            return Err(Refusal::blocked("this relay's own key registers no device"));
         }
         let now = self.audience.now();
         let window = self.config.registration_window_secs as i64;
         if (crate::store::db_time(event.created_at()) - now).abs() > window {
-            return Err(format!("invalid: created_at must be within {window} seconds of now"));
+            return Err(Refusal::invalid(format!("created_at must be within {window} seconds of now")));
         }
         let tag = |name: &'static str| event.event.tags.iter().filter_map(move |t| tag_value(t.as_slice(), name));
         let challenges: Vec<&str> = tag("challenge").collect();
-        let [challenge] = challenges[..] else { return Err("invalid: expected one challenge tag".into()) };
+        let [challenge] = challenges[..] else { return Err(Refusal::invalid("expected one challenge tag")) };
         let max = self.config.nip97_max_challenge_length;
         if challenge.chars().count() > max {
-            return Err(format!("invalid: challenge longer than {max} characters"));
+            return Err(Refusal::invalid(format!("challenge longer than {max} characters")));
         }
         Device::parse_challenge(challenge, self.config.unifiedpush.allow_private_addresses)?;
         // A NIP-42 AUTH event has this kind and these tags: one a client signed for another relay (whose challenge
         // was `unifiedpush:<URL>`) names that relay, never this one.
         if self.config.nip97_require_own_relay && !tag("relay").any(|relay| self.is_own_url(relay)) {
-            return Err("invalid: a registration must name this relay in a relay tag".into());
+            return Err(Refusal::invalid("a registration must name this relay in a relay tag"));
         }
         let device_id = format!("{NIP97_PREFIX}{challenge}");
         let pubkey = *event.pubkey();
         let replaced = self.audience.registry.registrations_of(&pubkey).iter().any(|r| r.device_id == device_id);
         if !replaced && !self.room_for_a_device().await {
-            return Err("rate-limited: this relay holds as many NIP-97 devices as it may".into());
+            return Err(Refusal::rate_limited("this relay holds as many NIP-97 devices as it may"));
         }
         let update = RegistrationUpdate {
             device_id: Some(device_id),
@@ -69,7 +69,7 @@ impl Intake {
             Err(ApplyError::Refused(reason)) => Err(reason),
             Err(ApplyError::Database(e)) => {
                 tracing::error!("saving a NIP-97 registration failed: {e}");
-                Err("error: could not save the registration".into())
+                Err(Refusal::error("could not save the registration"))
             }
         }
     }
