@@ -24,7 +24,9 @@ fn hot_paths(c: &mut Criterion) {
     let raw = RawValue::from_string(event.as_json()).unwrap();
     let limits = LimitsConfig::default();
     c.bench_function("admit: parse, limits, id and signature", |b| {
-        b.iter(|| pushrelay::relay::admission::admit(&raw, &limits, pushrelay::clock::Clock::system().secs()).unwrap())
+        b.iter(|| {
+            pushrelay::relay::admission::admit(&raw, &limits, None, pushrelay::clock::Clock::system().secs()).unwrap()
+        })
     });
     c.bench_function("admit's parts: parse", |b| b.iter(|| Event::from_json(raw.get()).unwrap()));
     c.bench_function("admit's parts: id (serialize and hash)", |b| b.iter(|| event.verify_id()));

@@ -17,6 +17,8 @@ use crate::hooks::{DeviceRegistrar, EventConsumer, ReadGate, RemoteEvents, Share
 use crate::lifecycle::Lifecycle;
 use crate::protocol::VerifiedEvent;
 use crate::push::PushService;
+use crate::push::marmot::TriggersFirst;
+use crate::relay::admission::LargeWraps;
 use crate::relay::subscriptions::SubscriptionIndex;
 use crate::relay::{RelayState, RelayWiring};
 use crate::report::Reporter;
@@ -75,6 +77,7 @@ impl RelayHandle {
         let parts = Parts { push: &push, groups: &groups, activity: &activity };
         let (state, writer_task, peers_listeners) = relay_state(&config, &store, &postgres, parts, &run).await?;
         start_peers(&postgres, since, &push, peers_listeners, &run).await?;
+        publish_marmot_inbox(&push, &state).await;
         let upstream = start_upstream(&config, &state, &store, &push, &run);
         let Run { lifecycle, .. } = run;
         let upstream_status = upstream.as_ref().map(|u| u.status.clone());
@@ -169,6 +172,15 @@ async fn start_push(
     Ok(Some(push))
 }
 
+/// Marmot senders look for the push key's inbox list (kind 10050) to know where to send triggers: stored at each
+/// start, so that it names the relays configured now.
+async fn publish_marmot_inbox(push: &Option<Arc<PushService>>, state: &RelayState) {
+    let Some(marmot) = push.as_ref().and_then(|push| push.marmot.as_ref()) else { return };
+    if let Err(e) = state.writer.write_awaited(marmot.inbox_list()).await {
+        tracing::error!("cannot store the push key's inbox list (kind 10050): {e}");
+    }
+}
+
 /// The parts the relay hands events to, besides the store.
 struct Parts<'a> {
     push: &'a Option<Arc<PushService>>,
@@ -213,6 +225,10 @@ async fn relay_state(
         consumer: push.as_ref().map(|p| p.intake.clone() as Arc<dyn EventConsumer>),
         registrar: push.clone().map(|p| p as Arc<dyn DeviceRegistrar>),
         groups: groups.clone(),
+        large_wraps: push.as_ref().and_then(|push| {
+            let marmot = push.marmot.as_ref()?;
+            Some(LargeWraps { to: push.public_key().to_hex(), max_content_length: marmot.max_content_length() })
+        }),
         moderation_store: store.clone(),
         shutdown: run.lifecycle.shutdown(),
         clock: run.clock.clone(),
@@ -278,6 +294,10 @@ fn start_upstream(
         })
     } else {
         push.matching.clone()
+    };
+    let sink: Arc<dyn RemoteEvents> = match &push.marmot {
+        Some(marmot) => Arc::new(TriggersFirst { marmot: marmot.clone(), then: sink }),
+        None => sink,
     };
     lifecycle.spawn(upstream.clone().run(push.audience.clone(), sink, lifecycle.clone()));
     Some(upstream)

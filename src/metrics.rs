@@ -23,6 +23,8 @@ pub const JOB_SOURCE_FAILURES: &str = "pushrelay_job_source_failures_total";
 pub const UPSTREAM_REFUSED: &str = "pushrelay_upstream_refused_relays";
 pub const SLOW_CLIENTS: &str = "pushrelay_slow_clients_total";
 pub const WRITER_PANICS: &str = "pushrelay_writer_panics_total";
+pub const MARMOT_TRIGGERS: &str = "pushrelay_marmot_triggers_total";
+pub const MARMOT_WAKES: &str = "pushrelay_marmot_wakes_total";
 
 // Every label value the code records, by metric. `prime` exports each series at 0 from the start, so that a
 // dashboard or a `rate()` alert has a series before the first event; a new label value is added here (the test
@@ -54,6 +56,15 @@ pub const PUSH_DROP_REASONS: [&str; 2] = ["too_old", "refused"];
 /// `PUSH_JOBS{outcome="dropped",reason}` counted before any service is known: (service, reason).
 pub const PUSH_UNROUTED_DROPS: [(&str, &str); 4] =
     [("unknown", "unusable_device"), ("any", "queue_full"), ("any", "intake_full"), ("callback", "host_cap")];
+
+/// `MARMOT_TRIGGERS{outcome,reason=""}` (`push::marmot::stats::TriggerOutcome`).
+pub const MARMOT_TRIGGER_OUTCOMES: [&str; 5] = ["woken", "no_token", "duplicate", "over_budget", "busy"];
+/// `MARMOT_TRIGGERS{outcome="malformed",reason}` (`push::marmot::trigger::Malformed`).
+pub const MARMOT_MALFORMED: [&str; 9] =
+    ["wrap", "seal", "seal_signature", "rumor", "kind", "author", "tags", "base64", "size"];
+/// `MARMOT_WAKES{platform,outcome}` (`push::marmot::stats::WakeOutcome`).
+pub const MARMOT_PLATFORMS: [&str; 2] = ["apns", "fcm"];
+pub const MARMOT_WAKE_OUTCOMES: [&str; 4] = ["sent", "rate_limited", "failed", "unconfigured"];
 
 /// The recorder, installed on first use. Every relay in the process (tests start several) records into it.
 pub fn handle() -> &'static PrometheusHandle {
@@ -107,6 +118,8 @@ fn describe() {
         "Connections closed for not reading, by reason (outbox_full, send_timeout)"
     );
     metrics::describe_counter!(WRITER_PANICS, "Write batches or commit listeners that panicked (answered error:)");
+    metrics::describe_counter!(MARMOT_TRIGGERS, "Marmot push triggers, by outcome and (for malformed) reason");
+    metrics::describe_counter!(MARMOT_WAKES, "Marmot wakes, by platform and outcome");
 }
 
 /// Registers every metric with each known label set, at 0. Counters and gauges are added 0 (a gauge already moved
@@ -137,6 +150,17 @@ fn prime() {
     }
     metrics::counter!(JOB_SOURCE_FAILURES).increment(0);
     metrics::counter!(WRITER_PANICS).increment(0);
+    for outcome in MARMOT_TRIGGER_OUTCOMES {
+        metrics::counter!(MARMOT_TRIGGERS, "outcome" => outcome, "reason" => "").increment(0);
+    }
+    for reason in MARMOT_MALFORMED {
+        metrics::counter!(MARMOT_TRIGGERS, "outcome" => "malformed", "reason" => reason).increment(0);
+    }
+    for platform in MARMOT_PLATFORMS {
+        for outcome in MARMOT_WAKE_OUTCOMES {
+            metrics::counter!(MARMOT_WAKES, "platform" => platform, "outcome" => outcome).increment(0);
+        }
+    }
     for name in [CONNECTIONS, SUBSCRIPTIONS, REGISTRATIONS] {
         metrics::gauge!(name).increment(0.0);
     }

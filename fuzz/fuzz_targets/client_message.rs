@@ -9,6 +9,6 @@ use pushrelay::relay::admission::admit;
 
 fuzz_target!(|text: &str| {
     if let Ok(ClientMessage::Event(raw) | ClientMessage::Auth(raw)) = ClientMessage::parse(text) {
-        let _ = admit(&raw, &LimitsConfig::default(), pushrelay::clock::Clock::system().secs());
+        let _ = admit(&raw, &LimitsConfig::default(), None, pushrelay::clock::Clock::system().secs());
     }
 });

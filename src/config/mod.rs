@@ -13,7 +13,7 @@ use serde::Deserialize;
 mod groups;
 mod push;
 pub use groups::{GroupsConfig, INVITE_KIND};
-pub use push::{ApnsConfig, FcmConfig, PushConfig, UnifiedPushConfig, WebPushConfig};
+pub use push::{ApnsConfig, FcmConfig, MarmotConfig, PushConfig, UnifiedPushConfig, WebPushConfig};
 
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default)]
@@ -439,6 +439,12 @@ impl Config {
             ("groups.max_members", self.groups.max_members),
             ("database.search_candidates", self.database.search_candidates),
             ("groups.max_groups", self.groups.max_groups),
+            ("push.marmot.max_trigger_content_length", self.push.marmot.max_trigger_content_length),
+            ("push.marmot.unwraps_per_minute", self.push.marmot.unwraps_per_minute as usize),
+            ("push.marmot.max_in_flight", self.push.marmot.max_in_flight),
+            ("push.marmot.wakes_per_token_per_minute", self.push.marmot.wakes_per_token_per_minute as usize),
+            ("push.marmot.max_replay_hashes", self.push.marmot.max_replay_hashes),
+            ("push.marmot.max_attempts", self.push.marmot.max_attempts as usize),
         ] {
             if value == 0 {
                 return Err(format!("{key}: expected a positive number"));

@@ -1,5 +1,5 @@
 //! The `[push]` section and its services' subsections (`[push.apns]`, `[push.fcm]`, `[push.unifiedpush]`,
-//! `[push.webpush]`).
+//! `[push.webpush]`), and Marmot's (`[push.marmot]`).
 
 use std::path::PathBuf;
 
@@ -88,6 +88,7 @@ pub struct PushConfig {
     pub fcm: FcmConfig,
     pub unifiedpush: UnifiedPushConfig,
     pub webpush: WebPushConfig,
+    pub marmot: MarmotConfig,
 }
 
 impl Default for PushConfig {
@@ -131,6 +132,7 @@ impl Default for PushConfig {
             fcm: FcmConfig::default(),
             unifiedpush: UnifiedPushConfig::default(),
             webpush: WebPushConfig::default(),
+            marmot: MarmotConfig::default(),
         }
     }
 }
@@ -215,6 +217,54 @@ impl Default for WebPushConfig {
             subject: String::new(),
             timeout_secs: 10,
             web_client_url: "https://njump.me/{nevent}".into(),
+        }
+    }
+}
+
+/// Marmot push (marmot-push-v1; README, "Marmot apps (White Noise)"): gift-wrapped triggers to the push key wake the
+/// devices whose encrypted tokens they carry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarmotConfig {
+    pub enabled: bool,
+    /// Other relays the push key's inbox list (kind 10050) names beside this one; each is watched for triggers.
+    pub inbox_relays: Vec<String>,
+    /// Characters of content a trigger's gift wrap may carry, whatever `[limits] max_content_length` says: a full
+    /// 32-token trigger is about 109,000.
+    pub max_trigger_content_length: usize,
+    /// Triggers opened per minute, all senders together, counted before any decryption.
+    pub unwraps_per_minute: u32,
+    /// Triggers being opened or sent at once; past it, new ones are dropped.
+    pub max_in_flight: usize,
+    /// Wakes one device token gets per minute.
+    pub wakes_per_token_per_minute: u32,
+    /// A trigger whose content was acted on within this many seconds wakes nobody again.
+    pub replay_window_secs: u64,
+    /// Content hashes remembered in memory for that window, at most.
+    pub max_replay_hashes: usize,
+    /// Tries of one wake (its token is held in memory meanwhile, never queued durably).
+    pub max_attempts: u32,
+    /// `apns-topic` of the wakes: the Marmot app's bundle id. Empty: `[push.apns] topic`.
+    pub apns_topic: String,
+    /// Empty: a silent wake (APNs background, FCM data-only) the app answers by fetching its messages. Otherwise a
+    /// visible notification with this text, for apps that are not woken silently.
+    pub alert: String,
+}
+
+impl Default for MarmotConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            inbox_relays: Vec::new(),
+            max_trigger_content_length: 160_000,
+            unwraps_per_minute: 6_000,
+            max_in_flight: 64,
+            wakes_per_token_per_minute: 240,
+            replay_window_secs: 300,
+            max_replay_hashes: 100_000,
+            max_attempts: 3,
+            apns_topic: String::new(),
+            alert: String::new(),
         }
     }
 }

@@ -9,6 +9,8 @@ use super::filter::Hash32;
 /// NIP-9a push subscriptions (kind 30390): served only to their author while push is on, which the configuration
 /// knows (`Config::read_restricted_kinds`) and push acts on.
 pub const PUSH_SUBSCRIPTION_KIND: u16 = 30390;
+/// NIP-59's gift wrap: signed by a throwaway key, addressed by its `p` tag.
+pub const GIFT_WRAP_KIND: u16 = 1059;
 
 /// How NIP-01 says a kind is kept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,9 @@
 //! - `matching/`: the jobs an event causes, written in the event's commit (or, for events not written, queued by
 //!   one bounded task);
 //! - `delivery/`: the loop that takes due jobs and sends them through APNs, FCM, UnifiedPush, Web Push and NIP-9a
-//!   callbacks, recording outcomes through the bookkeeper.
+//!   callbacks, recording outcomes through the bookkeeper;
+//! - `marmot/`: Marmot apps' gift-wrapped triggers, opened and sent as wakes straight from memory (no job, no
+//!   registration: the tokens arrive encrypted in each trigger).
 //!
 //! At the root, the leaves they all use (`keys`, `device`, `text`, `zap`) and the devices people manage over HTTP
 //! (`registrar`). `PushService` starts the parts and hands each to `app`, which wires them to the relay, the write
@@ -17,8 +19,7 @@ pub mod delivery;
 pub mod device;
 pub mod intake;
 pub mod keys;
-#[allow(dead_code)] // wired to intake and delivery in the next commits
-pub(crate) mod marmot;
+pub mod marmot;
 pub mod matching;
 pub mod registrar;
 pub mod text;
@@ -44,6 +45,7 @@ use delivery::Delivery;
 use delivery::senders::Senders;
 use delivery::stats::PushStats;
 use intake::Intake;
+use marmot::Marmot;
 use matching::Matching;
 
 pub use intake::REGISTRATION_KIND;
@@ -60,6 +62,8 @@ pub struct PushService {
     pub intake: Arc<Intake>,
     pub matching: Arc<Matching>,
     delivery: Arc<Delivery>,
+    /// Marmot push, when `[push.marmot] enabled`.
+    pub marmot: Option<Arc<Marmot>>,
 }
 
 impl PushService {
@@ -96,11 +100,11 @@ impl PushService {
         let matching = Matching::start(config, audience.clone(), store.clone(), wake.clone(), gate, lifecycle);
         let delivery = Arc::new(Delivery {
             config: push.clone(),
-            queue: store,
+            queue: store.clone(),
             audience: audience.clone(),
             senders: Senders::from_config(push, webpush)?,
             device_limiter: delivery::device_limiter(push.device_burst, Duration::from_secs(push.device_refill_secs)),
-            stats: PushStats::new(clock),
+            stats: PushStats::new(clock.clone()),
             relay_name: config.relay.name.clone(),
             wake,
         });
@@ -110,7 +114,14 @@ impl PushService {
             push.nip97_device_ttl_days,
             lifecycle.shutdown(),
         ));
-        let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), config, lifecycle.clone()));
+        let marmot = push.marmot.enabled.then(|| {
+            let sightings: Arc<dyn crate::store::Sightings> = store.clone();
+            Marmot::start(config, keys.clone(), delivery.clone(), sightings, lifecycle, clock.clone())
+        });
+        if let Some(marmot) = &marmot {
+            audience.watch_always(marmot.watches());
+        }
+        let intake = Arc::new(Intake::new(keys.clone(), audience.clone(), config, lifecycle.clone(), marmot.clone()));
         let web_client_url = push.webpush.web_client_url.clone();
         let matching = Arc::new(matching);
         let test_interval_secs = push.test_interval_secs;
@@ -123,6 +134,7 @@ impl PushService {
             intake,
             matching,
             delivery,
+            marmot,
         }))
     }
 
@@ -206,6 +218,10 @@ impl crate::report::Reporter for PushService {
             ),
             ("Dead tokens removed".to_owned(), self.stats().dead_tokens.load(Relaxed).to_string()),
         ];
+        if let Some(marmot) = &self.marmot {
+            rows.push(("Marmot triggers".to_owned(), marmot.stats.triggers()));
+            rows.push(("Marmot wakes".to_owned(), marmot.stats.wakes()));
+        }
         for (service, health) in self.stats().health() {
             let success = health.last_success.map_or("never".to_owned(), |t| crate::report::ago(t, now));
             let error =

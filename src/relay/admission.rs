@@ -9,6 +9,7 @@ use serde_json::value::RawValue;
 use super::auth::Reader;
 use super::moderation::Moderation;
 use crate::config::{Config, LimitsConfig};
+use crate::protocol::event::GIFT_WRAP_KIND;
 use crate::protocol::filter::{Hash32, parse_hash};
 use crate::protocol::message::event_id_of;
 use crate::protocol::verify::{parse_event, verify_event};
@@ -21,11 +22,38 @@ pub struct RefusedEvent {
     pub reason: Refusal,
 }
 
+/// Gift wraps to one pubkey that may carry more content than `[limits] max_content_length`: Marmot push triggers
+/// to the push key (32 encrypted tokens make about 109,000 characters). `app` wires it from push's settings.
+#[derive(Debug, Clone)]
+pub struct LargeWraps {
+    /// The recipient, as `p` tags carry it (hex).
+    pub to: String,
+    pub max_content_length: usize,
+}
+
+impl LargeWraps {
+    fn covers(&self, event: &Event) -> bool {
+        event.kind.as_u16() == GIFT_WRAP_KIND && event.tags.iter().any(|t| t.as_slice() == ["p", self.to.as_str()])
+    }
+}
+
 /// `now`: the relay clock's Unix time, for the `created_at` window.
-pub fn admit(raw: &RawValue, limits: &LimitsConfig, now: u64) -> Result<VerifiedEvent, RefusedEvent> {
+pub fn admit(
+    raw: &RawValue,
+    limits: &LimitsConfig,
+    large: Option<&LargeWraps>,
+    now: u64,
+) -> Result<VerifiedEvent, RefusedEvent> {
     let event = parse_event(raw).map_err(|reason| RefusedEvent { event_id: event_id_of(raw), reason })?;
     let refuse = |reason: Refusal| RefusedEvent { event_id: Some(event.id.to_hex()), reason };
-    check_limits(&event, limits, now).map_err(refuse)?;
+    match large.filter(|large| large.covers(&event)) {
+        Some(large) => {
+            let limits = LimitsConfig { max_content_length: large.max_content_length, ..limits.clone() };
+            check_limits(&event, &limits, now)
+        }
+        None => check_limits(&event, limits, now),
+    }
+    .map_err(refuse)?;
     verify_event(&event).map_err(refuse)?;
     Ok(VerifiedEvent::new(event))
 }

@@ -66,6 +66,8 @@ pub struct RelayWiring {
     pub registrar: Option<Arc<dyn DeviceRegistrar>>,
     /// NIP-29 groups, when `[groups] enabled`.
     pub groups: Option<Arc<Groups>>,
+    /// Gift wraps allowed more content than `[limits] max_content_length` (push's Marmot triggers).
+    pub large_wraps: Option<admission::LargeWraps>,
     pub moderation_store: Arc<dyn ModerationStore>,
     pub shutdown: CancellationToken,
     pub clock: Clock,
@@ -120,7 +122,7 @@ impl RelayState {
             nip11_extra: OnceLock::new(),
             moderation_store: wiring.moderation_store,
             connections_per_ip,
-            verifier: Verifier::start(cores),
+            verifier: Verifier::start(cores, wiring.large_wraps),
             shutdown: wiring.shutdown,
             clock: wiring.clock,
             connections: TaskTracker::new(),

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use serde_json::value::RawValue;
 use tokio::sync::oneshot;
 
-use super::admission::{RefusedEvent, admit};
+use super::admission::{LargeWraps, RefusedEvent, admit};
 use crate::config::Config;
 use crate::protocol::Refusal;
 use crate::protocol::VerifiedEvent;
@@ -31,22 +31,24 @@ pub struct Verifier {
 }
 
 impl Verifier {
-    pub fn start(threads: usize) -> Self {
+    /// `large`: gift wraps that may carry more content than the configured limit (Marmot triggers).
+    pub fn start(threads: usize, large: Option<LargeWraps>) -> Self {
         let (queue, checks) = flume::unbounded::<Check>();
         for n in 0..threads.max(1) {
-            let checks = checks.clone();
+            let (checks, large) = (checks.clone(), large.clone());
             std::thread::Builder::new()
                 .name(format!("verify-{n}"))
                 .spawn(move || {
                     for Check { raw, config, now, reply } in checks.iter() {
-                        let outcome = catch_unwind(AssertUnwindSafe(|| admit(&raw, &config.limits, now)))
-                            .unwrap_or_else(|_| {
-                                tracing::error!("event check panicked");
-                                Err(RefusedEvent {
-                                    event_id: None,
-                                    reason: Refusal::error("could not check the event"),
-                                })
-                            });
+                        let outcome =
+                            catch_unwind(AssertUnwindSafe(|| admit(&raw, &config.limits, large.as_ref(), now)))
+                                .unwrap_or_else(|_| {
+                                    tracing::error!("event check panicked");
+                                    Err(RefusedEvent {
+                                        event_id: None,
+                                        reason: Refusal::error("could not check the event"),
+                                    })
+                                });
                         // The connection may have gone; nothing waits for this answer then.
                         let _ = reply.send(outcome);
                     }

@@ -195,6 +195,22 @@ pub trait Leases: Send + Sync {
     async fn release(&self, name: &str, node: &str) -> Result<(), StoreError>;
 }
 
+/// Content hashes seen recently, shared by every node on the database (Marmot push triggers acted on: their
+/// SHA-256, never their content).
+#[async_trait]
+pub trait Sightings: Send + Sync {
+    /// Records `hash` as seen at `now`; true when it is new, or was last seen before `since`.
+    async fn first_sighting(&self, hash: [u8; 32], now: i64, since: i64) -> Result<bool, StoreError>;
+
+    /// Forgets what was seen before `before`.
+    async fn forget_sightings(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+const SIGHT: &str = "INSERT INTO sightings (hash, seen_at) VALUES ($1, $2)
+     ON CONFLICT (hash) DO UPDATE SET seen_at = excluded.seen_at WHERE sightings.seen_at < $3
+     RETURNING seen_at";
+const FORGET_SIGHTINGS: &str = "DELETE FROM sightings WHERE seen_at < $1";
+
 /// The operator's moderation lists (NIP-86), kept in the database so that every node sees them.
 #[async_trait]
 pub trait ModerationStore: Send + Sync {
@@ -226,9 +242,9 @@ const RELEASE_LEASE: &str = "DELETE FROM upstream_leases WHERE relay = $1 AND no
 /// in one transaction, with one writer per database: on SQLite, two connections writing at once wait on each other
 /// through SQLite's busy handler, which sleeps in growing steps (a push's badge update waiting on the event commits
 /// once put publish-to-APNs latency in seconds; queued behind them, in milliseconds: BENCHMARKS.md).
-pub trait Store: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore {}
+pub trait Store: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore + Sightings {}
 
-impl<T: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore> Store for T {}
+impl<T: EventStore + JobQueue + Leases + ModerationStore + RegistrationStore + Sightings> Store for T {}
 
 /// Opens the store named by `[database] url` (`sqlite://PATH` or `postgres://...`), creating and migrating it as
 /// needed; the PostgreSQL store is also returned as such, for what only it does (listening to other nodes).

@@ -12,8 +12,7 @@ use crate::store::{WriteOutcome, db_time};
 
 const DELETION_KIND: u16 = 5;
 const VANISH_KIND: u16 = 62;
-/// NIP-59 gift wraps: signed by a throwaway key, addressed to their recipient by a `p` tag.
-pub(super) const GIFT_WRAP_KIND: u16 = 1059;
+pub(super) use crate::protocol::event::GIFT_WRAP_KIND;
 
 /// The replacement key an event is stored under: `""` for replaceable kinds, the `d` value for addressable ones,
 /// none for the rest (so the database's unique index on `(pubkey, kind, d_tag)` ignores them).

@@ -7,7 +7,8 @@
 //!   matching the bystander's notes and posting to one host (so the per-host cap is what bounds each note's POSTs);
 //! - `test`: the devices page's test button, one NIP-98 header replayed and fresh ones, for a registered device;
 //! - `nip97`: `POST /register` of registrations with the longest challenges and relay URLs, and AUTH events made
-//!   for another relay.
+//!   for another relay;
+//! - `marmot`: fresh 32-token Marmot triggers to the push key, from two addresses, past the unwrap budget.
 //!
 //! Callbacks and endpoints are on `flood.invalid`, which never resolves: the relay queues and retries them.
 
@@ -27,7 +28,7 @@ use crate::scenarios::cpu_seconds;
 
 /// The doors, in the order they are tried (the test button's device is registered before NIP-97's per-address
 /// allowance is spent).
-pub(crate) const DOORS: [&str; 4] = ["search", "nip9a", "test", "nip97"];
+pub(crate) const DOORS: [&str; 5] = ["search", "nip9a", "test", "nip97", "marmot"];
 /// Words every bystander note and every flood search share, so that the searches rank and match them.
 const WORDS: [&str; 16] = [
     "bystander",
@@ -131,6 +132,7 @@ async fn flood(door: &'static str, url: String, until: Instant, sent: Arc<Atomic
                 "search" => search_flood(&url, until, &sent).await,
                 "nip9a" => nip9a_flood(&url, until, &sent, task).await,
                 "test" => test_flood(&url, until, &sent, device.expect("registered")).await,
+                "marmot" => crate::marmot::flood(&url, until, &sent, task).await,
                 _ => nip97_flood(&url, until, &sent, task).await,
             }
         }));

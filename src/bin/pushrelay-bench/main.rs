@@ -16,6 +16,7 @@
 mod client;
 mod doors;
 mod events;
+mod marmot;
 mod push;
 mod report;
 mod scenarios;
@@ -97,9 +98,22 @@ enum Scenario {
         /// Seconds each door is flooded.
         #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// One door only: search, nip9a, test or nip97.
+        /// One door only: search, nip9a, test, nip97 or marmot.
         #[arg(long)]
         door: Option<String>,
+    },
+    /// Marmot push triggers at a steady rate, each of `--tokens` APNs tokens; publish-to-wake latency through an
+    /// APNs stand-in the relay must be pointed at, relay CPU per trigger, and the floor (ours only: scripts/marmot).
+    Marmot {
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        apns_listen: String,
+        #[arg(long, default_value_t = 1_000)]
+        triggers: usize,
+        /// Tokens in each trigger, 1 to 32.
+        #[arg(long, default_value_t = 1)]
+        tokens: usize,
+        #[arg(long, default_value_t = 100)]
+        rate: usize,
     },
     /// Idle connections, and what each costs the relay in memory (needs --pid).
     Idle {
@@ -126,6 +140,9 @@ async fn main() {
         }
         Scenario::Verify { events } => scenarios::verify(events),
         Scenario::Doors { seconds, door } => doors::doors(&cli.url, cli.pid, seconds, door.as_deref()).await,
+        Scenario::Marmot { apns_listen, triggers, tokens, rate } => {
+            marmot::marmot(&cli.url, cli.pid, &apns_listen, triggers, tokens, rate).await
+        }
         Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
     };
     match outcome {

@@ -21,7 +21,7 @@ use crate::scenarios::{arrival_latencies, cpu_seconds, publish, publish_at_rate}
 type Arrivals = mpsc::UnboundedSender<(String, Instant)>;
 
 /// The relay's push pubkey, from its NIP-11 document (`self`).
-async fn push_pubkey(url: &str) -> Result<PublicKey, String> {
+pub(crate) async fn push_pubkey(url: &str) -> Result<PublicKey, String> {
     let http = url.replacen("ws://", "http://", 1).replacen("wss://", "https://", 1);
     let document: Value = reqwest::Client::new()
         .get(&http)

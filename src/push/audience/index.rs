@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 
 use crate::protocol::VerifiedEvent;
+use crate::protocol::event::GIFT_WRAP_KIND;
 use crate::protocol::filter::Hash32;
 use crate::push::device::Device;
 
@@ -74,9 +75,6 @@ impl Presence {
 
 /// A registration's key: its pubkey and its device id.
 pub(super) type RegistrationKey = (Hash32, String);
-
-/// The kind of NIP-59 gift wraps.
-const GIFT_WRAP_KIND: u16 = 1059;
 
 /// Who is spared events that `p`-tag more than `max_mentions` pubkeys: those whose registration asks
 /// (`limit_mentions`), or everyone (`[push] suppress_hellthreads`).

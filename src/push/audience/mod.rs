@@ -41,6 +41,8 @@ pub struct Audience {
     max_relays: usize,
     /// Notified when what the upstream watchers should watch may have changed.
     plan_changed: Arc<Notify>,
+    /// Watched whatever the registrations say (Marmot's inbox relays), set once at start.
+    always_watched: std::sync::OnceLock<BTreeMap<String, Vec<Filter>>>,
     /// For the lists published here.
     events: Arc<dyn EventStore>,
     pub clock: Clock,
@@ -56,7 +58,14 @@ impl Audience {
         clock: Clock,
     ) -> Self {
         let (mutes, inbox, plan_changed) = (MuteLists::default(), InboxRelays::default(), Arc::default());
-        Self { registry, callbacks, mutes, inbox, upstream, max_relays, plan_changed, events, clock }
+        let always_watched = std::sync::OnceLock::new();
+        Self { registry, callbacks, mutes, inbox, upstream, max_relays, plan_changed, always_watched, events, clock }
+    }
+
+    /// Relays and filters the watchers follow whatever the registrations say (Marmot's inbox relays); set once.
+    pub fn watch_always(&self, watches: BTreeMap<String, Vec<Filter>>) {
+        let _ = self.always_watched.set(watches);
+        self.plan_changed.notify_one();
     }
 
     /// Reads the stored NIP-9a subscriptions, then their subscribers' lists.
@@ -150,7 +159,11 @@ impl WatchSource for Audience {
             per_pubkey: self.upstream.max_relays_per_pubkey,
             relays: self.upstream.max_connections,
         };
-        self.registry.watch_plan(self.now(), limits, &|pubkey| self.inbox.of(pubkey))
+        let mut plan = self.registry.watch_plan(self.now(), limits, &|pubkey| self.inbox.of(pubkey));
+        for (relay, filters) in self.always_watched.get().into_iter().flatten() {
+            plan.entry(relay.clone()).or_default().extend(filters.iter().cloned());
+        }
+        plan
     }
 
     fn plan_changed(&self) -> Arc<Notify> {

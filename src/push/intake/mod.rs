@@ -1,6 +1,7 @@
 //! Intake of registrations: kind 22456 events addressed to the relay's push key, taken out of the relay's path
 //! (`EventConsumer`), checked, decrypted and applied to the registry; and other nodes' changes to the same
-//! registrations (`SharedRegistrations`), read again on tasks of the application's lifecycle.
+//! registrations (`SharedRegistrations`), read again on tasks of the application's lifecycle. Marmot's triggers
+//! (gift wraps to the push key) are handed to `push::marmot` here.
 
 pub mod content;
 pub mod nip97;
@@ -21,6 +22,7 @@ use crate::protocol::filter::Hash32;
 use crate::protocol::{Refusal, SharedEvent};
 use crate::push::audience::Audience;
 use crate::push::audience::registry::{Applied, ApplyError};
+use crate::push::marmot::Marmot;
 use crate::upstream::normalise;
 
 /// The kind of the encrypted registration events the app sends.
@@ -37,15 +39,23 @@ pub struct Intake {
     own_url: String,
     /// NIP-9a subscriptions accepted per client address (`[limits] ip_subscriptions_per_hour`).
     subscriptions_per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// Marmot push, when `[push.marmot] enabled`: gift wraps to the push key are its triggers.
+    marmot: Option<Arc<Marmot>>,
 }
 
 impl Intake {
-    pub fn new(keys: Keys, audience: Arc<Audience>, config: &crate::Config, lifecycle: Lifecycle) -> Self {
+    pub fn new(
+        keys: Keys,
+        audience: Arc<Audience>,
+        config: &crate::Config,
+        lifecycle: Lifecycle,
+        marmot: Option<Arc<Marmot>>,
+    ) -> Self {
         let pubkey_hex = keys.public_key().to_hex();
         let (push, own_url) = (config.push.clone(), normalise(&config.server.public_url));
         let subscriptions_per_ip = NonZeroU32::new(config.limits.ip_subscriptions_per_hour)
             .map(|per_hour| RateLimiter::keyed(Quota::per_hour(per_hour)));
-        Self { keys, pubkey_hex, audience, config: push, lifecycle, own_url, subscriptions_per_ip }
+        Self { keys, pubkey_hex, audience, config: push, lifecycle, own_url, subscriptions_per_ip, marmot }
     }
 
     /// The relay's push key, as events carry it.
@@ -106,6 +116,11 @@ impl EventConsumer for Intake {
     async fn consume(&self, event: &SharedEvent, from: IpAddr) -> Option<Result<String, Refusal>> {
         if event.kind() == crate::push::audience::subscription::SUBSCRIPTION_KIND {
             return self.consume_subscription(event, from).await;
+        }
+        // A Marmot trigger is taken, never stored, and answered alike whatever it holds: its sender learns nothing.
+        if let Some(marmot) = self.marmot.as_ref().filter(|marmot| marmot.is_trigger(event)) {
+            marmot.take(event.clone());
+            return Some(Ok(String::new()));
         }
         if !self.is_addressed_to_us(event) {
             return None;

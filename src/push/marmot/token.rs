@@ -81,7 +81,7 @@ impl Drop for Token {
     }
 }
 
-/// Why a chunk gave no token. Random padding chunks fail here too, by design, so a failure is counted, not logged.
+/// Why a chunk gave no token. Random padding chunks fail here too, by design: a failure is skipped, never logged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum ChunkError {
     BadLength,
@@ -91,20 +91,6 @@ pub(crate) enum ChunkError {
     Platform,
     TokenLength,
     NotUtf8,
-}
-
-impl ChunkError {
-    pub(crate) fn label(self) -> &'static str {
-        match self {
-            Self::BadLength => "bad_length",
-            Self::BadPoint => "bad_point",
-            Self::ZeroSecret => "zero_secret",
-            Self::Tag => "tag",
-            Self::Platform => "platform",
-            Self::TokenLength => "token_length",
-            Self::NotUtf8 => "not_utf8",
-        }
-    }
 }
 
 /// Opens one chunk with the push secret key.

@@ -25,8 +25,9 @@ use crate::protocol::{Filter, SharedEvent, search};
 use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::rules::{self, Address, Change, Facts, GIFT_WRAP_KIND, Named, Removal, Tombstone, Version};
 use crate::store::{
-    ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
-    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, collect_within, db_time,
+    ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, FORGET_SIGHTINGS, HOLD_LEASE, LIST_MODERATION, Leases,
+    ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, SIGHT, Sightings, StoreError, StoredEvent, Visibility,
+    WriteOutcome, collect_within, db_time,
 };
 
 /// The advisory lock every write batch holds (an arbitrary constant: "pushrelay" in ASCII, shortened).
@@ -212,6 +213,18 @@ impl Leases for PgStore {
     async fn release(&self, name: &str, node: &str) -> Result<(), StoreError> {
         sqlx::query(RELEASE_LEASE).bind(name).bind(node).execute(&self.pool).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sightings for PgStore {
+    async fn first_sighting(&self, hash: [u8; 32], now: i64, since: i64) -> Result<bool, StoreError> {
+        let seen = sqlx::query(SIGHT).bind(&hash[..]).bind(now).bind(since).fetch_optional(&self.pool).await?;
+        Ok(seen.is_some())
+    }
+
+    async fn forget_sightings(&self, before: i64) -> Result<u64, StoreError> {
+        Ok(sqlx::query(FORGET_SIGHTINGS).bind(before).execute(&self.pool).await?.rows_affected())
     }
 }
 

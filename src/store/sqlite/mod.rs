@@ -28,8 +28,9 @@ use crate::protocol::filter::Hash32;
 use crate::protocol::{Filter, SharedEvent, search};
 use crate::store::jobs::{JobSource, jobs_of};
 use crate::store::{
-    ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, HOLD_LEASE, LIST_MODERATION, Leases, ModerationStore,
-    RELEASE_LEASE, REMOVE_MODERATION, StoreError, StoredEvent, Visibility, WriteOutcome, db_time,
+    ADD_MODERATION, CLEAR_MODERATION_LIST, EventStore, FORGET_SIGHTINGS, HOLD_LEASE, LIST_MODERATION, Leases,
+    ModerationStore, RELEASE_LEASE, REMOVE_MODERATION, SIGHT, Sightings, StoreError, StoredEvent, Visibility,
+    WriteOutcome, db_time,
 };
 use read::{Readers, Sql};
 use write::{Synchronous, WriteConnection, delete_where, index_backlog, index_backlog_in_batch, write_event};
@@ -299,6 +300,24 @@ impl Leases for SqliteStore {
     async fn release(&self, name: &str, node: &str) -> Result<(), StoreError> {
         self.execute(Synchronous::Normal, RELEASE_LEASE, vec![name.to_owned().into(), node.to_owned().into()]).await?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl Sightings for SqliteStore {
+    async fn first_sighting(&self, hash: [u8; 32], now: i64, since: i64) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            conn.transaction(Synchronous::Normal, |tx| {
+                let seen: Option<i64> =
+                    tx.prepare_cached(SIGHT)?.query_row(params![&hash[..], now, since], |row| row.get(0)).optional()?;
+                Ok(seen.is_some())
+            })
+        })
+        .await
+    }
+
+    async fn forget_sightings(&self, before: i64) -> Result<u64, StoreError> {
+        self.execute(Synchronous::Normal, FORGET_SIGHTINGS, vec![before.into()]).await
     }
 }
 

@@ -19,7 +19,7 @@ pub(crate) const CHUNK_LEN: usize = 1084;
 /// The size of a token's plaintext: platform, length, token, padding.
 pub(crate) const PLAINTEXT_LEN: usize = 1024;
 /// The trigger rumor's kind.
-pub(crate) const KIND: u16 = 446;
+pub(crate) const RUMOR_KIND: u16 = 446;
 /// The value of the rumor's one tag, `["v", VERSION]`.
 pub(crate) const VERSION: &str = "marmot-push-v1";
 
@@ -59,7 +59,7 @@ pub(crate) fn encrypt_plaintext(server: &PublicKey, plaintext: &[u8; PLAINTEXT_L
 
 /// A well-formed trigger to `server` carrying `content` (concatenated chunks).
 pub(crate) fn trigger(server: &PublicKey, content: &[u8]) -> Event {
-    trigger_with(server, KIND, vec![version_tag()], &STANDARD.encode(content))
+    trigger_with(server, RUMOR_KIND, vec![version_tag()], &STANDARD.encode(content))
 }
 
 /// A trigger whose rumor has the kind, tags and content string given (malformed ones too), by the seal's signer.

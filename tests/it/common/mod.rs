@@ -1,6 +1,7 @@
 //! Test harness: a relay started in-process on an ephemeral port with its own SQLite file, and a WebSocket client
 //! that talks to it as any Nostr client would.
 
+pub(crate) mod marmot;
 pub(crate) mod postgres;
 pub(crate) mod proxy;
 pub(crate) mod push;
@@ -342,16 +343,30 @@ pub(crate) fn kill_hard(child: &mut std::process::Child) {
 /// Starts the built binary (its stdout piped here) and waits for the address it logs; the rest of its log is read
 /// in the background, so that it never blocks on a full pipe.
 pub(crate) async fn spawn_relay_binary(command: &mut std::process::Command) -> (std::process::Child, String) {
-    use std::io::BufRead;
+    spawn_relay_binary_logging(command, "info", None).await
+}
+
+/// As `spawn_relay_binary`, logging at `level` (a `RUST_LOG` value), the whole log kept in `keep` when given.
+pub(crate) async fn spawn_relay_binary_logging(
+    command: &mut std::process::Command,
+    level: &str,
+    keep: Option<PathBuf>,
+) -> (std::process::Child, String) {
+    use std::io::{BufRead, Write};
     let mut child =
-        command.env("RUST_LOG", "info").env("NO_COLOR", "1").stdout(std::process::Stdio::piped()).spawn().unwrap();
+        command.env("RUST_LOG", level).env("NO_COLOR", "1").stdout(std::process::Stdio::piped()).spawn().unwrap();
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let address = tokio::task::spawn_blocking(move || {
+        let mut log: Box<dyn Write + Send> = match keep {
+            Some(path) => Box::new(std::fs::File::create(path).unwrap()),
+            None => Box::new(std::io::sink()),
+        };
         let mut line = String::new();
         while stdout.read_line(&mut line).ok()? > 0 {
+            log.write_all(line.as_bytes()).unwrap();
             if let Some(address) = line.split("local_addr=").nth(1) {
                 let address = address.split_whitespace().next()?.to_owned();
-                std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+                std::thread::spawn(move || std::io::copy(&mut stdout, &mut log));
                 return Some(address);
             }
             line.clear();

@@ -36,6 +36,13 @@ pub(crate) fn push_config(config: &mut Config, url: &str, dir: &std::path::Path)
     push.apns.topic = "com.example.default".into();
     push.apns.bundle_ids = vec![BUNDLE.into()];
     push.fcm.endpoint = url.to_owned();
+    push.fcm.service_account_file = Some(fcm_service_account(url, dir));
+    push.unifiedpush.allow_private_addresses = true;
+    push.retry_initial_ms = 100;
+}
+
+/// A Firebase service-account file in `dir` whose tokens come from the stand-in at `url`.
+pub(crate) fn fcm_service_account(url: &str, dir: &std::path::Path) -> std::path::PathBuf {
     let account = json!({
         "type": "service_account",
         "project_id": PROJECT,
@@ -47,9 +54,20 @@ pub(crate) fn push_config(config: &mut Config, url: &str, dir: &std::path::Path)
     });
     let account_file = dir.join("service-account.json");
     std::fs::write(&account_file, account.to_string()).unwrap();
-    push.fcm.service_account_file = Some(account_file);
-    push.unifiedpush.allow_private_addresses = true;
-    push.retry_initial_ms = 100;
+    account_file
+}
+
+/// APNs settings for the relay binary, sending to `url`.
+pub(crate) fn apns_env(url: &str) -> Vec<(&'static str, String)> {
+    vec![
+        ("PUSHRELAY_PUSH__APNS__ENDPOINT", url.to_owned()),
+        ("PUSHRELAY_PUSH__APNS__KEY_FILE", fixture("apns_test_key.p8")),
+        ("PUSHRELAY_PUSH__APNS__KEY_ID", KEY_ID.to_owned()),
+        ("PUSHRELAY_PUSH__APNS__TEAM_ID", TEAM_ID.to_owned()),
+        ("PUSHRELAY_PUSH__APNS__TOPIC", "com.example.app".to_owned()),
+        ("PUSHRELAY_PUSH__RETRY_INITIAL_MS", "100".to_owned()),
+        ("PUSHRELAY_PUSH__RETRY_MAX_MS", "400".to_owned()),
+    ]
 }
 
 /// A relay whose push services all live at `url`.

@@ -87,6 +87,20 @@ async fn a_device_registered_on_one_node_gets_one_push_for_an_event_on_the_other
     c.service.expect_none().await;
 }
 
+/// A Marmot trigger acted on by one node, replayed to the other under a new gift wrap, wakes nobody: the nodes share
+/// the hash of what they acted on (never the tokens) through the database.
+#[tokio::test]
+async fn a_marmot_trigger_replayed_to_the_other_node_wakes_nobody() {
+    use crate::common::marmot::{encrypted_token, trigger};
+    let mut c = cluster().await;
+    let server = push_key(&c.a);
+    let content = encrypted_token(&server, 0x01, &[7; 32]);
+    c.a.client().await.publish_ok(&trigger(&server, &content)).await;
+    assert_eq!(c.service.next().await.path, format!("/3/device/{}", hex::encode([7; 32])));
+    c.b.client().await.publish_ok(&trigger(&server, &content)).await;
+    c.service.expect_none().await;
+}
+
 #[tokio::test]
 async fn a_watched_relay_is_taken_over_when_its_node_goes() {
     let mut c = cluster().await;

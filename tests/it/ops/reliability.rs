@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::postgres::PgDatabase;
 use crate::common::proxy::Proxy;
-use crate::common::push::{KEY_ID, TEAM_ID, dm, eventually, fixture, register, registration};
+use crate::common::push::{apns_env, dm, eventually, register, registration};
 use crate::common::standins::StandIn;
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
@@ -81,19 +81,6 @@ async fn every_acknowledged_event_survives_a_sigkill() {
     eprintln!("acknowledged before SIGKILL: {}, missing after restart: {}", acknowledged.len(), missing.len());
     assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {}", missing.len(), missing[0]);
     kill_hard(&mut relay);
-}
-
-/// APNs settings for the relay binary, sending to `url`.
-fn apns_env(url: &str) -> Vec<(&'static str, String)> {
-    vec![
-        ("PUSHRELAY_PUSH__APNS__ENDPOINT", url.to_owned()),
-        ("PUSHRELAY_PUSH__APNS__KEY_FILE", fixture("apns_test_key.p8")),
-        ("PUSHRELAY_PUSH__APNS__KEY_ID", KEY_ID.to_owned()),
-        ("PUSHRELAY_PUSH__APNS__TEAM_ID", TEAM_ID.to_owned()),
-        ("PUSHRELAY_PUSH__APNS__TOPIC", "com.example.app".to_owned()),
-        ("PUSHRELAY_PUSH__RETRY_INITIAL_MS", "100".to_owned()),
-        ("PUSHRELAY_PUSH__RETRY_MAX_MS", "400".to_owned()),
-    ]
 }
 
 /// How many times each event id reached the stand-in and was answered 200.

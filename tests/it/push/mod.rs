@@ -3,6 +3,7 @@
 mod browser;
 mod choices;
 mod delivery;
+mod marmot;
 mod nip97;
 mod nip9a;
 mod notifications;

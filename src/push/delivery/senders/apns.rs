@@ -122,24 +122,62 @@ impl Sender for ApnsSender {
         if topic.is_empty() {
             return SendOutcome::Failed("no apns-topic: set [push.apns] topic".into());
         }
+        let request = Request { token, topic, kind: Kind::Alert, collapse_id: Some(&notification.event_id) };
+        self.post(&request, &payload(notification)).await
+    }
+}
+
+/// What an APNs request is, beside its payload.
+struct Request<'a> {
+    token: &'a str,
+    topic: &'a str,
+    kind: Kind,
+    collapse_id: Option<&'a str>,
+}
+
+enum Kind {
+    /// Shown to the person: immediate priority.
+    Alert,
+    /// A silent wake (`content-available`): Apple asks for priority 5 and the `background` type.
+    Background,
+}
+
+impl ApnsSender {
+    /// A Marmot wake: silent unless `alert` is given; the token, lowercase hex, is held only for this call.
+    pub async fn wake(&self, token: &str, topic: &str, alert: Option<&str>) -> SendOutcome {
+        let topic = if topic.is_empty() { self.default_topic.as_str() } else { topic };
+        if topic.is_empty() {
+            return SendOutcome::Failed("no apns-topic: set [push.marmot] apns_topic".into());
+        }
+        let (kind, payload) = match alert {
+            None => (Kind::Background, json!({"aps": {"content-available": 1}})),
+            Some(text) => (Kind::Alert, json!({"aps": {"alert": {"body": text}, "sound": "default"}})),
+        };
+        self.post(&Request { token, topic, kind, collapse_id: None }, &payload).await
+    }
+
+    async fn post(&self, request: &Request<'_>, payload: &Value) -> SendOutcome {
         let bearer = match self.bearer().await {
             Ok(bearer) => bearer,
             Err(e) => return SendOutcome::Failed(e),
         };
         let expiration = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| (d + EXPIRATION).as_secs());
-        let sent = self
+        let (push_type, priority) = match request.kind {
+            Kind::Alert => ("alert", "10"),
+            Kind::Background => ("background", "5"),
+        };
+        let mut post = self
             .client
-            .post(format!("{}/3/device/{token}", self.endpoint))
+            .post(format!("{}/3/device/{}", self.endpoint, request.token))
             .bearer_auth(bearer)
-            .header("apns-topic", topic)
-            .header("apns-push-type", "alert")
-            .header("apns-priority", "10")
-            .header("apns-expiration", expiration.to_string())
-            .header("apns-collapse-id", &notification.event_id)
-            .json(&payload(notification))
-            .send()
-            .await;
-        let answer = match answer(sent).await {
+            .header("apns-topic", request.topic)
+            .header("apns-push-type", push_type)
+            .header("apns-priority", priority)
+            .header("apns-expiration", expiration.to_string());
+        if let Some(collapse_id) = request.collapse_id {
+            post = post.header("apns-collapse-id", collapse_id);
+        }
+        let answer = match answer(post.json(payload).send().await).await {
             Ok(answer) => answer,
             Err(outcome) => return outcome,
         };

@@ -82,6 +82,26 @@ impl Sender for FcmSender {
         let Some(message) = message(device, notification) else {
             return SendOutcome::Failed("not an FCM device".into());
         };
+        self.post(&message).await
+    }
+}
+
+impl FcmSender {
+    /// A Marmot wake: a data-only message at high priority (the app fetches its messages), with a notification
+    /// block only when the operator asks for a visible `alert`; the token is held only for this call.
+    pub async fn wake(&self, token: &str, alert: Option<&str>) -> SendOutcome {
+        let mut message = json!({
+            "token": token,
+            "data": {"content_available": "true"},
+            "android": {"priority": "high"},
+        });
+        if let Some(text) = alert {
+            message["notification"] = json!({"body": text});
+        }
+        self.post(&message).await
+    }
+
+    async fn post(&self, message: &Value) -> SendOutcome {
         let token = match self.auth.token(&[SCOPE]).await {
             Ok(token) => token,
             Err(e) => return SendOutcome::Retry { after: None, reason: format!("FCM access token: {e}") },

@@ -94,6 +94,16 @@ impl Senders {
         Ok(Self { apns, fcm, unifiedpush: UnifiedPushSender::new(&config.unifiedpush)?, webpush, callback })
     }
 
+    /// APNs, when configured (Marmot's wakes are sent to its `wake`).
+    pub fn apns(&self) -> Option<&ApnsSender> {
+        self.apns.as_ref()
+    }
+
+    /// FCM, when configured.
+    pub fn fcm(&self) -> Option<&FcmSender> {
+        self.fcm.as_ref()
+    }
+
     pub async fn send(&self, device: &Device, notification: &Notification) -> SendOutcome {
         let sender: Option<&dyn Sender> = match device {
             Device::Apns { .. } => self.apns.as_ref().map(|s| s as &dyn Sender),
