@@ -8,7 +8,8 @@
 //! - `test`: the devices page's test button, one NIP-98 header replayed and fresh ones, for a registered device;
 //! - `nip97`: `POST /register` of registrations with the longest challenges and relay URLs, and AUTH events made
 //!   for another relay;
-//! - `marmot`: fresh 32-token Marmot triggers to the push key, from two addresses, past the unwrap budget.
+//! - `marmot`: fresh 32-token Marmot triggers to the push key (made before the flood), from two addresses, past the
+//!   unwrap budget.
 //!
 //! Callbacks and endpoints are on `flood.invalid`, which never resolves: the relay queues and retries them.
 
@@ -48,6 +49,8 @@ const WORDS: [&str; 16] = [
     "your",
     "own",
 ];
+/// Fresh Marmot triggers made for each second of the flood: twice the default unwrap budget (6,000 a minute).
+const MARMOT_PER_SECOND: usize = 200;
 /// How often the bystander publishes and reads (its author stays under the per-author rate).
 const BYSTANDER_EVERY: Duration = Duration::from_millis(150);
 
@@ -58,10 +61,15 @@ pub(crate) async fn doors(url: &str, pid: Option<u32>, seconds: u64, only: Optio
     report.latencies("quiet OK", quiet.0);
     report.latencies("quiet EOSE", quiet.1);
     for door in DOORS.into_iter().filter(|door| only.is_none_or(|only| only == *door)) {
+        // Marmot's triggers are made before the clock starts: making them is the bench's work, not the relay's.
+        let triggers = match door {
+            "marmot" => Arc::new(crate::marmot::prepare(url, seconds, MARMOT_PER_SECOND).await?),
+            _ => Arc::default(),
+        };
         let cpu = pid.and_then(cpu_seconds);
         let sent = Arc::new(AtomicUsize::new(0));
         let until = Instant::now() + Duration::from_secs(seconds);
-        let flood = tokio::spawn(flood(door, url.to_owned(), until, sent.clone()));
+        let flood = tokio::spawn(flood(door, url.to_owned(), until, sent.clone(), triggers));
         let (ok, eose) = bystander(url, Duration::from_secs(seconds)).await?;
         flood.await.map_err(|e| format!("the {door} flood failed: {e}"))??;
         report.add(&format!("{door} requests"), sent.load(Ordering::Relaxed), "");
@@ -121,18 +129,24 @@ async fn wait_for(rx: &mut Receiver, wanted: impl Fn(&Value) -> bool) -> Result<
 }
 
 /// One door's flood, from several tasks, until `until`; `sent` counts its requests.
-async fn flood(door: &'static str, url: String, until: Instant, sent: Arc<AtomicUsize>) -> Result<(), String> {
+async fn flood(
+    door: &'static str,
+    url: String,
+    until: Instant,
+    sent: Arc<AtomicUsize>,
+    triggers: Arc<Vec<String>>,
+) -> Result<(), String> {
     let tasks = if door == "search" { 4 } else { 2 };
     let mut handles = Vec::new();
     let device = if door == "test" { Some(register_test_device(&url).await?) } else { None };
     for task in 0..tasks {
-        let (url, sent, device) = (url.clone(), sent.clone(), device.clone());
+        let (url, sent, device, triggers) = (url.clone(), sent.clone(), device.clone(), triggers.clone());
         handles.push(tokio::spawn(async move {
             match door {
                 "search" => search_flood(&url, until, &sent).await,
                 "nip9a" => nip9a_flood(&url, until, &sent, task).await,
                 "test" => test_flood(&url, until, &sent, device.expect("registered")).await,
-                "marmot" => crate::marmot::flood(&url, until, &sent, task).await,
+                "marmot" => crate::marmot::flood(&url, until, &sent, task, &triggers).await,
                 _ => nip97_flood(&url, until, &sent, task).await,
             }
         }));

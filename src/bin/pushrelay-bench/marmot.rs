@@ -126,18 +126,42 @@ fn ecdh_seconds() -> f64 {
     started.elapsed().as_secs_f64() / points.len() as f64
 }
 
-/// The `marmot` door: fresh full triggers (32 tokens to the relay's key, so each that is opened costs its 32
-/// ECDHs), from two addresses so that the per-address event rate is not what stops them: the unwrap budget is.
-pub(crate) async fn flood(url: &str, until: Instant, sent: &AtomicUsize, task: usize) -> Result<(), String> {
+/// The `marmot` door's triggers, made before the flood starts (making one costs its 32 encryptions, which would
+/// otherwise be timed with the bystander on the bench's core): `per_second` fresh full triggers for each second,
+/// each 32 tokens to the relay's key, so that each one opened costs its 32 ECDHs.
+pub(crate) async fn prepare(url: &str, seconds: u64, per_second: usize) -> Result<Vec<String>, String> {
     let server = crate::push::push_pubkey(url).await?;
+    let count = per_second * seconds as usize;
+    tokio::task::spawn_blocking(move || {
+        (0..count)
+            .map(|n| {
+                let token = |t: usize| -> [u8; 32] { Sha256::digest(format!("marmot flood {n} {t}")).into() };
+                let tokens: Vec<u8> =
+                    (0..32).flat_map(|t| encoder::encrypted_token(&server, 0x01, &token(t))).collect();
+                json!(["EVENT", encoder::trigger(&server, &tokens)]).to_string()
+            })
+            .collect()
+    })
+    .await
+    .map_err(|e| e.to_string())
+}
+
+/// The `marmot` door: the prepared triggers, as fast as the relay reads them, from two addresses so that the
+/// per-address event rate is not what stops them: the unwrap budget is. Task `task` sends every other one.
+pub(crate) async fn flood(
+    url: &str,
+    until: Instant,
+    sent: &AtomicUsize,
+    task: usize,
+    triggers: &[String],
+) -> Result<(), String> {
     let (mut tx, mut rx) = client::connect_from(url, IpAddr::from([127, 0, 1, task as u8 + 1])).await?;
     tokio::spawn(async move { while rx.next().await.is_some() {} });
-    let mut n = 0;
-    while Instant::now() < until {
-        n += 1;
-        let tokens: Vec<u8> =
-            (0..32).flat_map(|t| encoder::encrypted_token(&server, 0x01, &[(n + t) as u8; 32])).collect();
-        tx.send(json!(["EVENT", encoder::trigger(&server, &tokens)]).to_string()).await?;
+    for trigger in triggers.iter().skip(task).step_by(2).cycle() {
+        if Instant::now() >= until {
+            break;
+        }
+        tx.send(trigger.clone()).await?;
         sent.fetch_add(1, Ordering::Relaxed);
     }
     Ok(())

@@ -21,6 +21,9 @@ const FORGET_TOKENS_PAST: usize = 100_000;
 pub(super) struct Guard {
     unwraps: DefaultDirectRateLimiter,
     in_flight: Arc<Semaphore>,
+    /// Triggers being opened or decrypted at once: no more than the cores, so that a burst of them queues here
+    /// instead of crowding every other client off the CPU (64 at once on one core held a bystander's OK at 570 ms).
+    cpu: Semaphore,
     wakes: DefaultKeyedRateLimiter<[u8; 32]>,
     /// Mixed into the per-token key, so that what the limiter keeps is no fingerprint anyone else can compute.
     salt: [u8; 32],
@@ -44,9 +47,14 @@ pub(super) enum Refused {
 impl Guard {
     pub(super) fn new(config: &MarmotConfig, sightings: Arc<dyn Sightings>) -> Self {
         let per_minute = |n: u32| Quota::per_minute(NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN));
+        // A second's worth at once at most: governor's default burst is the whole minute's, which let a flood open
+        // 6,000 triggers back to back.
+        let second = NonZeroU32::new(config.unwraps_per_minute / 60).unwrap_or(NonZeroU32::MIN);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         Self {
-            unwraps: RateLimiter::direct(per_minute(config.unwraps_per_minute)),
+            unwraps: RateLimiter::direct(per_minute(config.unwraps_per_minute).allow_burst(second)),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
+            cpu: Semaphore::new(cores),
             wakes: RateLimiter::keyed(per_minute(config.wakes_per_token_per_minute)),
             salt: rand::random(),
             seen: Mutex::new(HashMap::new()),
@@ -62,6 +70,11 @@ impl Guard {
         let permit = self.in_flight.clone().try_acquire_owned().map_err(|_| Refused::Busy)?;
         self.unwraps.check().map_err(|_| Refused::OverBudget)?;
         Ok(permit)
+    }
+
+    /// A turn on the CPU, for opening a trigger or decrypting its chunks.
+    pub(super) async fn cpu(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.cpu.acquire().await.expect("the CPU semaphore is never closed")
     }
 
     /// Whether content with this hash is new within the window, here and on every node of the database. A hash
@@ -136,7 +149,8 @@ mod tests {
 
     #[test]
     fn the_budget_and_the_places_in_flight_are_checked_before_anything_is_opened() {
-        let guard = guard(MarmotConfig { unwraps_per_minute: 2, max_in_flight: 1, ..MarmotConfig::default() });
+        // 120 a minute: two at once, then one every half second.
+        let guard = guard(MarmotConfig { unwraps_per_minute: 120, max_in_flight: 1, ..MarmotConfig::default() });
         let held = guard.admit().expect("the first is admitted");
         assert_eq!(guard.admit().unwrap_err(), Refused::Busy);
         drop(held);

@@ -114,7 +114,9 @@ impl Marmot {
 
     async fn handle(self: Arc<Self>, wrap: SharedEvent, _in_flight: OwnedSemaphorePermit) {
         let keys = self.keys.clone();
+        let turn = self.guard.cpu().await;
         let opened = tokio::task::spawn_blocking(move || trigger::open(&keys, &wrap.event)).await;
+        drop(turn);
         let content = match opened {
             Ok(Ok(content)) => content,
             Ok(Err(malformed)) => return self.stats.trigger(TriggerOutcome::Malformed, malformed.label()),
@@ -124,12 +126,14 @@ impl Marmot {
             return self.stats.trigger(outcome_of(refused), "");
         }
         let keys = self.keys.clone();
+        let turn = self.guard.cpu().await;
         let tokens = tokio::task::spawn_blocking(move || {
             // Padding chunks and chunks for other servers fail to open, by design: skipped alone.
             trigger::chunks(&content).filter_map(|chunk| token::decrypt(keys.secret_key(), chunk).ok()).collect()
         })
         .await
         .unwrap_or_else(|_| Vec::new());
+        drop(turn);
         let tokens = self.within_rate(tokens);
         if tokens.is_empty() {
             return self.stats.trigger(TriggerOutcome::NoToken, "");
