@@ -58,7 +58,7 @@ pub const PUSH_UNROUTED_DROPS: [(&str, &str); 4] =
     [("unknown", "unusable_device"), ("any", "queue_full"), ("any", "intake_full"), ("callback", "host_cap")];
 
 /// `MARMOT_TRIGGERS{outcome,reason=""}` (`push::marmot::stats::TriggerOutcome`).
-pub const MARMOT_TRIGGER_OUTCOMES: [&str; 5] = ["woken", "no_token", "duplicate", "over_budget", "busy"];
+pub const MARMOT_TRIGGER_OUTCOMES: [&str; 6] = ["woken", "no_token", "duplicate", "over_budget", "busy", "failed"];
 /// `MARMOT_TRIGGERS{outcome="malformed",reason}` (`push::marmot::trigger::Malformed`).
 pub const MARMOT_MALFORMED: [&str; 9] =
     ["wrap", "seal", "seal_signature", "rumor", "kind", "author", "tags", "base64", "size"];

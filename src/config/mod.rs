@@ -445,10 +445,17 @@ impl Config {
             ("push.marmot.wakes_per_token_per_minute", self.push.marmot.wakes_per_token_per_minute as usize),
             ("push.marmot.max_replay_hashes", self.push.marmot.max_replay_hashes),
             ("push.marmot.max_attempts", self.push.marmot.max_attempts as usize),
+            ("push.marmot.replay_window_secs", self.push.marmot.replay_window_secs as usize),
         ] {
             if value == 0 {
                 return Err(format!("{key}: expected a positive number"));
             }
+        }
+        // A trigger's event is its content and about 400 bytes around it, all within one message.
+        if self.push.marmot.enabled && self.push.marmot.max_trigger_content_length + 1024 > limits.max_message_length {
+            return Err("push.marmot.max_trigger_content_length: expected at least 1,024 less than \
+                        limits.max_message_length (a trigger is one message)"
+                .into());
         }
         if !(self.server.public_url.starts_with("ws://") || self.server.public_url.starts_with("wss://")) {
             return Err("server.public_url: expected a ws:// or wss:// URL".into());

@@ -230,7 +230,7 @@ pub struct MarmotConfig {
     /// Other relays the push key's inbox list (kind 10050) names beside this one; each is watched for triggers.
     pub inbox_relays: Vec<String>,
     /// Characters of content a trigger's gift wrap may carry, whatever `[limits] max_content_length` says: a full
-    /// 32-token trigger is about 109,000.
+    /// 32-token trigger is about 109,000. The whole message must still fit `[limits] max_message_length`.
     pub max_trigger_content_length: usize,
     /// Triggers opened per minute, all senders together, counted before any decryption.
     pub unwraps_per_minute: u32,
@@ -256,7 +256,7 @@ impl Default for MarmotConfig {
         Self {
             enabled: true,
             inbox_relays: Vec::new(),
-            max_trigger_content_length: 160_000,
+            max_trigger_content_length: 120_000,
             unwraps_per_minute: 6_000,
             max_in_flight: 64,
             wakes_per_token_per_minute: 240,

@@ -33,7 +33,9 @@ pub struct LargeWraps {
 
 impl LargeWraps {
     fn covers(&self, event: &Event) -> bool {
-        event.kind.as_u16() == GIFT_WRAP_KIND && event.tags.iter().any(|t| t.as_slice() == ["p", self.to.as_str()])
+        // Any `p` tag naming the key, a relay hint after it or not, as the push side reads them.
+        let names_key = |t: &[String]| t.first().is_some_and(|n| n == "p") && t.get(1).is_some_and(|v| *v == self.to);
+        event.kind.as_u16() == GIFT_WRAP_KIND && event.tags.iter().any(|t| names_key(t.as_slice()))
     }
 }
 

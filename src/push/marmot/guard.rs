@@ -55,7 +55,10 @@ impl Guard {
             unwraps: RateLimiter::direct(per_minute(config.unwraps_per_minute).allow_burst(second)),
             in_flight: Arc::new(Semaphore::new(config.max_in_flight)),
             cpu: Semaphore::new(cores),
-            wakes: RateLimiter::keyed(per_minute(config.wakes_per_token_per_minute)),
+            wakes: RateLimiter::keyed(
+                per_minute(config.wakes_per_token_per_minute)
+                    .allow_burst(NonZeroU32::new(config.wakes_per_token_per_minute / 60).unwrap_or(NonZeroU32::MIN)),
+            ),
             salt: rand::random(),
             seen: Mutex::new(HashMap::new()),
             max_seen: config.max_replay_hashes,
@@ -108,13 +111,18 @@ impl Guard {
         Ok(())
     }
 
-    /// Whether the token may be woken now (`wakes_per_token_per_minute`).
+    /// Whether the token may be woken now (`wakes_per_token_per_minute`, a second's worth at once at most).
     pub(super) fn may_wake(&self, token: &Token) -> bool {
+        self.wakes.check_key(&self.key_of(token)).is_ok()
+    }
+
+    /// What stands for the token here: its salted SHA-256, no fingerprint anyone else can compute.
+    pub(super) fn key_of(&self, token: &Token) -> [u8; 32] {
         let mut key = Sha256::new();
         key.update(self.salt);
         key.update([token.platform() as u8]);
-        key.update(token.address().as_bytes());
-        self.wakes.check_key(&key.finalize().into()).is_ok()
+        key.update(token.bytes());
+        key.finalize().into()
     }
 
     /// Forgets hashes older than the window, here and in the database, and tokens whose rate has recovered.

@@ -33,6 +33,7 @@ use crate::protocol::event::GIFT_WRAP_KIND;
 use crate::protocol::{Filter, SharedEvent, VerifiedEvent};
 use crate::push::delivery::Delivery;
 use crate::store::Sightings;
+use crate::upstream::{check_relay_url, normalise};
 use guard::{Guard, Refused};
 use stats::{MarmotStats, TriggerOutcome, WakeOutcome};
 use token::Token;
@@ -72,8 +73,7 @@ impl Marmot {
             alert: Some(marmot.alert.clone()).filter(|text| !text.is_empty()),
             max_attempts: marmot.max_attempts,
         };
-        let mut inbox = vec![config.server.public_url.clone()];
-        inbox.extend(marmot.inbox_relays.iter().filter(|url| !inbox_has(&config.server.public_url, url)).cloned());
+        let inbox = inbox_relays(config);
         let service = Arc::new(Self {
             pubkey_hex: keys.public_key().to_hex(),
             keys,
@@ -120,7 +120,7 @@ impl Marmot {
         let content = match opened {
             Ok(Ok(content)) => content,
             Ok(Err(malformed)) => return self.stats.trigger(TriggerOutcome::Malformed, malformed.label()),
-            Err(_) => return,
+            Err(_) => return self.stats.trigger(TriggerOutcome::Failed, ""),
         };
         if let Err(refused) = self.guard.first_sighting(&content, self.clock.db_secs()).await {
             return self.stats.trigger(outcome_of(refused), "");
@@ -129,11 +129,13 @@ impl Marmot {
         let turn = self.guard.cpu().await;
         let tokens = tokio::task::spawn_blocking(move || {
             // Padding chunks and chunks for other servers fail to open, by design: skipped alone.
-            trigger::chunks(&content).filter_map(|chunk| token::decrypt(keys.secret_key(), chunk).ok()).collect()
+            trigger::chunks(&content)
+                .filter_map(|chunk| token::decrypt(keys.secret_key(), chunk).ok())
+                .collect::<Vec<_>>()
         })
-        .await
-        .unwrap_or_else(|_| Vec::new());
+        .await;
         drop(turn);
+        let Ok(tokens) = tokens else { return self.stats.trigger(TriggerOutcome::Failed, "") };
         let tokens = self.within_rate(tokens);
         if tokens.is_empty() {
             return self.stats.trigger(TriggerOutcome::NoToken, "");
@@ -147,9 +149,12 @@ impl Marmot {
         .await;
     }
 
-    /// The tokens under their wake rate; the others are counted and dropped.
+    /// The tokens under their wake rate, each once (a trigger may carry one device's token many times, each a
+    /// fresh encryption); the others are counted and dropped.
     fn within_rate(&self, tokens: Vec<Token>) -> Vec<Token> {
-        let (may, may_not): (Vec<Token>, Vec<Token>) = tokens.into_iter().partition(|t| self.guard.may_wake(t));
+        let mut seen = std::collections::HashSet::new();
+        let tokens = tokens.into_iter().filter(|t| seen.insert(self.guard.key_of(t)));
+        let (may, may_not): (Vec<Token>, Vec<Token>) = tokens.partition(|t| self.guard.may_wake(t));
         for token in may_not {
             self.stats.wake(token.platform().label(), WakeOutcome::RateLimited);
         }
@@ -167,11 +172,14 @@ impl Marmot {
         Arc::new(VerifiedEvent::new(event))
     }
 
-    /// What the upstream watchers follow for Marmot: each configured inbox relay, for gift wraps to the push key.
+    /// What the upstream watchers follow for Marmot: each configured inbox relay, for gift wraps to the push key,
+    /// live only (`limit: 0` stays through reconnects: a watcher that asked again for the two days gift wraps reach
+    /// back would wake every device of every trigger again, each time the relay flapped).
     pub fn watches(&self) -> BTreeMap<String, Vec<Filter>> {
         let filter = Filter {
             kinds: Some(vec![GIFT_WRAP_KIND]),
             tags: [('p', vec![self.pubkey_hex.clone()])].into_iter().collect(),
+            limit: Some(0),
             ..Filter::default()
         };
         self.inbox.iter().skip(1).map(|url| (url.clone(), vec![filter.clone()])).collect()
@@ -215,8 +223,21 @@ fn outcome_of(refused: Refused) -> TriggerOutcome {
     }
 }
 
-fn inbox_has(own: &str, url: &str) -> bool {
-    own.trim_end_matches('/').eq_ignore_ascii_case(url.trim_end_matches('/'))
+/// This relay, then the configured inbox relays the watchers can follow: an inbox list naming a relay nobody
+/// watches would send triggers where they are lost.
+fn inbox_relays(config: &Config) -> Vec<String> {
+    let own = &config.server.public_url;
+    let mut inbox = vec![own.clone()];
+    for url in config.push.marmot.inbox_relays.iter().filter(|url| normalise(url) != normalise(own)) {
+        if !config.upstream.enabled {
+            tracing::warn!(relay = %url, "[push.marmot] inbox_relays needs [upstream] enabled: left out of the inbox list");
+        } else if let Err(why) = check_relay_url(url, &config.upstream) {
+            tracing::warn!(relay = %url, "[push.marmot] inbox_relays: left out of the inbox list: {why}");
+        } else if !inbox.contains(url) {
+            inbox.push(url.clone());
+        }
+    }
+    inbox
 }
 
 /// The sender's side, written from the spec for the integration tests and shared with these unit tests, so that it

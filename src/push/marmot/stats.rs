@@ -9,7 +9,7 @@ use crate::metrics::{MARMOT_TRIGGERS, MARMOT_WAKES};
 /// What became of one trigger (`MARMOT_TRIGGERS{outcome}`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum TriggerOutcome {
-    /// At least one of its tokens was sent a wake.
+    /// At least one of its tokens was under its rate, and woken (each wake's fate is counted apart).
     Woken,
     /// Opened, but no chunk held a token for us (padding, another server's tokens), or every token was over its
     /// rate.
@@ -19,6 +19,8 @@ pub(super) enum TriggerOutcome {
     Malformed,
     OverBudget,
     Busy,
+    /// Opening it failed unexpectedly (a panic on its thread).
+    Failed,
 }
 
 impl TriggerOutcome {
@@ -30,6 +32,7 @@ impl TriggerOutcome {
             Self::Malformed => "malformed",
             Self::OverBudget => "over_budget",
             Self::Busy => "busy",
+            Self::Failed => "failed",
         }
     }
 }
@@ -101,7 +104,7 @@ mod tests {
     #[test]
     fn every_label_is_primed() {
         use TriggerOutcome as T;
-        for outcome in [T::Woken, T::NoToken, T::Duplicate, T::OverBudget, T::Busy] {
+        for outcome in [T::Woken, T::NoToken, T::Duplicate, T::OverBudget, T::Busy, T::Failed] {
             assert!(MARMOT_TRIGGER_OUTCOMES.contains(&outcome.label()), "{outcome:?}");
         }
         for wake in [WakeOutcome::Sent, WakeOutcome::RateLimited, WakeOutcome::Failed, WakeOutcome::Unconfigured] {

@@ -48,7 +48,8 @@ impl Platform {
 }
 
 /// A decrypted native token. It never leaves memory: its `Debug` shows the platform only, and its bytes are
-/// overwritten when it is dropped.
+/// overwritten when it is dropped (the address string a sender is handed for one request is not: it lives as long as
+/// that request).
 pub(crate) struct Token {
     platform: Platform,
     bytes: Vec<u8>,
@@ -57,6 +58,11 @@ pub(crate) struct Token {
 impl Token {
     pub(crate) fn platform(&self) -> Platform {
         self.platform
+    }
+
+    /// The native token's bytes (APNs: the raw 32; FCM: the string's UTF-8).
+    pub(crate) fn bytes(&self) -> &[u8] {
+        &self.bytes
     }
 
     /// What the service is addressed with: APNs takes the raw token as lowercase hex, FCM its registration string

@@ -340,6 +340,17 @@ pub(crate) fn kill_hard(child: &mut std::process::Child) {
     child.wait().unwrap();
 }
 
+/// A second relay as a process of its own (the built binary, with its defaults and a database in `dir`), on a port
+/// chosen first so that its public URL names it, as AUTH needs: (the process, its URL).
+pub(crate) async fn spawn_remote_relay(dir: &std::path::Path) -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("ws://127.0.0.1:{port}");
+    let extra =
+        [("PUSHRELAY_SERVER__BIND", format!("127.0.0.1:{port}")), ("PUSHRELAY_SERVER__PUBLIC_URL", url.clone())];
+    let (remote, _) = spawn_relay_binary(&mut relay_command(dir, &extra)).await;
+    (remote, url)
+}
+
 /// Starts the built binary (its stdout piped here) and waits for the address it logs; the rest of its log is read
 /// in the background, so that it never blocks on a full pipe.
 pub(crate) async fn spawn_relay_binary(command: &mut std::process::Command) -> (std::process::Child, String) {

@@ -61,6 +61,8 @@ async fn triggers_wake_exactly_the_devices_they_carry() {
     let content = [
         encrypted_token(&server, 0x01, &apns_bytes(1)),
         padding(),
+        // The same device again (a fresh encryption): woken once.
+        encrypted_token(&server, 0x01, &apns_bytes(1)),
         encrypted_token(&server, 0x02, FCM_TOKEN.as_bytes()),
         encrypted_token(&other_server, 0x01, &apns_bytes(9)),
     ]
@@ -176,12 +178,8 @@ async fn the_budget_and_each_tokens_rate_hold() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_inbox_list_is_served_and_inbox_relays_are_watched() {
     let mut standin = StandIn::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let inbox = format!("ws://127.0.0.1:{port}");
-    let extra =
-        [("PUSHRELAY_SERVER__BIND", format!("127.0.0.1:{port}")), ("PUSHRELAY_SERVER__PUBLIC_URL", inbox.clone())];
-    let (mut remote, _) = spawn_relay_binary(&mut relay_command(dir.path(), &extra)).await;
+    let (mut remote, inbox) = spawn_remote_relay(dir.path()).await;
     let relay = marmot_relay(&standin, |c| {
         c.push.marmot.inbox_relays = vec![inbox.clone()];
         c.upstream.allow_insecure = true;

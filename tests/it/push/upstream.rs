@@ -290,12 +290,8 @@ async fn register_kinds(relay: &TestRelay, user: &Keys, kinds: &[u16], relays: &
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relay_that_gates_dms_still_yields_public_mentions_and_is_authenticated_to() {
     let mut apns = StandIn::start().await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let dir = tempfile::tempdir().unwrap();
-    let remote_url = format!("ws://127.0.0.1:{port}");
-    let extra =
-        [("PUSHRELAY_SERVER__BIND", format!("127.0.0.1:{port}")), ("PUSHRELAY_SERVER__PUBLIC_URL", remote_url.clone())];
-    let (mut remote, _) = spawn_relay_binary(&mut relay_command(dir.path(), &extra)).await;
+    let (mut remote, remote_url) = spawn_remote_relay(dir.path()).await;
     let relay = push_relay(&apns.url).await;
     let (user, friend) = (Keys::generate(), Keys::generate());
     register_kinds(&relay, &user, &[1, 4], &[&remote_url]).await;
