@@ -18,6 +18,7 @@ mod doors;
 mod events;
 mod marmot;
 mod push;
+mod registrations;
 mod report;
 mod scenarios;
 
@@ -115,6 +116,15 @@ enum Scenario {
         #[arg(long, default_value_t = 100)]
         rate: usize,
     },
+    /// Offline devices registered (kind 22456, a fresh pubkey each), and what each costs the relay in memory and
+    /// CPU (needs --pid; ours only: scripts/scale).
+    Registrations {
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+        /// `small` (one #p, one #e) or `0xchat` (200 authors, 64 #p, 20 #e, six kinds).
+        #[arg(long, default_value = "small")]
+        shape: String,
+    },
     /// Idle connections, and what each costs the relay in memory (needs --pid).
     Idle {
         #[arg(long, default_value_t = 1_000)]
@@ -142,6 +152,9 @@ async fn main() {
         Scenario::Doors { seconds, door } => doors::doors(&cli.url, cli.pid, seconds, door.as_deref()).await,
         Scenario::Marmot { apns_listen, triggers, tokens, rate } => {
             marmot::marmot(&cli.url, cli.pid, &apns_listen, triggers, tokens, rate).await
+        }
+        Scenario::Registrations { count, shape } => {
+            registrations::registrations(&cli.url, cli.pid, count, &shape).await
         }
         Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
     };

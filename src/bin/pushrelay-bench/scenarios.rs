@@ -33,7 +33,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> Option<f64> {
 }
 
 /// The relay's resident memory, from `/proc/<pid>/status`, in KiB.
-fn rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
