@@ -5,6 +5,7 @@ use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::audience::index::{Hellthreads, Registration, RegistrationIndex};
+use pushrelay::push::audience::values::TagValue;
 use pushrelay::push::device::Device;
 
 /// The n-th of `size` registrations; every group has 100 members whatever the size, so that the work an event
@@ -15,9 +16,9 @@ fn registration(n: u32, size: u32) -> Registration {
     let token = hex::encode(pubkey);
     let device = Device::Apns { topic: None, token: token.clone() };
     Registration {
-        kinds: vec![4, 44, 1059, 42, 9735, 9, 10, 1, 6, 7],
-        p_tags: vec![hex::encode(pubkey)],
-        e_tags: vec![format!("group-{}", n % (size / 100))],
+        kinds: [4, 44, 1059, 42, 9735, 9, 10, 1, 6, 7].into(),
+        p_tags: [pubkey].into(),
+        e_tags: [TagValue::new(&format!("group-{}", n % (size / 100)))].into(),
         ..Registration::new(pubkey, &token, device, 0)
     }
 }

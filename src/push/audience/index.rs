@@ -1,14 +1,20 @@
-//! The in-memory registration index the push matcher queries: registrations keyed by the `p` values and by the
-//! `e`/`h` values they watch, plus every pubkey's presence. Finding the devices for an event costs a few hash
-//! look-ups per tag, however many devices are registered. The database is the source of truth; this index is
-//! rebuilt from it at start and updated after every committed change.
+//! The in-memory registration index the push matcher queries: registrations in slots, found by the `p` values and
+//! by the `e`/`h` values they watch, by pubkey and by device, plus every pubkey's presence. Finding the devices for
+//! an event costs a few hash look-ups per tag, however many devices are registered. The database is the source of
+//! truth; this index is rebuilt from it at start and updated after every committed change.
+//!
+//! Memory is what a node's registrations cost (SCALING.md): each registration is held once, its lists as bytes
+//! (`values`), and the maps hold slot numbers, not copies of its keys.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::hash_map::RandomState;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasher;
 use std::sync::Arc;
 
+use super::values::TagValue;
 use crate::protocol::VerifiedEvent;
 use crate::protocol::event::GIFT_WRAP_KIND;
-use crate::protocol::filter::Hash32;
+use crate::protocol::filter::{Hash32, parse_hash};
 use crate::push::device::Device;
 
 /// One device of one pubkey, with what it wants to be woken for.
@@ -17,12 +23,14 @@ pub struct Registration {
     pub pubkey: Hash32,
     pub device_id: String,
     pub device: Device,
-    pub kinds: Vec<u16>,
-    pub p_tags: Vec<String>,
-    pub e_tags: Vec<String>,
-    pub authors: Vec<String>,
-    pub exclude_authors: Vec<String>,
-    pub relays: Vec<String>,
+    pub kinds: Box<[u16]>,
+    /// Sorted, each once.
+    pub p_tags: Box<[Hash32]>,
+    pub e_tags: Box<[TagValue]>,
+    /// Sorted, each once: looked up by binary search.
+    pub authors: Box<[Hash32]>,
+    pub exclude_authors: Box<[Hash32]>,
+    pub relays: Box<[String]>,
     pub created_at: i64,
     pub updated_at: i64,
     /// Notify only for events by `authors` (gift wraps excepted).
@@ -38,12 +46,12 @@ impl Registration {
             pubkey,
             device_id: device_id.to_owned(),
             device,
-            kinds: Vec::new(),
-            p_tags: Vec::new(),
-            e_tags: Vec::new(),
-            authors: Vec::new(),
-            exclude_authors: Vec::new(),
-            relays: Vec::new(),
+            kinds: Box::default(),
+            p_tags: Box::default(),
+            e_tags: Box::default(),
+            authors: Box::default(),
+            exclude_authors: Box::default(),
+            relays: Box::default(),
             created_at: now,
             updated_at: now,
             only_from_authors: false,
@@ -73,9 +81,6 @@ impl Presence {
     }
 }
 
-/// A registration's key: its pubkey and its device id.
-pub(super) type RegistrationKey = (Hash32, String);
-
 /// Who is spared events that `p`-tag more than `max_mentions` pubkeys: those whose registration asks
 /// (`limit_mentions`), or everyone (`[push] suppress_hellthreads`).
 #[derive(Debug, Clone, Copy)]
@@ -84,67 +89,135 @@ pub struct Hellthreads {
     pub for_everyone: bool,
 }
 
+/// Where a registration is kept.
+type Slot = u32;
+
+/// The slots under one key: most keys have one, which needs no allocation of its own.
+#[derive(Debug, Clone)]
+pub(super) enum Slots {
+    One(Slot),
+    Many(Vec<Slot>),
+}
+
+impl Slots {
+    fn add(&mut self, slot: Slot) {
+        match self {
+            Self::One(one) if *one == slot => {}
+            Self::One(one) => *self = Self::Many(vec![*one, slot]),
+            Self::Many(many) if !many.contains(&slot) => many.push(slot),
+            Self::Many(_) => {}
+        }
+    }
+
+    /// Removes the slot; true when none is left.
+    fn remove(&mut self, slot: Slot) -> bool {
+        match self {
+            Self::One(one) => *one == slot,
+            Self::Many(many) => {
+                many.retain(|s| *s != slot);
+                match many[..] {
+                    [] => true,
+                    [only] => {
+                        *self = Self::One(only);
+                        false
+                    }
+                    _ => false,
+                }
+            }
+        }
+    }
+
+    pub(super) fn iter(&self) -> impl Iterator<Item = Slot> + '_ {
+        let (one, many) = match self {
+            Self::One(one) => (Some(*one), &[][..]),
+            Self::Many(many) => (None, &many[..]),
+        };
+        one.into_iter().chain(many.iter().copied())
+    }
+}
+
+fn add<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, key: K, slot: Slot) {
+    map.entry(key).and_modify(|slots| slots.add(slot)).or_insert(Slots::One(slot));
+}
+
+fn remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, key: &K, slot: Slot) {
+    if map.get_mut(key).is_some_and(|slots| slots.remove(slot)) {
+        map.remove(key);
+    }
+}
+
 #[derive(Default)]
 pub struct RegistrationIndex {
-    pub(super) registrations: HashMap<RegistrationKey, Arc<Registration>>,
-    pub(super) by_pubkey: HashMap<Hash32, HashSet<String>>,
-    by_device: HashMap<String, HashSet<Hash32>>,
-    by_p: HashMap<String, HashSet<RegistrationKey>>,
-    by_e: HashMap<String, HashSet<RegistrationKey>>,
+    slots: Vec<Option<Arc<Registration>>>,
+    free: Vec<Slot>,
+    pub(super) by_pubkey: HashMap<Hash32, Slots>,
+    /// By a hash of the device id (the registrations hold the id itself, checked on each look-up).
+    by_device: HashMap<u64, Slots>,
+    by_p: HashMap<Hash32, Slots>,
+    by_e: HashMap<TagValue, Slots>,
     presence: HashMap<Hash32, Presence>,
+    device_hasher: RandomState,
 }
 
 impl RegistrationIndex {
     pub fn insert(&mut self, registration: Registration) {
-        let key = (registration.pubkey, registration.device_id.clone());
-        self.remove(&key.0, &key.1);
+        self.remove(&registration.pubkey, &registration.device_id);
+        let slot = match self.free.pop() {
+            Some(slot) => slot,
+            None => {
+                self.slots.push(None);
+                Slot::try_from(self.slots.len() - 1).expect("fewer than 4 billion registrations")
+            }
+        };
         for p in &registration.p_tags {
-            self.by_p.entry(p.clone()).or_default().insert(key.clone());
+            add(&mut self.by_p, *p, slot);
         }
         for e in &registration.e_tags {
-            self.by_e.entry(e.clone()).or_default().insert(key.clone());
+            add(&mut self.by_e, e.clone(), slot);
         }
-        self.by_pubkey.entry(key.0).or_default().insert(key.1.clone());
-        self.by_device.entry(key.1.clone()).or_default().insert(key.0);
-        self.registrations.insert(key, Arc::new(registration));
+        add(&mut self.by_pubkey, registration.pubkey, slot);
+        add(&mut self.by_device, self.device_hasher.hash_one(&registration.device_id), slot);
+        self.slots[slot as usize] = Some(Arc::new(registration));
     }
 
     pub fn remove(&mut self, pubkey: &Hash32, device_id: &str) {
-        let key = (*pubkey, device_id.to_owned());
-        let Some(old) = self.registrations.remove(&key) else { return };
-        for (map, values) in [(&mut self.by_p, &old.p_tags), (&mut self.by_e, &old.e_tags)] {
-            for value in values {
-                if let Some(keys) = map.get_mut(value) {
-                    keys.remove(&key);
-                    if keys.is_empty() {
-                        map.remove(value);
-                    }
-                }
-            }
+        let Some(slot) = self.slot_of(pubkey, device_id) else { return };
+        let old = self.slots[slot as usize].take().expect("a slot found is filled");
+        for p in &old.p_tags {
+            remove(&mut self.by_p, p, slot);
         }
-        if let Some(devices) = self.by_pubkey.get_mut(pubkey) {
-            devices.remove(device_id);
-            if devices.is_empty() {
-                self.by_pubkey.remove(pubkey);
-            }
+        for e in &old.e_tags {
+            remove(&mut self.by_e, e, slot);
         }
-        if let Some(pubkeys) = self.by_device.get_mut(device_id) {
-            pubkeys.remove(pubkey);
-            if pubkeys.is_empty() {
-                self.by_device.remove(device_id);
-            }
-        }
+        remove(&mut self.by_pubkey, pubkey, slot);
+        remove(&mut self.by_device, &self.device_hasher.hash_one(device_id), slot);
+        self.free.push(slot);
+    }
+
+    fn slot_of(&self, pubkey: &Hash32, device_id: &str) -> Option<Slot> {
+        self.by_pubkey.get(pubkey)?.iter().find(|slot| self.at(*slot).device_id == device_id)
+    }
+
+    fn at(&self, slot: Slot) -> &Arc<Registration> {
+        self.slots[slot as usize].as_ref().expect("an indexed slot is filled")
+    }
+
+    /// The registrations of a device, by every pubkey.
+    fn of_device<'a>(&'a self, device_id: &'a str) -> impl Iterator<Item = &'a Arc<Registration>> + 'a {
+        let slots = self.by_device.get(&self.device_hasher.hash_one(device_id));
+        slots.into_iter().flat_map(Slots::iter).map(|slot| self.at(slot)).filter(move |r| r.device_id == device_id)
     }
 
     /// Removes the device from every pubkey that registered it.
     pub fn remove_device(&mut self, device_id: &str) {
-        for pubkey in self.by_device.get(device_id).cloned().unwrap_or_default() {
+        let pubkeys: Vec<Hash32> = self.of_device(device_id).map(|r| r.pubkey).collect();
+        for pubkey in pubkeys {
             self.remove(&pubkey, device_id);
         }
     }
 
     pub fn has_device(&self, device_id: &str) -> bool {
-        self.by_device.contains_key(device_id)
+        self.of_device(device_id).next().is_some()
     }
 
     pub fn has_pubkey(&self, pubkey: &Hash32) -> bool {
@@ -156,8 +229,8 @@ impl RegistrationIndex {
     }
 
     pub fn remove_pubkey(&mut self, pubkey: &Hash32) {
-        for device_id in self.by_pubkey.get(pubkey).cloned().unwrap_or_default() {
-            self.remove(pubkey, &device_id);
+        for r in self.registrations_of(pubkey) {
+            self.remove(pubkey, &r.device_id);
         }
     }
 
@@ -170,38 +243,38 @@ impl RegistrationIndex {
     }
 
     pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {
-        let mut found: Vec<Arc<Registration>> = self
-            .by_pubkey
-            .get(pubkey)
-            .into_iter()
-            .flatten()
-            .map(|device_id| self.registrations[&(*pubkey, device_id.clone())].clone())
-            .collect();
+        let slots = self.by_pubkey.get(pubkey);
+        let mut found: Vec<Arc<Registration>> =
+            slots.into_iter().flat_map(Slots::iter).map(|slot| self.at(slot).clone()).collect();
         found.sort_by(|a, b| a.device_id.cmp(&b.device_id));
         found
     }
 
+    fn all(&self) -> impl Iterator<Item = &Arc<Registration>> {
+        self.slots.iter().flatten()
+    }
+
     pub fn len(&self) -> usize {
-        self.registrations.len()
+        self.slots.len() - self.free.len()
     }
 
     /// The registrations `wanted` picks: (pubkey, device id, when last changed).
     pub fn devices_where(&self, wanted: impl Fn(&Registration) -> bool) -> Vec<(Hash32, String, i64)> {
-        let picked = self.registrations.values().filter(|r| wanted(r));
+        let picked = self.all().filter(|r| wanted(r));
         picked.map(|r| (r.pubkey, r.device_id.clone(), r.updated_at)).collect()
     }
 
     /// Registered devices per platform (apns, fcm, unifiedpush, webpush).
     pub fn platforms(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
-        for registration in self.registrations.values() {
+        for registration in self.all() {
             *counts.entry(registration.device.platform()).or_default() += 1;
         }
         counts
     }
 
     pub fn is_empty(&self) -> bool {
-        self.registrations.is_empty()
+        self.len() == 0
     }
 
     /// The registrations an event should notify now (README, "Push delivery"): a `p` tag in its `#p` or an `e`/`h` tag in
@@ -214,35 +287,42 @@ impl RegistrationIndex {
         timeout_secs: i64,
         rule: Hellthreads,
     ) -> Vec<Arc<Registration>> {
-        let (mut via_p, mut via_e): (HashSet<&RegistrationKey>, HashSet<&RegistrationKey>) =
-            (HashSet::new(), HashSet::new());
-        let mut mentioned: HashSet<&str> = HashSet::new();
+        let (mut via_p, mut via_e): (Vec<Slot>, Vec<Slot>) = (Vec::new(), Vec::new());
+        let mut mentioned: Vec<&str> = Vec::new();
         for (letter, value) in event.indexed_tags() {
             match letter {
                 'p' => {
-                    mentioned.insert(value);
-                    via_p.extend(self.by_p.get(value).into_iter().flatten());
+                    mentioned.push(value);
+                    let slots = parse_hash(value).and_then(|p| self.by_p.get(&p));
+                    via_p.extend(slots.into_iter().flat_map(Slots::iter));
                 }
-                'e' | 'h' => via_e.extend(self.by_e.get(value).into_iter().flatten()),
+                'e' | 'h' => via_e.extend(self.by_e.get(&TagValue::new(value)).into_iter().flat_map(Slots::iter)),
                 _ => {}
             }
         }
+        via_e.sort_unstable();
+        via_e.dedup();
+        via_p.sort_unstable();
+        via_p.dedup();
+        via_p.retain(|slot| via_e.binary_search(slot).is_err());
+        mentioned.sort_unstable();
+        mentioned.dedup();
         // A hellthread reaches those who asked to be spared (or everyone, by the operator's choice) only through
         // the groups they watch, never through their `p` tag.
         let hellthread = mentioned.len() > rule.max_mentions;
         let spared = |r: &Registration| hellthread && (rule.for_everyone || r.limit_mentions);
-        let author = event.event.pubkey.to_hex();
+        let author = event.pubkey();
         let kind = event.kind();
         let from_anyone = kind == GIFT_WRAP_KIND; // signed by a throwaway key, never a contact
         let mut found: Vec<Arc<Registration>> = via_e
             .iter()
-            .map(|key| &self.registrations[*key])
-            .chain(via_p.difference(&via_e).map(|key| &self.registrations[*key]).filter(|r| !spared(r)))
+            .map(|slot| self.at(*slot))
+            .chain(via_p.iter().map(|slot| self.at(*slot)).filter(|r| !spared(r)))
             .filter(|r| {
                 r.kinds.contains(&kind)
-                    && r.pubkey != *event.pubkey()
-                    && !r.exclude_authors.contains(&author)
-                    && (!r.only_from_authors || from_anyone || r.authors.contains(&author))
+                    && r.pubkey != *author
+                    && r.exclude_authors.binary_search(author).is_err()
+                    && (!r.only_from_authors || from_anyone || r.authors.binary_search(author).is_ok())
                     && !(r.has_presence() && self.presence(&r.pubkey).is_online(now, timeout_secs))
             })
             .cloned()
@@ -261,9 +341,9 @@ pub(super) mod tests {
         let device_id = format!("{device:02x}").repeat(32);
         let device = Device::parse(&device_id, &[], false).unwrap();
         Registration {
-            kinds: vec![1],
-            p_tags: vec![hex::encode([pubkey; 32])],
-            relays: relays.to_vec(),
+            kinds: [1].into(),
+            p_tags: [[pubkey; 32]].into(),
+            relays: relays.into(),
             ..Registration::new([pubkey; 32], &device_id, device, 0)
         }
     }
@@ -287,8 +367,8 @@ pub(super) mod tests {
         index.insert(registration(1, 1, &[]));
         let mut spared = registration(2, 2, &[]);
         spared.limit_mentions = true;
-        spared.kinds = vec![1, 9];
-        spared.e_tags = vec!["group".into()];
+        spared.kinds = [1, 9].into();
+        spared.e_tags = [TagValue::new("group")].into();
         index.insert(spared);
         let author = Keys::generate();
         assert_eq!(notified(&index, &event(&author, 1, 3, None), false), vec![1, 2], "three mentions: no hellthread");
@@ -302,9 +382,9 @@ pub(super) mod tests {
         let mut index = RegistrationIndex::default();
         let (friend, stranger) = (Keys::generate(), Keys::generate());
         let mut picky = registration(1, 1, &[]);
-        picky.kinds = vec![1, 1059];
+        picky.kinds = [1, 1059].into();
         picky.only_from_authors = true;
-        picky.authors = vec![friend.public_key().to_hex()];
+        picky.authors = [friend.public_key().to_bytes()].into();
         index.insert(picky);
         assert_eq!(notified(&index, &event(&friend, 1, 1, None), false), vec![1]);
         assert!(notified(&index, &event(&stranger, 1, 1, None), false).is_empty());

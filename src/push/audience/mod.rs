@@ -9,6 +9,7 @@ pub mod mutes;
 pub mod registry;
 pub mod subscription;
 pub mod update;
+pub mod values;
 pub mod watch_plan;
 
 use std::collections::BTreeMap;

@@ -11,6 +11,7 @@ use tokio::sync::Mutex;
 
 use super::index::{Hellthreads, Presence, Registration, RegistrationIndex};
 use super::update::RegistrationUpdate;
+use super::values;
 use crate::config::PushConfig;
 use crate::protocol::filter::Hash32;
 use crate::protocol::{Refusal, VerifiedEvent};
@@ -311,26 +312,31 @@ impl Registry {
 }
 
 fn merged(mut registration: Registration, update: &RegistrationUpdate, now: i64) -> Registration {
-    let replace = |field: &mut Vec<String>, new: &Option<Vec<String>>| {
-        if let Some(new) = new {
-            field.clone_from(new);
-        }
-    };
     if let Some(kinds) = &update.kinds {
-        registration.kinds.clone_from(kinds);
+        registration.kinds = kinds.as_slice().into();
     }
-    replace(&mut registration.p_tags, &update.p_tags);
-    replace(&mut registration.e_tags, &update.e_tags);
-    replace(&mut registration.authors, &update.authors);
-    replace(&mut registration.exclude_authors, &update.exclude_authors);
-    replace(&mut registration.relays, &update.relays);
+    if let Some(p_tags) = &update.p_tags {
+        registration.p_tags = values::pubkeys(p_tags);
+    }
+    if let Some(e_tags) = &update.e_tags {
+        registration.e_tags = values::tag_values(e_tags);
+    }
+    if let Some(authors) = &update.authors {
+        registration.authors = values::pubkeys(authors);
+    }
+    if let Some(exclude_authors) = &update.exclude_authors {
+        registration.exclude_authors = values::pubkeys(exclude_authors);
+    }
+    if let Some(relays) = &update.relays {
+        registration.relays = relays.as_slice().into();
+    }
     registration.only_from_authors = update.only_from_authors.unwrap_or(registration.only_from_authors);
     registration.limit_mentions = update.limit_mentions.unwrap_or(registration.limit_mentions);
     // A registration that never named `#p` (YakiHonne's) is for its signer (README, "Push registration"); an empty
     // list is taken the same way, so that such registrations stored earlier mend themselves at the app's next
     // heartbeat.
     if update.p_tags.is_none() && registration.p_tags.is_empty() {
-        registration.p_tags = vec![hex::encode(registration.pubkey)];
+        registration.p_tags = [registration.pubkey].into();
     }
     registration.updated_at = now;
     registration
@@ -340,12 +346,12 @@ fn row_of(r: &Registration) -> RegistrationRow {
     RegistrationRow {
         pubkey: r.pubkey,
         device_id: r.device_id.clone(),
-        kinds: r.kinds.clone(),
-        p_tags: r.p_tags.clone(),
-        e_tags: r.e_tags.clone(),
-        authors: r.authors.clone(),
-        exclude_authors: r.exclude_authors.clone(),
-        relays: r.relays.clone(),
+        kinds: r.kinds.to_vec(),
+        p_tags: values::hex_list(&r.p_tags),
+        e_tags: values::text_list(&r.e_tags),
+        authors: values::hex_list(&r.authors),
+        exclude_authors: values::hex_list(&r.exclude_authors),
+        relays: r.relays.to_vec(),
         platform: r.device.platform().to_owned(),
         created_at: r.created_at,
         updated_at: r.updated_at,
@@ -359,12 +365,12 @@ fn registration_from_row(row: RegistrationRow, device: Device) -> Registration {
         pubkey: row.pubkey,
         device_id: row.device_id,
         device,
-        kinds: row.kinds,
-        p_tags: row.p_tags,
-        e_tags: row.e_tags,
-        authors: row.authors,
-        exclude_authors: row.exclude_authors,
-        relays: row.relays,
+        kinds: row.kinds.into(),
+        p_tags: values::pubkeys(&row.p_tags),
+        e_tags: values::tag_values(&row.e_tags),
+        authors: values::pubkeys(&row.authors),
+        exclude_authors: values::pubkeys(&row.exclude_authors),
+        relays: row.relays.into(),
         created_at: row.created_at,
         updated_at: row.updated_at,
         only_from_authors: row.only_from_authors,

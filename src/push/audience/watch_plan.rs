@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashSet};
 use super::inbox::{INBOX_KINDS, INBOX_RELAYS_KIND};
 use super::index::{Registration, RegistrationIndex};
 use super::mutes::MUTE_LIST_KIND;
+use super::values::TagValue;
 use crate::protocol::Filter;
 use crate::protocol::filter::Hash32;
 
@@ -32,14 +33,14 @@ struct Wanted {
 }
 
 impl Wanted {
-    fn add(&mut self, r: &Registration, kinds: &[u16], p: &[String]) {
-        self.add_for(r.pubkey, kinds, p, &r.e_tags);
+    fn add(&mut self, r: &Registration) {
+        self.add_for(r.pubkey, &r.kinds, &r.p_tags, &r.e_tags);
     }
 
-    fn add_for(&mut self, pubkey: Hash32, kinds: &[u16], p: &[String], e: &[String]) {
+    fn add_for(&mut self, pubkey: Hash32, kinds: &[u16], p: &[Hash32], e: &[TagValue]) {
         self.kinds.extend(kinds);
-        self.p.extend(p.iter().cloned());
-        self.e.extend(e.iter().cloned());
+        self.p.extend(p.iter().map(hex::encode));
+        self.e.extend(e.iter().map(TagValue::to_string));
         self.pubkeys.insert(pubkey);
     }
 }
@@ -101,7 +102,7 @@ impl RegistrationIndex {
             let mut slots = RelaySlots { taken: Vec::new(), max: per_pubkey };
             for r in &registrations {
                 for relay in r.relays.iter().filter(|relay| slots.take(relay)) {
-                    wanted.entry(relay.clone()).or_default().add(r, &r.kinds, &r.p_tags);
+                    wanted.entry(relay.clone()).or_default().add(r);
                 }
             }
             let inbox_relays = inbox(pubkey);
@@ -110,9 +111,8 @@ impl RegistrationIndex {
                 if kinds.is_empty() {
                     continue;
                 }
-                let me = [hex::encode(pubkey)];
                 for relay in inbox_relays.iter().filter(|relay| slots.take(relay)) {
-                    wanted.entry(relay.clone()).or_default().add_for(*pubkey, &kinds, &me, &[]);
+                    wanted.entry(relay.clone()).or_default().add_for(*pubkey, &kinds, &[*pubkey], &[]);
                 }
             }
         }

@@ -312,7 +312,7 @@ async fn yakihonnes_registration_as_sent_pushes_its_signers_mentions() {
     assert!(accepted && reason.is_empty(), "{reason}");
     let push = relay.push();
     let registered = push.registry().registrations_of(user.public_key().as_bytes());
-    assert_eq!(registered[0].p_tags, [user.public_key().to_hex()], "a registration without #p is for its signer");
+    assert_eq!(*registered[0].p_tags, [user.public_key().to_bytes()], "a registration without #p is for its signer");
     // Three minutes after a beat, the user is still in the app: the default timeout outlasts YakiHonne's beat.
     let beat = now() as i64;
     assert!(push.registry().is_online(user.public_key().as_bytes(), beat + 185));

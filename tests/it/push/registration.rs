@@ -9,6 +9,7 @@ use crate::common::*;
 use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::audience::index::Registration;
+use pushrelay::push::audience::values::TagValue;
 use pushrelay::push::device::Device;
 use serde_json::{Value, json};
 
@@ -79,10 +80,10 @@ async fn a_full_registration_is_applied_with_either_cipher() {
         let r = &stored[0];
         assert_eq!(r.device_id, apns_device(n));
         assert_eq!(r.device, Device::Apns { topic: Some(BUNDLE.into()), token: format!("{n:02x}").repeat(32) });
-        assert_eq!(r.kinds, vec![4, 1059, 9735, 7]);
-        assert_eq!(r.p_tags, vec![user.public_key().to_hex()]);
-        assert_eq!(r.e_tags, vec!["group-1".to_string()]);
-        assert_eq!(r.relays, vec!["wss://relay.example.com".to_string()]);
+        assert_eq!(*r.kinds, [4, 1059, 9735, 7]);
+        assert_eq!(*r.p_tags, [user.public_key().to_bytes()]);
+        assert_eq!(*r.e_tags, [TagValue::new("group-1")]);
+        assert_eq!(*r.relays, ["wss://relay.example.com"]);
         assert_eq!(r.authors.len(), 1);
         assert!(!online(&relay, &user), "a registration alone says nothing of presence");
     }
@@ -178,7 +179,7 @@ async fn partial_updates_keep_the_other_fields() {
     // Named device: only that one changes, only in the field sent.
     assert!(try_register(&mut client, &relay, &user, json!({"deviceId": apns_device(1), "kinds": [1]})).await.0);
     let after = registrations(&relay, &user);
-    assert_eq!(after[0].kinds, vec![1]);
+    assert_eq!(*after[0].kinds, [1]);
     assert_eq!(after[0].p_tags, before[0].p_tags);
     assert_eq!(after[0].relays, before[0].relays);
     assert_eq!(after[1].kinds, before[1].kinds);
@@ -186,7 +187,7 @@ async fn partial_updates_keep_the_other_fields() {
     // No device id: every device of the pubkey takes the field.
     assert!(try_register(&mut client, &relay, &user, json!({"#e": ["group-2"], "whatever": 1})).await.0);
     for r in registrations(&relay, &user) {
-        assert_eq!(r.e_tags, vec!["group-2".to_string()]);
+        assert_eq!(*r.e_tags, [TagValue::new("group-2")]);
     }
     // An empty kinds list notifies nothing.
     assert!(try_register(&mut client, &relay, &user, json!({"kinds": []})).await.0);
@@ -253,7 +254,7 @@ async fn replays_and_stale_events_change_nothing() {
     let (accepted, reason) = client.publish(&older).await;
     assert!(accepted);
     assert!(reason.starts_with("duplicate:"), "{reason}");
-    assert_eq!(registrations(&relay, &user)[0].kinds, vec![4]);
+    assert_eq!(*registrations(&relay, &user)[0].kinds, [4]);
 
     // Outside the window around now (default 600 s): refused.
     let stale = registration_event(&user, &push_key, &json!({"online": 1}), Cipher::Nip04, t - 3600);

@@ -207,7 +207,7 @@ async fn relays_on_private_addresses_or_plain_ws_are_left_out_by_default() {
         let (accepted, reason) = register(&relay, &user, &[bad, "wss://relay.example.com"]).await;
         assert!(accepted, "{bad}");
         assert!(reason.starts_with("relays: left out"), "{bad}: {reason}");
-        assert_eq!(relays_of_user(), ["wss://relay.example.com"]);
+        assert_eq!(*relays_of_user(), ["wss://relay.example.com"]);
     }
     assert_eq!(register(&relay, &user, &["wss://relay.example.com"]).await, (true, String::new()));
     let _: Value = relay.nip11().await;
