@@ -82,6 +82,13 @@ pub trait RegistrationStore: Send + Sync {
     /// Every registration and presence row, or one pubkey's.
     async fn load_registrations(&self, pubkey: Option<&Hash32>) -> Result<RegistrationRows, StoreError>;
 
+    /// Every registration, handed to `visit` a row at a time, and then every presence row: a node's rows (a million
+    /// of 0xchat's shape are gigabytes as rows) are never all in memory at once (SCALING.md).
+    async fn each_registration(
+        &self,
+        visit: &mut (dyn FnMut(RegistrationRow) + Send),
+    ) -> Result<Vec<PresenceRow>, StoreError>;
+
     /// The `created_at` of the newest change applied for the pubkey, if any.
     async fn last_applied(&self, pubkey: &Hash32) -> Result<Option<i64>, StoreError>;
 
@@ -180,18 +187,23 @@ pub(super) fn encoded_lists(row: &RegistrationRow) -> [String; 6] {
 }
 
 /// Decodes what the two reads of `load_registrations` returned.
+/// Presence rows as read.
+pub(super) fn presence_rows(presence: Vec<(Vec<u8>, i64, i64)>) -> Result<Vec<PresenceRow>, StoreError> {
+    presence
+        .into_iter()
+        .map(|(key, online, last_heartbeat)| {
+            Ok(PresenceRow { pubkey: pubkey(key)?, online: online != 0, last_heartbeat })
+        })
+        .collect()
+}
+
 pub(super) fn decoded(
     registrations: Vec<StoredRegistration>,
     presence: Vec<(Vec<u8>, i64, i64)>,
 ) -> Result<RegistrationRows, StoreError> {
     Ok(RegistrationRows {
         registrations: registrations.into_iter().map(StoredRegistration::decode).collect::<Result<_, _>>()?,
-        presence: presence
-            .into_iter()
-            .map(|(key, online, last_heartbeat)| {
-                Ok(PresenceRow { pubkey: pubkey(key)?, online: online != 0, last_heartbeat })
-            })
-            .collect::<Result<_, StoreError>>()?,
+        presence: presence_rows(presence)?,
     })
 }
 

@@ -180,6 +180,12 @@ impl RegistrationIndex {
         self.slots[slot as usize] = Some(Arc::new(registration));
     }
 
+    pub fn insert_all(&mut self, registrations: impl IntoIterator<Item = Registration>) {
+        for registration in registrations {
+            self.insert(registration);
+        }
+    }
+
     pub fn remove(&mut self, pubkey: &Hash32, device_id: &str) {
         let Some(slot) = self.slot_of(pubkey, device_id) else { return };
         let old = self.slots[slot as usize].take().expect("a slot found is filled");

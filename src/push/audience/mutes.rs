@@ -84,6 +84,8 @@ impl MuteList {
 #[derive(Default)]
 pub struct MuteLists {
     lists: RwLock<HashMap<Hash32, Arc<MuteList>>>,
+    /// What every pubkey without a list shares (most have none; a list each would cost every registration).
+    none: Arc<MuteList>,
 }
 
 impl MuteLists {
@@ -105,7 +107,7 @@ impl MuteLists {
 
     /// Records that `pubkey`'s stored list was looked for, found or not (an empty list, replaced by any real one).
     pub fn mark_checked(&self, pubkey: &Hash32) {
-        self.lists.write().expect("mute lists lock").entry(*pubkey).or_default();
+        self.lists.write().expect("mute lists lock").entry(*pubkey).or_insert_with(|| self.none.clone());
     }
 
     pub fn knows(&self, pubkey: &Hash32) -> bool {

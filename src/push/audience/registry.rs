@@ -67,12 +67,10 @@ impl Registry {
     pub async fn load(&self) -> Result<(), StoreError> {
         // Under the change lock, so that a change made here meanwhile is not overwritten by an older snapshot.
         let _serialised = self.changes.lock().await;
-        let rows = self.store.load_registrations(None).await?;
         let mut index = RegistrationIndex::default();
-        for registration in self.registrations(rows.registrations) {
-            index.insert(registration);
-        }
-        for presence in rows.presence {
+        // Each row becomes its compact registration before the next is read.
+        let presence = self.store.each_registration(&mut |row| index.insert_all(self.registration(row))).await?;
+        for presence in presence {
             index.set_presence(presence.pubkey, stored_presence(&presence));
         }
         tracing::info!(registrations = index.len(), "push registrations loaded");
@@ -98,15 +96,17 @@ impl Registry {
 
     /// The stored rows whose device this configuration accepts (a bundle id since removed, say, is skipped).
     fn registrations(&self, rows: Vec<RegistrationRow>) -> Vec<Registration> {
-        rows.into_iter()
-            .filter_map(|row| match self.parse_device(&row.device_id) {
-                Ok(device) => Some(registration_from_row(row, device)),
-                Err(e) => {
-                    tracing::warn!(device = shorten(&row.device_id), "stored registration skipped: {e}");
-                    None
-                }
-            })
-            .collect()
+        rows.into_iter().filter_map(|row| self.registration(row)).collect()
+    }
+
+    fn registration(&self, row: RegistrationRow) -> Option<Registration> {
+        match self.parse_device(&row.device_id) {
+            Ok(device) => Some(registration_from_row(row, device)),
+            Err(e) => {
+                tracing::warn!(device = shorten(&row.device_id), "stored registration skipped: {e}");
+                None
+            }
+        }
     }
 
     /// Applies one decrypted registration event of `pubkey`, created at `created_at`, at relay time `now`. Without

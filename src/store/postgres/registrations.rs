@@ -2,15 +2,17 @@
 //! `REGISTRATIONS_CHANNEL` inside its transaction, so that the other nodes re-read that pubkey (see `cluster`).
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use sqlx::postgres::PgConnection;
 
 use super::PgStore;
 use crate::protocol::filter::Hash32;
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, REMOVE_REGISTRATION,
-    RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE,
-    SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
+    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, PresenceRow, REMOVE_DEVICE, REMOVE_PUBKEY,
+    REMOVE_REGISTRATION, RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore,
+    SAVE_PRESENCE, SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, StoredRegistration, decoded,
+    encoded_lists, presence_rows, pubkey,
 };
 
 /// The channel registration changes are announced on, with `<node> <pubkey hex>`.
@@ -34,6 +36,17 @@ impl RegistrationStore for PgStore {
             ),
         };
         decoded(registrations, presence)
+    }
+
+    async fn each_registration(
+        &self,
+        visit: &mut (dyn FnMut(RegistrationRow) + Send),
+    ) -> Result<Vec<PresenceRow>, StoreError> {
+        let mut rows = sqlx::query_as::<_, StoredRegistration>(SELECT_REGISTRATIONS).fetch(&self.pool);
+        while let Some(row) = rows.try_next().await? {
+            visit(row.decode()?);
+        }
+        presence_rows(sqlx::query_as(SELECT_PRESENCE).fetch_all(&self.pool).await?)
     }
 
     async fn last_applied(&self, pubkey: &Hash32) -> Result<Option<i64>, StoreError> {

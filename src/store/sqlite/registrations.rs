@@ -2,6 +2,7 @@
 //! one writer; reads go to the read pool.
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use rusqlite::{OptionalExtension, Transaction, params};
 
 use super::SqliteStore;
@@ -9,9 +10,10 @@ use super::write::Synchronous;
 use crate::protocol::filter::Hash32;
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, REMOVE_DEVICE, REMOVE_PUBKEY, REMOVE_REGISTRATION,
-    RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore, SAVE_PRESENCE,
-    SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, decoded, encoded_lists, pubkey,
+    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, PresenceRow, REMOVE_DEVICE, REMOVE_PUBKEY,
+    REMOVE_REGISTRATION, RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore,
+    SAVE_PRESENCE, SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, StoredRegistration, decoded,
+    encoded_lists, presence_rows, pubkey,
 };
 
 // Registrations and heartbeats are re-sent by the apps, so their commits are `Synchronous::Normal`: safe against a
@@ -38,6 +40,17 @@ impl RegistrationStore for SqliteStore {
             ),
         };
         decoded(registrations, presence)
+    }
+
+    async fn each_registration(
+        &self,
+        visit: &mut (dyn FnMut(RegistrationRow) + Send),
+    ) -> Result<Vec<PresenceRow>, StoreError> {
+        let mut rows = sqlx::query_as::<_, StoredRegistration>(SELECT_REGISTRATIONS).fetch(&self.readers);
+        while let Some(row) = rows.try_next().await? {
+            visit(row.decode()?);
+        }
+        presence_rows(sqlx::query_as(SELECT_PRESENCE).fetch_all(&self.readers).await?)
     }
 
     async fn last_applied(&self, pubkey: &Hash32) -> Result<Option<i64>, StoreError> {
