@@ -1,5 +1,5 @@
 //! The in-memory registration index the push matcher queries: registrations in slots, found by the `p` values and
-//! by the `e`/`h` values they watch, by pubkey and by device, plus every pubkey's presence. Finding the devices for
+//! by the `e`/`h` values they watch, by pubkey (with its presence) and by device. Finding the devices for
 //! an event costs a few hash look-ups per tag, however many devices are registered. The database is the source of
 //! truth; this index is rebuilt from it at start and updated after every committed change.
 //!
@@ -146,16 +146,23 @@ fn remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, key: &K, slot: S
     }
 }
 
+/// What the index keeps of one pubkey, in one map entry: its registrations' slots (None once it has none left) and
+/// its presence.
+#[derive(Default)]
+pub(super) struct OfPubkey {
+    slots: Option<Slots>,
+    presence: Presence,
+}
+
 #[derive(Default)]
 pub struct RegistrationIndex {
     slots: Vec<Option<Arc<Registration>>>,
     free: Vec<Slot>,
-    pub(super) by_pubkey: HashMap<Hash32, Slots>,
+    by_pubkey: HashMap<Hash32, OfPubkey>,
     /// By a hash of the device id (the registrations hold the id itself, checked on each look-up).
     by_device: HashMap<u64, Slots>,
     by_p: HashMap<Hash32, Slots>,
     by_e: HashMap<TagValue, Slots>,
-    presence: HashMap<Hash32, Presence>,
     device_hasher: RandomState,
 }
 
@@ -175,7 +182,11 @@ impl RegistrationIndex {
         for e in &registration.e_tags {
             add(&mut self.by_e, e.clone(), slot);
         }
-        add(&mut self.by_pubkey, registration.pubkey, slot);
+        let of_pubkey = self.by_pubkey.entry(registration.pubkey).or_default();
+        match &mut of_pubkey.slots {
+            Some(slots) => slots.add(slot),
+            None => of_pubkey.slots = Some(Slots::One(slot)),
+        }
         add(&mut self.by_device, self.device_hasher.hash_one(&registration.device_id), slot);
         self.slots[slot as usize] = Some(Arc::new(registration));
     }
@@ -195,13 +206,29 @@ impl RegistrationIndex {
         for e in &old.e_tags {
             remove(&mut self.by_e, e, slot);
         }
-        remove(&mut self.by_pubkey, pubkey, slot);
+        if let Some(of_pubkey) = self.by_pubkey.get_mut(pubkey) {
+            if of_pubkey.slots.as_mut().is_some_and(|slots| slots.remove(slot)) {
+                of_pubkey.slots = None;
+            }
+            if of_pubkey.slots.is_none() && of_pubkey.presence == Presence::default() {
+                self.by_pubkey.remove(pubkey);
+            }
+        }
         remove(&mut self.by_device, &self.device_hasher.hash_one(device_id), slot);
         self.free.push(slot);
     }
 
     fn slot_of(&self, pubkey: &Hash32, device_id: &str) -> Option<Slot> {
-        self.by_pubkey.get(pubkey)?.iter().find(|slot| self.at(*slot).device_id == device_id)
+        self.slots_of(pubkey)?.iter().find(|slot| self.at(*slot).device_id == device_id)
+    }
+
+    fn slots_of(&self, pubkey: &Hash32) -> Option<&Slots> {
+        self.by_pubkey.get(pubkey)?.slots.as_ref()
+    }
+
+    /// The pubkeys with registrations.
+    pub(super) fn registered(&self) -> impl Iterator<Item = &Hash32> {
+        self.by_pubkey.iter().filter(|(_, of)| of.slots.is_some()).map(|(pubkey, _)| pubkey)
     }
 
     fn at(&self, slot: Slot) -> &Arc<Registration> {
@@ -227,11 +254,11 @@ impl RegistrationIndex {
     }
 
     pub fn has_pubkey(&self, pubkey: &Hash32) -> bool {
-        self.by_pubkey.contains_key(pubkey)
+        self.slots_of(pubkey).is_some()
     }
 
     pub fn pubkeys(&self) -> Vec<Hash32> {
-        self.by_pubkey.keys().copied().collect()
+        self.registered().copied().collect()
     }
 
     pub fn remove_pubkey(&mut self, pubkey: &Hash32) {
@@ -241,15 +268,24 @@ impl RegistrationIndex {
     }
 
     pub fn set_presence(&mut self, pubkey: Hash32, presence: Presence) {
-        self.presence.insert(pubkey, presence);
+        match self.by_pubkey.get_mut(&pubkey) {
+            Some(of) if of.slots.is_none() && presence == Presence::default() => {
+                self.by_pubkey.remove(&pubkey);
+            }
+            Some(of) => of.presence = presence,
+            None if presence == Presence::default() => {}
+            None => {
+                self.by_pubkey.insert(pubkey, OfPubkey { slots: None, presence });
+            }
+        }
     }
 
     pub fn presence(&self, pubkey: &Hash32) -> Presence {
-        self.presence.get(pubkey).copied().unwrap_or_default()
+        self.by_pubkey.get(pubkey).map(|of| of.presence).unwrap_or_default()
     }
 
     pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {
-        let slots = self.by_pubkey.get(pubkey);
+        let slots = self.slots_of(pubkey);
         let mut found: Vec<Arc<Registration>> =
             slots.into_iter().flat_map(Slots::iter).map(|slot| self.at(slot).clone()).collect();
         found.sort_by(|a, b| a.device_id.cmp(&b.device_id));

@@ -95,7 +95,7 @@ impl RegistrationIndex {
         inbox: &dyn Fn(&Hash32) -> Vec<String>,
     ) -> BTreeMap<String, Wanted> {
         let mut wanted: BTreeMap<String, Wanted> = BTreeMap::new();
-        for pubkey in self.by_pubkey.keys() {
+        for pubkey in self.registered() {
             let online = self.presence(pubkey).is_online(now, timeout_secs);
             let mut registrations = self.registrations_of(pubkey);
             registrations.retain(|r| !r.kinds.is_empty() && (!online || !r.has_presence()));
