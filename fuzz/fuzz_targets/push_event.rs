@@ -8,9 +8,10 @@ use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use pushrelay::protocol::VerifiedEvent;
-use pushrelay::push::device::Device;
 use pushrelay::push::audience::index::{Hellthreads, Registration, RegistrationIndex};
 use pushrelay::push::audience::mutes::{MuteList, MuteLists};
+use pushrelay::push::audience::values::TagValue;
+use pushrelay::push::device::Device;
 use pushrelay::push::text::{Summary, body, profile_name};
 use pushrelay::push::zap;
 use serde_json::{Value, json};
@@ -22,9 +23,9 @@ static INDEX: LazyLock<RegistrationIndex> = LazyLock::new(|| {
     let device_id = "ab".repeat(32);
     let device = Device::parse(&device_id, &[], false).unwrap();
     index.insert(Registration {
-        kinds: vec![1, 4, 7, 9, 1059, 9735, 10000],
-        p_tags: vec![hex::encode(USER)],
-        e_tags: vec!["group-1".into(), "ee".repeat(32)],
+        kinds: [1, 4, 7, 9, 1059, 9735, 10000].into(),
+        p_tags: [USER].into(),
+        e_tags: [TagValue::new("group-1"), TagValue::new(&"ee".repeat(32))].into(),
         limit_mentions: true,
         ..Registration::new(USER, &device_id, device, 0)
     });

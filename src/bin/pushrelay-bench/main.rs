@@ -125,6 +125,14 @@ enum Scenario {
         #[arg(long, default_value = "small")]
         shape: String,
     },
+    /// Offline devices watching one public channel through #e, then one message to it: every push timed at an
+    /// APNs stand-in the relay must be pointed at (ours only: scripts/scale with SHAPES=group).
+    Group {
+        #[arg(long, default_value = "127.0.0.1:7800")]
+        apns_listen: String,
+        #[arg(long, default_value_t = 10_000)]
+        count: usize,
+    },
     /// Idle connections, and what each costs the relay in memory (needs --pid).
     Idle {
         #[arg(long, default_value_t = 1_000)]
@@ -156,6 +164,7 @@ async fn main() {
         Scenario::Registrations { count, shape } => {
             registrations::registrations(&cli.url, cli.pid, count, &shape).await
         }
+        Scenario::Group { apns_listen, count } => registrations::group(&cli.url, cli.pid, &apns_listen, count).await,
         Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
     };
     match outcome {

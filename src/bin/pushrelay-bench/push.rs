@@ -39,7 +39,7 @@ pub(crate) async fn push_pubkey(url: &str) -> Result<PublicKey, String> {
 
 /// An APNs stand-in on `listen`, HTTP/2 without TLS (as the relay speaks to an `http://` endpoint): every request
 /// is answered 200, and its event id noted with the time it arrived.
-async fn apns_stand_in(listen: &str, arrivals: Arrivals) -> Result<(), String> {
+pub(crate) async fn apns_stand_in(listen: &str, arrivals: Arrivals) -> Result<(), String> {
     let listener =
         tokio::net::TcpListener::bind(listen).await.map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     let app = Router::new()

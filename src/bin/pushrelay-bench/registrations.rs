@@ -3,7 +3,11 @@
 //! per relay CPU-second (SCALING.md). Two shapes: `small` (one `#p`, one `#e`, one kind) and `0xchat` (0xchat's
 //! real shape: 200 contacts in `authors`, 64 `#p`, 20 `#e`, six kinds; no relays, so that nothing is watched).
 //!
-//! The relay must not limit the publisher's address: `[limits] ip_events_per_minute = 0` (`scripts/scale` sets it).
+//! `group` registers devices of the third shape, `group` (each watching one public channel through `#e`), then
+//! publishes one message to the channel and times every push to the APNs stand-in: the fan-out of issue 36.
+//!
+//! The relay must not limit the publisher's address: `[limits] ip_events_per_minute = 0`; for `group`, APNs at the
+//! tool's stand-in (`scripts/scale` sets both).
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,10 @@ use nostr::prelude::*;
 use serde_json::{Value, json};
 
 use crate::report::Report;
-use crate::scenarios::{cpu_seconds, publish, rss_kib};
+use crate::scenarios::{arrival_latencies, cpu_seconds, publish, publish_at_rate, rss_kib};
+
+/// The public channel (NIP-28) every `group` device watches.
+const CHANNEL: &str = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
 
 pub(crate) async fn registrations(url: &str, pid: Option<u32>, count: usize, shape: &str) -> Result<Report, String> {
     let pid = pid.ok_or("registrations needs --pid: it reads the relay's memory")?;
@@ -44,6 +51,34 @@ pub(crate) async fn registrations(url: &str, pid: Option<u32>, count: usize, sha
     Ok(report)
 }
 
+pub(crate) async fn group(url: &str, pid: Option<u32>, apns_listen: &str, count: usize) -> Result<Report, String> {
+    let push_key = crate::push::push_pubkey(url).await?;
+    let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
+    crate::push::apns_stand_in(apns_listen, arrived).await?;
+    let registered = publish(url, make(&push_key, count, "group")?, 4, 64).await?;
+    if registered.accepted != count {
+        return Err(format!("{} of {count} registrations accepted: {:?}", registered.accepted, registered.refusal));
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let message = EventBuilder::new(Kind::ChannelMessage, "hello, channel")
+        .tag(Tag::parse(["e", CHANNEL, "", "root"]).map_err(|e| e.to_string())?)
+        .finalize(&Keys::generate())
+        .map_err(|e| e.to_string())?;
+    let cpu_before = pid.and_then(cpu_seconds);
+    let sent = publish_at_rate(url, vec![message], 1).await?;
+    let latencies = arrival_latencies(&sent, &mut arrivals, count).await;
+    let cpu = cpu_before.zip(pid.and_then(cpu_seconds)).map(|(b, a)| a - b);
+    let mut report = Report::new("group");
+    report.add("offline devices in the channel", count, "");
+    report.add("pushes arrived", latencies.len(), &format!("of {count}"));
+    if let Some(cpu) = cpu.filter(|cpu| *cpu > 0.0) {
+        report.add("relay cpu", (cpu * 100.0).round() / 100.0, "s");
+        report.add("pushes per relay CPU-second", (latencies.len() as f64 / cpu).round(), "");
+    }
+    report.latencies("publish to push", latencies);
+    Ok(report)
+}
+
 /// The registrations, encrypted and signed before any clock starts.
 fn make(push_key: &PublicKey, count: usize, shape: &str) -> Result<Vec<Event>, String> {
     let contacts: Vec<String> = (0..200).map(|_| Keys::generate().public_key().to_hex()).collect();
@@ -69,6 +104,7 @@ fn content(user: &Keys, n: usize, shape: &str, contacts: &[String]) -> Result<Va
     let group = |g: usize| format!("{:064x}", n * 100 + g);
     match shape {
         "small" => Ok(json!({"kinds": [4], "deviceId": device, "#p": [me], "#e": [group(0)]})),
+        "group" => Ok(json!({"kinds": [42], "deviceId": device, "#p": [me], "#e": [CHANNEL]})),
         "0xchat" => {
             let mut p: Vec<String> = contacts[..63].to_vec();
             p.insert(0, me);
