@@ -111,9 +111,10 @@ impl Guard {
         Ok(())
     }
 
-    /// Whether the token may be woken now (`wakes_per_token_per_minute`, a second's worth at once at most).
-    pub(super) fn may_wake(&self, token: &Token) -> bool {
-        self.wakes.check_key(&self.key_of(token)).is_ok()
+    /// Whether the token (its `key_of`) may be woken now (`wakes_per_token_per_minute`, a second's worth at once at
+    /// most).
+    pub(super) fn may_wake(&self, key: &[u8; 32]) -> bool {
+        self.wakes.check_key(key).is_ok()
     }
 
     /// What stands for the token here: its salted SHA-256, no fingerprint anyone else can compute.

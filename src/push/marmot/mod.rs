@@ -153,10 +153,17 @@ impl Marmot {
     /// fresh encryption); the others are counted and dropped.
     fn within_rate(&self, tokens: Vec<Token>) -> Vec<Token> {
         let mut seen = std::collections::HashSet::new();
-        let tokens = tokens.into_iter().filter(|t| seen.insert(self.guard.key_of(t)));
-        let (may, may_not): (Vec<Token>, Vec<Token>) = tokens.partition(|t| self.guard.may_wake(t));
-        for token in may_not {
-            self.stats.wake(token.platform().label(), WakeOutcome::RateLimited);
+        let mut may = Vec::with_capacity(tokens.len());
+        for token in tokens {
+            let key = self.guard.key_of(&token);
+            if !seen.insert(key) {
+                continue;
+            }
+            if self.guard.may_wake(&key) {
+                may.push(token);
+            } else {
+                self.stats.wake(token.platform().label(), WakeOutcome::RateLimited);
+            }
         }
         may
     }
