@@ -28,7 +28,8 @@ pub struct PushConfig {
     pub max_e_tags: usize,
     pub max_authors: usize,
     pub max_relays: usize,
-    /// Push jobs sent at once.
+    /// Devices sent to at once: a round of claimed jobs (256) goes out together, as HTTP/2 streams on the
+    /// services' connections, so that a fan-out is not paced by the services' round trips.
     pub workers: usize,
     /// First retry of a failed push after this many milliseconds, doubling (with jitter) up to `retry_max_ms`.
     pub retry_initial_ms: u64,
@@ -105,7 +106,7 @@ impl Default for PushConfig {
             max_e_tags: 1000,
             max_authors: 5000,
             max_relays: 16,
-            workers: 16,
+            workers: 256,
             retry_initial_ms: 1000,
             retry_max_ms: 15 * 60 * 1000,
             max_job_age_secs: 24 * 3600,

@@ -97,9 +97,19 @@ pub trait RegistrationStore: Send + Sync {
     /// Deletes a device for every pubkey that registered it, or for `only` that pubkey; returns those pubkeys.
     async fn remove_device(&self, device_id: &str, only: Option<&Hash32>) -> Result<Vec<Hash32>, StoreError>;
 
-    /// Adds `count` (negative: takes away, down to 0) to the badge of the pubkey's registration of the device;
-    /// returns the new badge, or None when there is no such registration.
-    async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<i64>, StoreError>;
+    /// Adds each change's `count` (negative: takes away, down to 0) to the badge of the pubkey's registration of the
+    /// device, all in one transaction (a fan-out's pushes are counted a batch at a time, not a commit each); returns
+    /// each new badge in the changes' order, None where there is no such registration. A (pubkey, device) appears at
+    /// most once (the registry sums a batch's changes of one registration).
+    async fn add_to_badges(&self, changes: &[BadgeChange]) -> Result<Vec<Option<i64>>, StoreError>;
+}
+
+/// One registration's badge change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BadgeChange {
+    pub pubkey: Hash32,
+    pub device_id: String,
+    pub count: i64,
 }
 
 /// The statements the SQLite and PostgreSQL stores share (parameters in order of first use: rusqlite numbers `$n`
@@ -129,9 +139,6 @@ pub(super) const SAVE_PRESENCE: &str =
 pub(super) const REMOVE_DEVICE: &str = "DELETE FROM push_registrations WHERE device_id = $1 RETURNING pubkey";
 pub(super) const REMOVE_REGISTRATION: &str =
     "DELETE FROM push_registrations WHERE device_id = $1 AND pubkey = $2 RETURNING pubkey";
-pub(super) const ADD_TO_BADGE: &str =
-    "UPDATE push_registrations SET badge = CASE WHEN badge + $1 < 0 THEN 0 ELSE badge + $1 END
-     WHERE pubkey = $2 AND device_id = $3 RETURNING badge";
 
 /// A registration row as the tables hold it, lists as JSON text (read alike from either database).
 #[derive(sqlx::FromRow)]

@@ -6,6 +6,7 @@ pub mod callback_index;
 pub mod inbox;
 pub mod index;
 pub mod mutes;
+pub mod names;
 pub mod registry;
 pub mod subscription;
 pub mod update;
@@ -26,7 +27,11 @@ use crate::store::{EventStore, Visibility};
 use callback_index::CallbackIndex;
 use inbox::{INBOX_RELAYS_KIND, InboxRelays};
 use mutes::{MUTE_LIST_KIND, MuteLists};
+use names::Names;
 use registry::Registry;
+
+/// Profiles (NIP-01's kind 0), whose name notifications show.
+const PROFILE_KIND: u16 = 0;
 
 pub struct Audience {
     pub registry: Registry,
@@ -44,8 +49,10 @@ pub struct Audience {
     plan_changed: Arc<Notify>,
     /// Watched whatever the registrations say (Marmot's inbox relays), set once at start.
     always_watched: std::sync::OnceLock<BTreeMap<String, Vec<Filter>>>,
-    /// For the lists published here.
+    /// For the lists and profiles published here.
     events: Arc<dyn EventStore>,
+    /// Authors' names, as notifications show them.
+    names: Names,
     pub clock: Clock,
 }
 
@@ -60,7 +67,20 @@ impl Audience {
     ) -> Self {
         let (mutes, inbox, plan_changed) = (MuteLists::default(), InboxRelays::default(), Arc::default());
         let always_watched = std::sync::OnceLock::new();
-        Self { registry, callbacks, mutes, inbox, upstream, max_relays, plan_changed, always_watched, events, clock }
+        let names = Names::default();
+        Self {
+            registry,
+            callbacks,
+            mutes,
+            inbox,
+            upstream,
+            max_relays,
+            plan_changed,
+            always_watched,
+            events,
+            names,
+            clock,
+        }
     }
 
     /// Relays and filters the watchers follow whatever the registrations say (Marmot's inbox relays); set once.
@@ -128,8 +148,12 @@ impl Audience {
         }
     }
 
-    /// Keeps the mute lists and DM inbox relays of registered pubkeys among accepted or remote events.
+    /// Keeps the mute lists and DM inbox relays of registered pubkeys among accepted or remote events; forgets the
+    /// remembered names of the authors of profiles among them.
     pub fn learn_lists(&self, events: &[SharedEvent]) {
+        for event in events.iter().filter(|e| e.kind() == PROFILE_KIND) {
+            self.names.forget(event.pubkey());
+        }
         for event in events.iter().filter(|e| [MUTE_LIST_KIND, INBOX_RELAYS_KIND].contains(&e.kind())) {
             if self.registry.has_pubkey(event.pubkey()) || self.callbacks.has_pubkey(event.pubkey()) {
                 self.offer_list(event);
@@ -147,9 +171,20 @@ impl Audience {
 
     /// The author's display name from the newest stored profile (kind 0), for notification text.
     pub async fn author_name(&self, author: &Hash32) -> Option<String> {
-        let filter = Filter { authors: Some(vec![*author]), kinds: Some(vec![0]), limit: Some(1), ..Filter::default() };
-        let profile = self.events.query_filter(&filter, Visibility::default(), usize::MAX).await.ok()?.pop()?;
-        crate::push::text::profile_name(&profile.json)
+        if let Some(name) = self.names.get(author) {
+            return name;
+        }
+        let generation = self.names.generation();
+        let filter = Filter {
+            authors: Some(vec![*author]),
+            kinds: Some(vec![PROFILE_KIND]),
+            limit: Some(1),
+            ..Filter::default()
+        };
+        let found = self.events.query_filter(&filter, Visibility::default(), usize::MAX).await.ok()?;
+        let name = found.last().and_then(|profile| crate::push::text::profile_name(&profile.json));
+        self.names.put(*author, name.clone(), generation);
+        name
     }
 }
 

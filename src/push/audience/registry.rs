@@ -18,7 +18,7 @@ use crate::protocol::{Refusal, VerifiedEvent};
 use crate::push::device::{Device, shorten};
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ChangeOutcome, PresenceRow, RegistrationChange, RegistrationRow, RegistrationStore, SharedDeviceLimit,
+    BadgeChange, ChangeOutcome, PresenceRow, RegistrationChange, RegistrationRow, RegistrationStore, SharedDeviceLimit,
 };
 
 #[derive(Debug, PartialEq, Eq)]
@@ -282,8 +282,29 @@ impl Registry {
     /// Adds `count` notifications (negative: takes them back) to the badge of `pubkey`'s registration of the
     /// device; returns the new badge number, or None when the registration is gone.
     pub async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<u32>, StoreError> {
-        let badge = self.store.add_to_badge(pubkey, device_id, count).await?;
-        Ok(badge.map(|b| u32::try_from(b).unwrap_or(u32::MAX)))
+        let change = BadgeChange { pubkey: *pubkey, device_id: device_id.to_owned(), count };
+        Ok(self.add_to_badges(vec![change]).await?.pop().flatten())
+    }
+
+    /// `add_to_badge` for many registrations in one transaction; the changes of one registration are summed, and
+    /// each gets the badge after all of them.
+    pub async fn add_to_badges(&self, changes: Vec<BadgeChange>) -> Result<Vec<Option<u32>>, StoreError> {
+        let mut merged: Vec<BadgeChange> = Vec::with_capacity(changes.len());
+        let mut at: std::collections::HashMap<(Hash32, &str), usize> = std::collections::HashMap::new();
+        let places: Vec<usize> = changes
+            .iter()
+            .map(|change| {
+                *at.entry((change.pubkey, change.device_id.as_str()))
+                    .and_modify(|i| merged[*i].count += change.count)
+                    .or_insert_with(|| {
+                        merged.push(change.clone());
+                        merged.len() - 1
+                    })
+            })
+            .collect();
+        let badges = self.store.add_to_badges(&merged).await?;
+        let badge = |i: usize| badges.get(i).copied().flatten().map(|b| u32::try_from(b).unwrap_or(u32::MAX));
+        Ok(places.into_iter().map(badge).collect())
     }
 
     /// What the upstream watchers should subscribe to now (see `RegistrationIndex::watch_plan`).

@@ -20,13 +20,15 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::PushConfig;
-use crate::protocol::filter::parse_hash;
+use crate::protocol::filter::{Hash32, parse_hash};
 use crate::push::audience::Audience;
 use crate::push::device::{Device, is_nip97};
 use crate::push::matching::push_job::PushJob;
 use crate::push::text;
+use crate::store::StoreError;
 use crate::store::jobs::{Job, JobQueue, JobUpdate};
-use bookkeeping::Bookkeeper;
+use crate::store::registrations::BadgeChange;
+use bookkeeping::{Badges, Bookkeeper};
 use senders::{Notification, SendOutcome, Senders};
 use stats::{Outcome, PushStats};
 
@@ -66,10 +68,12 @@ pub struct Delivery {
     pub wake: Arc<Notify>,
 }
 
-/// One delivery's view: the service, and the bookkeeper of this run of the loop.
+/// One delivery's view: the service, and the batching writers of this run of the loop.
+#[derive(Clone)]
 pub(super) struct Worker {
     delivery: Arc<Delivery>,
     books: Bookkeeper,
+    badges: Badges,
 }
 
 impl Delivery {
@@ -77,17 +81,20 @@ impl Delivery {
     /// their outcomes are recorded. Jobs not yet taken wait in the queue for the next start.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
         let (books, recording) = Bookkeeper::start(self.queue.clone());
+        let (badges, counting) = Badges::start(self.audience.clone());
+        let worker = Worker { delivery: self.clone(), books, badges };
         let mut deliveries = JoinSet::new();
-        self.rounds(&books, &mut deliveries, &shutdown).await;
+        self.rounds(&worker, &mut deliveries, &shutdown).await;
         let finished = async { while deliveries.join_next().await.is_some() {} };
         if tokio::time::timeout(SHUTDOWN_GRACE, finished).await.is_err() {
             deliveries.shutdown().await;
         }
-        drop(books);
+        drop(worker);
         let _ = recording.await;
+        let _ = counting.await;
     }
 
-    async fn rounds(self: &Arc<Self>, books: &Bookkeeper, deliveries: &mut JoinSet<()>, shutdown: &CancellationToken) {
+    async fn rounds(&self, worker: &Worker, deliveries: &mut JoinSet<()>, shutdown: &CancellationToken) {
         let workers = Arc::new(Semaphore::new(self.config.workers));
         let mut last_purge = tokio::time::Instant::now();
         let mut last_shed = tokio::time::Instant::now();
@@ -113,7 +120,7 @@ impl Delivery {
                     permit = workers.clone().acquire_owned() => permit.expect("the semaphore is never closed"),
                     _ = shutdown.cancelled() => return,
                 };
-                let worker = Worker { delivery: self.clone(), books: books.clone() };
+                let worker = worker.clone();
                 deliveries.spawn(async move {
                     worker.deliver(&device_id, jobs).await;
                     drop(permit);
@@ -214,9 +221,7 @@ impl Worker {
         let notification = self.notification(device_id, &claimed, newest, &recipient, notified).await;
         let outcome = self.delivery.senders.send(&device, &notification).await;
         let not_shown = matches!(outcome, SendOutcome::Retry { .. } | SendOutcome::Failed(_));
-        if not_shown
-            && let Err(e) = self.delivery.audience.registry.add_to_badge(&recipient, device_id, -notified).await
-        {
+        if not_shown && let Err(e) = self.count_badge(recipient, device_id, -notified).await {
             tracing::error!("cannot take back the badge count: {e}");
         }
         self.record(device_id, device.platform(), &claimed, outcome).await;
@@ -268,7 +273,7 @@ impl Worker {
             };
             text::body(name.as_deref(), newest.kind, &newest.summary)
         };
-        let badge = match self.delivery.audience.registry.add_to_badge(recipient, device_id, notified).await {
+        let badge = match self.count_badge(*recipient, device_id, notified).await {
             Ok(badge) => badge,
             Err(e) => {
                 tracing::error!("cannot count the badge: {e}");
@@ -337,16 +342,21 @@ impl Worker {
         Duration::from_millis((capped * rand::random_range(0.8..1.2)) as u64)
     }
 
+    /// Adds to (or takes from) the badge of `pubkey`'s registration of the device, batched with other deliveries'.
+    async fn count_badge(&self, pubkey: Hash32, device_id: &str, count: i64) -> Result<Option<u32>, StoreError> {
+        self.badges.write(BadgeChange { pubkey, device_id: device_id.to_owned(), count }).await
+    }
+
     pub(super) async fn finish(&self, ids: &[i64], now_ms: i64) {
         let update = JobUpdate::Finished { ids: ids.to_vec(), at_ms: now_ms };
-        if let Err(e) = self.books.record(update).await {
+        if let Err(e) = self.books.write(update).await {
             tracing::error!("cannot record finished push jobs: {e}");
         }
     }
 
     pub(super) async fn reschedule(&self, ids: &[i64], due_ms: i64, attempts: u32) {
         let update = JobUpdate::Rescheduled { ids: ids.to_vec(), due_ms, attempts };
-        if let Err(e) = self.books.record(update).await {
+        if let Err(e) = self.books.write(update).await {
             tracing::error!("cannot reschedule push jobs: {e}");
         }
     }

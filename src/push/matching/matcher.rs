@@ -39,14 +39,19 @@ impl Matcher<'_> {
         let mut jobs: Vec<NewJob> = Vec::new();
         let mut summary = None;
         let restricted = self.read_restricted_kinds.contains(&event.kind());
-        for registration in self.registry.matching(event, now) {
-            let dedup_key = format!("push:{}:{}", event.event.id.to_hex(), registration.device.address());
-            if jobs.iter().any(|job| job.dedup_key == dedup_key)
+        let registrations = self.registry.matching(event, now);
+        // The addresses already given a job: a set, as a group message matches thousands of devices.
+        let mut addresses = std::collections::HashSet::with_capacity(registrations.len());
+        for registration in &registrations {
+            let address = registration.device.address();
+            if addresses.contains(&address)
                 || !self.may_read(restricted, &registration.pubkey, event)
                 || self.mutes.silences(&registration.pubkey, event)
             {
                 continue;
             }
+            let dedup_key = format!("push:{}:{address}", event.event.id.to_hex());
+            addresses.insert(address);
             let job = PushJob {
                 device_id: registration.device_id.clone(),
                 pubkey: hex::encode(registration.pubkey),

@@ -9,11 +9,17 @@ use super::PgStore;
 use crate::protocol::filter::Hash32;
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, PresenceRow, REMOVE_DEVICE, REMOVE_PUBKEY,
+    BadgeChange, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, PresenceRow, REMOVE_DEVICE, REMOVE_PUBKEY,
     REMOVE_REGISTRATION, RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore,
     SAVE_PRESENCE, SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, StoredRegistration, decoded,
     encoded_lists, presence_rows, pubkey,
 };
+
+/// `ADD_TO_BADGE` for a batch of (pubkey, device, count).
+const ADD_TO_BADGES: &str = "UPDATE push_registrations AS r SET badge = GREATEST(r.badge + c.n, 0)
+     FROM UNNEST($1::bytea[], $2::text[], $3::int8[]) AS c(pubkey, device_id, n)
+     WHERE r.pubkey = c.pubkey AND r.device_id = c.device_id
+     RETURNING r.pubkey, r.device_id, r.badge";
 
 /// The channel registration changes are announced on, with `<node> <pubkey hex>`.
 pub const REGISTRATIONS_CHANNEL: &str = "pushrelay_registrations";
@@ -80,13 +86,17 @@ impl RegistrationStore for PgStore {
         Ok(removed)
     }
 
-    async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<i64>, StoreError> {
-        Ok(sqlx::query_scalar(ADD_TO_BADGE)
-            .bind(count)
-            .bind(&pubkey[..])
-            .bind(device_id)
-            .fetch_optional(&self.pool)
-            .await?)
+    async fn add_to_badges(&self, changes: &[BadgeChange]) -> Result<Vec<Option<i64>>, StoreError> {
+        // One statement for the batch (a round trip per change would bound a fan-out by the network's latency);
+        // RETURNING comes in no set order, so the rows are matched back by their key.
+        let pubkeys: Vec<&[u8]> = changes.iter().map(|c| &c.pubkey[..]).collect();
+        let devices: Vec<&str> = changes.iter().map(|c| c.device_id.as_str()).collect();
+        let counts: Vec<i64> = changes.iter().map(|c| c.count).collect();
+        let rows: Vec<(Vec<u8>, String, i64)> =
+            sqlx::query_as(ADD_TO_BADGES).bind(pubkeys).bind(devices).bind(counts).fetch_all(&self.pool).await?;
+        let badges: std::collections::HashMap<(Vec<u8>, String), i64> =
+            rows.into_iter().map(|(pubkey, device_id, badge)| ((pubkey, device_id), badge)).collect();
+        Ok(changes.iter().map(|c| badges.get(&(c.pubkey.to_vec(), c.device_id.clone())).copied()).collect())
     }
 }
 

@@ -10,11 +10,15 @@ use super::write::Synchronous;
 use crate::protocol::filter::Hash32;
 use crate::store::StoreError;
 use crate::store::registrations::{
-    ADD_TO_BADGE, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, PresenceRow, REMOVE_DEVICE, REMOVE_PUBKEY,
+    BadgeChange, COUNT_DEVICE, ChangeOutcome, LAST_APPLIED, PresenceRow, REMOVE_DEVICE, REMOVE_PUBKEY,
     REMOVE_REGISTRATION, RESET_BADGES, RegistrationChange, RegistrationRow, RegistrationRows, RegistrationStore,
     SAVE_PRESENCE, SAVE_REGISTRATION, SELECT_PRESENCE, SELECT_REGISTRATIONS, StoredRegistration, decoded,
     encoded_lists, presence_rows, pubkey,
 };
+
+/// One badge change (PostgreSQL's store takes a batch in one statement, with `UNNEST`, which SQLite lacks).
+const ADD_TO_BADGE: &str = "UPDATE push_registrations SET badge = CASE WHEN badge + $1 < 0 THEN 0 ELSE badge + $1 END
+     WHERE pubkey = $2 AND device_id = $3 RETURNING badge";
 
 // Registrations and heartbeats are re-sent by the apps, so their commits are `Synchronous::Normal`: safe against a
 // crash of the relay, not of the machine, and no fsync per heartbeat.
@@ -83,12 +87,16 @@ impl RegistrationStore for SqliteStore {
         .await
     }
 
-    async fn add_to_badge(&self, pubkey: &Hash32, device_id: &str, count: i64) -> Result<Option<i64>, StoreError> {
-        let (pubkey, device_id) = (*pubkey, device_id.to_owned());
+    async fn add_to_badges(&self, changes: &[BadgeChange]) -> Result<Vec<Option<i64>>, StoreError> {
+        let changes = changes.to_vec();
         self.write(move |conn| {
             conn.transaction(Synchronous::Normal, |tx| {
                 let mut add = tx.prepare_cached(ADD_TO_BADGE)?;
-                Ok(add.query_row(params![count, &pubkey[..], device_id], |row| row.get(0)).optional()?)
+                let mut badges = Vec::with_capacity(changes.len());
+                for BadgeChange { pubkey, device_id, count } in &changes {
+                    badges.push(add.query_row(params![count, &pubkey[..], device_id], |row| row.get(0)).optional()?);
+                }
+                Ok(badges)
             })
         })
         .await

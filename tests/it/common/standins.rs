@@ -73,6 +73,11 @@ impl StandIn {
         self.shared.answers.lock().unwrap().push_back((status, body.to_owned()));
     }
 
+    /// Drops the answers queued and not yet given.
+    pub(crate) fn forget_answers(&self) {
+        self.shared.answers.lock().unwrap().clear();
+    }
+
     /// Answers every push request with `status` until `recover` (token requests still succeed).
     pub(crate) fn go_down(&self, status: u16) {
         *self.shared.outage.lock().unwrap() = Some(status);

@@ -142,6 +142,71 @@ async fn pushes_queued_before_a_sigkill_are_delivered_once_after_the_restart() {
     kill_hard(&mut relay);
 }
 
+/// One message to a channel that 200 offline devices watch (a group's fan-out): the service answers the first 20
+/// pushes, refuses the rest (503), and the process is killed mid-fan-out. After the restart every device has had its push
+/// answered once: the jobs, written in the message's commit, lose none and repeat none of what was answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fan_out_killed_midway_pushes_each_device_once_after_the_restart() {
+    const DEVICES: usize = 200;
+    let service = StandIn::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = apns_env(&service.url);
+    env.push(("PUSHRELAY_LIMITS__IP_REGISTRATIONS_PER_HOUR", "0".to_owned()));
+    // Retries at most a second apart, so that the refused pushes are due soon after the restart.
+    env.push(("PUSHRELAY_PUSH__RETRY_MAX_MS", "1000".to_owned()));
+    let (mut relay, address) = spawn_relay_binary(&mut relay_command(dir.path(), &env)).await;
+    let url = format!("ws://{address}");
+    let push_key = PublicKey::from_hex(nip11(&format!("http://{address}/")).await["self"].as_str().unwrap()).unwrap();
+    let channel = "c".repeat(64);
+    let mut client = Client::connect(&url).await;
+    for n in 0..DEVICES {
+        let user = Keys::generate();
+        let content = json!({"kinds": [42], "deviceId": format!("{:064x}", n + 1), "#p": [user.public_key().to_hex()], "#e": [channel]});
+        let event = registration_event(&user, &push_key, &content, Cipher::Nip04, now());
+        assert_eq!(client.publish(&event).await, (true, String::new()));
+    }
+    // The first 20 pushes are answered, the next (and their retries until the kill) refused.
+    for n in 0..2000 {
+        service.answer_next(if n < 20 { 200 } else { 503 }, "{}");
+    }
+    client.publish_ok(&sign(&Keys::generate(), 42, "hello, channel", &[&["e", &channel, "", "root"]], now())).await;
+    assert!(eventually(|| tried(&service) == DEVICES).await, "{} devices tried", tried(&service));
+    kill_hard(&mut relay);
+    let answered_before = answered_by_device(&service).len();
+    assert_eq!(answered_before, 20);
+
+    service.forget_answers();
+    let (mut relay, _) = spawn_relay_binary(&mut relay_command(dir.path(), &env)).await;
+    let all = || answered_by_device(&service).len() == DEVICES;
+    assert!(
+        eventually(all).await,
+        "{} of {DEVICES} devices pushed after the restart",
+        answered_by_device(&service).len()
+    );
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let answered = answered_by_device(&service);
+    assert!(
+        answered.values().all(|&n| n == 1),
+        "answered {answered_before} before the kill; twice: {:?}",
+        answered.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
+    );
+    kill_hard(&mut relay);
+}
+
+/// How many distinct devices the service was asked to push to.
+fn tried(service: &StandIn) -> usize {
+    service.pushes().iter().map(|p| p.path.clone()).collect::<std::collections::HashSet<_>>().len()
+}
+
+/// Pushes answered 200, by device (the request's path names its token).
+fn answered_by_device(service: &StandIn) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for push in service.pushes().iter().filter(|p| p.answered == 200) {
+        *counts.entry(push.path.clone()).or_default() += 1;
+    }
+    counts
+}
+
 #[tokio::test]
 async fn a_long_outage_delivers_every_due_push_once_after_recovery() {
     let service = StandIn::start().await;

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use reqwest::StatusCode;
+use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
@@ -79,9 +80,9 @@ impl ApnsSender {
     }
 }
 
-/// The payload: a visible alert (apps without a notification-service extension need one), `mutable-content` so an
-/// extension may enrich it, and the ids the app needs to fetch the event.
-fn payload(notification: &Notification) -> Value {
+/// The payload, serialized: a visible alert (apps without a notification-service extension need one),
+/// `mutable-content` so an extension may enrich it, and the ids the app needs to fetch the event.
+fn payload(notification: &Notification) -> Vec<u8> {
     let mut body = notification.body.clone();
     loop {
         let mut payload = json!({
@@ -101,12 +102,14 @@ fn payload(notification: &Notification) -> Value {
         if let Some(wrap) = &notification.wrap {
             let mut with_wrap = payload.clone();
             with_wrap["encryptedEvent"] = wrap.as_str().into();
-            if with_wrap.to_string().len() <= MAX_PAYLOAD {
+            let with_wrap = serde_json::to_vec(&with_wrap).expect("JSON serializes");
+            if with_wrap.len() <= MAX_PAYLOAD {
                 return with_wrap;
             }
         }
-        if payload.to_string().len() <= MAX_PAYLOAD || body.is_empty() {
-            return payload;
+        let serialized = serde_json::to_vec(&payload).expect("JSON serializes");
+        if serialized.len() <= MAX_PAYLOAD || body.is_empty() {
+            return serialized;
         }
         body.truncate(body.floor_char_boundary(body.len() / 2));
     }
@@ -123,7 +126,7 @@ impl Sender for ApnsSender {
             return SendOutcome::Failed("no apns-topic: set [push.apns] topic".into());
         }
         let request = Request { token, topic, kind: Kind::Alert, collapse_id: Some(&notification.event_id) };
-        self.post(&request, &payload(notification)).await
+        self.post(&request, payload(notification)).await
     }
 }
 
@@ -153,10 +156,11 @@ impl ApnsSender {
             None => (Kind::Background, json!({"aps": {"content-available": 1}})),
             Some(text) => (Kind::Alert, json!({"aps": {"alert": {"body": text}, "sound": "default"}})),
         };
-        self.post(&Request { token, topic, kind, collapse_id: None }, &payload).await
+        let payload = serde_json::to_vec(&payload).expect("JSON serializes");
+        self.post(&Request { token, topic, kind, collapse_id: None }, payload).await
     }
 
-    async fn post(&self, request: &Request<'_>, payload: &Value) -> SendOutcome {
+    async fn post(&self, request: &Request<'_>, payload: Vec<u8>) -> SendOutcome {
         let bearer = match self.bearer().await {
             Ok(bearer) => bearer,
             Err(e) => return SendOutcome::Failed(e),
@@ -177,7 +181,7 @@ impl ApnsSender {
         if let Some(collapse_id) = request.collapse_id {
             post = post.header("apns-collapse-id", collapse_id);
         }
-        let answer = match answer(post.json(payload).send().await).await {
+        let answer = match answer(post.header(CONTENT_TYPE, "application/json").body(payload).send().await).await {
             Ok(answer) => answer,
             Err(outcome) => return outcome,
         };
