@@ -159,7 +159,7 @@ async fn zaps_reactions_and_notes_say_who_and_what() {
     assert_eq!(next_push(&mut s.service).await.1, "Bob: New message");
 }
 
-#[tokio::test]
+/// On both databases: PostgreSQL counts a batch of badges in one statement, SQLite a statement each.
 async fn badges_count_up_while_offline_and_restart_after_being_online() {
     let mut s = scenario().await;
     let user = s.user.clone();
@@ -331,3 +331,5 @@ async fn web_push_endpoints_on_private_addresses_are_refused_by_default() {
     let push = relay.push();
     assert!(eventually(|| push.stats().dropped.load(std::sync::atomic::Ordering::Relaxed) == 1).await);
 }
+
+crate::on_both_backends!(badges_count_up_while_offline_and_restart_after_being_online);
