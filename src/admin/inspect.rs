@@ -47,7 +47,7 @@ pub async fn devices(config: &Config, store: Arc<dyn Store>, pubkey: Option<&str
                 let _ = writeln!(
                     text,
                     "  {:<11} {}  kinds {:?}  #p {}  #e {}  relays {}",
-                    r.device.platform(),
+                    r.platform,
                     shorten(&r.device_id),
                     r.kinds,
                     r.p_tags.len(),

@@ -25,7 +25,7 @@ impl DeviceRegistrar for PushService {
             // Adding nothing reads the badge where it is kept.
             let badge = registry.add_to_badge(pubkey, &r.device_id, 0).await.ok().flatten();
             devices.push(DeviceSummary {
-                platform: r.device.platform(),
+                platform: r.platform,
                 protocol: if is_nip97(&r.device_id) { "nip97" } else { "0xchat" },
                 updated_at: r.updated_at,
                 badge,

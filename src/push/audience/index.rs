@@ -22,7 +22,11 @@ use crate::push::device::Device;
 pub struct Registration {
     pub pubkey: Hash32,
     pub device_id: String,
-    pub device: Device,
+    /// Where its notifications go (`Device::address`): registrations with one address are one device to push. The
+    /// device itself is parsed from its id when a push is sent (it would hold its token a second time).
+    pub address: Box<str>,
+    /// The service (`Device::platform`).
+    pub platform: &'static str,
     pub kinds: Box<[u16]>,
     /// Sorted, each once.
     pub p_tags: Box<[Hash32]>,
@@ -45,7 +49,8 @@ impl Registration {
         Self {
             pubkey,
             device_id: device_id.to_owned(),
-            device,
+            address: device.address().into(),
+            platform: device.platform(),
             kinds: Box::default(),
             p_tags: Box::default(),
             e_tags: Box::default(),
@@ -92,18 +97,22 @@ pub struct Hellthreads {
 /// Where a registration is kept.
 type Slot = u32;
 
-/// The slots under one key: most keys have one, which needs no allocation of its own.
+/// The slots under one key: most keys have one, which needs no allocation of its own. The list of several is
+/// boxed so that every key costs 16 bytes, not 24 (four maps of a million keys each: SCALING.md).
 #[derive(Debug, Clone)]
 pub(super) enum Slots {
     One(Slot),
-    Many(Vec<Slot>),
+    #[allow(clippy::box_collection)]
+    Many(Box<Vec<Slot>>),
 }
+
+const _: () = assert!(std::mem::size_of::<Slots>() == 16 && std::mem::size_of::<Option<Slots>>() == 16);
 
 impl Slots {
     fn add(&mut self, slot: Slot) {
         match self {
             Self::One(one) if *one == slot => {}
-            Self::One(one) => *self = Self::Many(vec![*one, slot]),
+            Self::One(one) => *self = Self::Many(Box::new(vec![*one, slot])),
             Self::Many(many) if !many.contains(&slot) => many.push(slot),
             Self::Many(_) => {}
         }
@@ -146,12 +155,14 @@ fn remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, key: &K, slot: S
     }
 }
 
-/// What the index keeps of one pubkey, in one map entry: its registrations' slots (None once it has none left) and
-/// its presence.
+/// What the index keeps of one pubkey, in one map entry: its registrations' slots (None once it has none left), its
+/// presence, and whether its lists (mute list, DM inbox relays) were read from the store (kept here rather than as
+/// an entry of its own in the mute lists' map: a million registered pubkeys, most without a list).
 #[derive(Default)]
 pub(super) struct OfPubkey {
     slots: Option<Slots>,
     presence: Presence,
+    lists_read: bool,
 }
 
 #[derive(Default)]
@@ -168,6 +179,7 @@ pub struct RegistrationIndex {
 
 impl RegistrationIndex {
     pub fn insert(&mut self, registration: Registration) {
+        let lists_read = self.lists_read(&registration.pubkey);
         self.remove(&registration.pubkey, &registration.device_id);
         let slot = match self.free.pop() {
             Some(slot) => slot,
@@ -183,6 +195,7 @@ impl RegistrationIndex {
             add(&mut self.by_e, e.clone(), slot);
         }
         let of_pubkey = self.by_pubkey.entry(registration.pubkey).or_default();
+        of_pubkey.lists_read |= lists_read;
         match &mut of_pubkey.slots {
             Some(slots) => slots.add(slot),
             None => of_pubkey.slots = Some(Slots::One(slot)),
@@ -275,9 +288,21 @@ impl RegistrationIndex {
             Some(of) => of.presence = presence,
             None if presence == Presence::default() => {}
             None => {
-                self.by_pubkey.insert(pubkey, OfPubkey { slots: None, presence });
+                self.by_pubkey.insert(pubkey, OfPubkey { slots: None, presence, lists_read: false });
             }
         }
+    }
+
+    /// Records that the pubkey's lists were read from the store; false when the index keeps nothing of the pubkey
+    /// (the caller remembers it elsewhere).
+    pub fn mark_lists_read(&mut self, pubkey: &Hash32) -> bool {
+        let Some(of) = self.by_pubkey.get_mut(pubkey) else { return false };
+        of.lists_read = true;
+        true
+    }
+
+    pub fn lists_read(&self, pubkey: &Hash32) -> bool {
+        self.by_pubkey.get(pubkey).is_some_and(|of| of.lists_read)
     }
 
     pub fn presence(&self, pubkey: &Hash32) -> Presence {
@@ -310,7 +335,7 @@ impl RegistrationIndex {
     pub fn platforms(&self) -> BTreeMap<&'static str, usize> {
         let mut counts = BTreeMap::new();
         for registration in self.all() {
-            *counts.entry(registration.device.platform()).or_default() += 1;
+            *counts.entry(registration.platform).or_default() += 1;
         }
         counts
     }

@@ -115,8 +115,8 @@ impl Audience {
     }
 
     /// Reads the newest stored mute list and DM inbox relay list of each pubkey (those published here; watched
-    /// relays send theirs later). A pubkey without a mute list is remembered as checked, so that its heartbeats do
-    /// not ask again.
+    /// relays send theirs later). Each pubkey is remembered as read, so that its heartbeats do not ask again: in the
+    /// registry's entry of a registered pubkey, among the mute lists for the others (NIP-9a subscribers).
     pub async fn load_lists(&self, pubkeys: &[Hash32]) {
         for chunk in pubkeys.chunks(256) {
             let filter = Filter {
@@ -136,14 +136,16 @@ impl Audience {
                 Err(e) => tracing::error!("cannot read mute lists: {e}"),
             }
             for pubkey in chunk {
-                self.mutes.mark_checked(pubkey);
+                if !self.registry.mark_lists_read(pubkey) {
+                    self.mutes.mark_checked(pubkey);
+                }
             }
         }
     }
 
     /// Loads a pubkey's lists unless they were read already.
     pub async fn load_lists_once(&self, pubkey: &Hash32) {
-        if !self.mutes.knows(pubkey) {
+        if !self.registry.lists_read(pubkey) && !self.mutes.knows(pubkey) {
             self.load_lists(&[*pubkey]).await;
         }
     }

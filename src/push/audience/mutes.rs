@@ -106,6 +106,7 @@ impl MuteLists {
     }
 
     /// Records that `pubkey`'s stored list was looked for, found or not (an empty list, replaced by any real one).
+    /// Registered pubkeys are recorded in the registry's index instead (`Audience::load_lists`).
     pub fn mark_checked(&self, pubkey: &Hash32) {
         self.lists.write().expect("mute lists lock").entry(*pubkey).or_insert_with(|| self.none.clone());
     }

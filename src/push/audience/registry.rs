@@ -318,6 +318,15 @@ impl Registry {
         self.index.read().expect("registration index lock").watch_plan(now, timeout, limits, inbox)
     }
 
+    /// Records that the pubkey's lists were read; false when no registration or presence of it is kept.
+    pub fn mark_lists_read(&self, pubkey: &Hash32) -> bool {
+        self.index.write().expect("registration index lock").mark_lists_read(pubkey)
+    }
+
+    pub fn lists_read(&self, pubkey: &Hash32) -> bool {
+        self.index.read().expect("registration index lock").lists_read(pubkey)
+    }
+
     pub fn is_online(&self, pubkey: &Hash32, now: i64) -> bool {
         let timeout = self.config.heartbeat_timeout_secs as i64;
         self.index.read().expect("registration index lock").presence(pubkey).is_online(now, timeout)
@@ -373,7 +382,7 @@ fn row_of(r: &Registration) -> RegistrationRow {
         authors: values::hex_list(&r.authors),
         exclude_authors: values::hex_list(&r.exclude_authors),
         relays: r.relays.to_vec(),
-        platform: r.device.platform().to_owned(),
+        platform: r.platform.to_owned(),
         created_at: r.created_at,
         updated_at: r.updated_at,
         only_from_authors: r.only_from_authors,
@@ -385,7 +394,8 @@ fn registration_from_row(row: RegistrationRow, device: Device) -> Registration {
     Registration {
         pubkey: row.pubkey,
         device_id: row.device_id,
-        device,
+        address: device.address().into(),
+        platform: device.platform(),
         kinds: row.kinds.into(),
         p_tags: values::pubkeys(&row.p_tags),
         e_tags: values::tag_values(&row.e_tags),

@@ -43,7 +43,7 @@ impl Matcher<'_> {
         // The addresses already given a job: a set, as a group message matches thousands of devices.
         let mut addresses = std::collections::HashSet::with_capacity(registrations.len());
         for registration in &registrations {
-            let address = registration.device.address();
+            let address = &registration.address;
             if addresses.contains(&address)
                 || !self.may_read(restricted, &registration.pubkey, event)
                 || self.mutes.silences(&registration.pubkey, event)
@@ -62,7 +62,7 @@ impl Matcher<'_> {
                 event: crate::push::device::is_nip97(&registration.device_id).then(|| event.json.to_string()),
                 test: false,
             };
-            let service = registration.device.platform();
+            let service = registration.platform;
             metrics::counter!(crate::metrics::PUSH_JOBS, "service" => service, "outcome" => "queued").increment(1);
             jobs.push(NewJob {
                 dedup_key,

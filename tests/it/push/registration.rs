@@ -10,7 +10,6 @@ use nostr::prelude::*;
 use pushrelay::protocol::VerifiedEvent;
 use pushrelay::push::audience::index::Registration;
 use pushrelay::push::audience::values::TagValue;
-use pushrelay::push::device::Device;
 use serde_json::{Value, json};
 
 const BUNDLE: &str = "com.example.app";
@@ -79,7 +78,7 @@ async fn a_full_registration_is_applied_with_either_cipher() {
         assert_eq!(stored.len(), 1);
         let r = &stored[0];
         assert_eq!(r.device_id, apns_device(n));
-        assert_eq!(r.device, Device::Apns { topic: Some(BUNDLE.into()), token: format!("{n:02x}").repeat(32) });
+        assert_eq!((&*r.address, r.platform), (&*format!("apns:{}", format!("{n:02x}").repeat(32)), "apns"));
         assert_eq!(*r.kinds, [4, 1059, 9735, 7]);
         assert_eq!(*r.p_tags, [user.public_key().to_bytes()]);
         assert_eq!(*r.e_tags, [TagValue::new("group-1")]);
@@ -102,7 +101,7 @@ async fn every_device_form_is_recognised() {
         let (accepted, reason) =
             try_register(&mut client, &relay, &user, json!({"deviceId": device_id, "kinds": [4]})).await;
         assert!(accepted, "{device_id}: {reason}");
-        assert_eq!(registrations(&relay, &user)[0].device.platform(), platform, "{device_id}");
+        assert_eq!(registrations(&relay, &user)[0].platform, platform, "{device_id}");
     }
 }
 
