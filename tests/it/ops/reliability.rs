@@ -143,8 +143,9 @@ async fn pushes_queued_before_a_sigkill_are_delivered_once_after_the_restart() {
 }
 
 /// One message to a channel that 200 offline devices watch (a group's fan-out): the service answers the first 20
-/// pushes, refuses the rest (503), and the process is killed mid-fan-out. After the restart every device has had its push
-/// answered once: the jobs, written in the message's commit, lose none and repeat none of what was answered.
+/// pushes, refuses the rest (503), and the process is killed mid-fan-out, once the answered pushes are recorded. After
+/// the restart every device has had its push answered once: the jobs, written in the message's commit, lose none and
+/// repeat none of what was answered and recorded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fan_out_killed_midway_pushes_each_device_once_after_the_restart() {
     const DEVICES: usize = 200;
@@ -171,6 +172,18 @@ async fn a_fan_out_killed_midway_pushes_each_device_once_after_the_restart() {
     }
     client.publish_ok(&sign(&Keys::generate(), 42, "hello, channel", &[&["e", &channel, "", "root"]], now())).await;
     assert!(eventually(|| tried(&service) == DEVICES).await, "{} devices tried", tried(&service));
+    // A push answered but killed before its job was recorded is sent again (at least once: the answer and the
+    // record cannot be one step); the relay counts a push sent once its job is recorded, so wait for that count.
+    let sent = || async { sent_by_metrics(&format!("http://{address}/metrics")).await };
+    let mut recorded = sent().await;
+    for _ in 0..100 {
+        if recorded == 20 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        recorded = sent().await;
+    }
+    assert_eq!(recorded, 20, "pushes recorded as sent before the kill");
     kill_hard(&mut relay);
     let answered_before = answered_by_device(&service).len();
     assert_eq!(answered_before, 20);
@@ -191,6 +204,14 @@ async fn a_fan_out_killed_midway_pushes_each_device_once_after_the_restart() {
         answered.iter().filter(|(_, n)| **n > 1).collect::<Vec<_>>()
     );
     kill_hard(&mut relay);
+}
+
+/// The APNs pushes the relay at `url` counts as sent (recorded in the queue), from its `/metrics`.
+async fn sent_by_metrics(url: &str) -> u64 {
+    let text = reqwest::get(url).await.unwrap().text().await.unwrap();
+    let prefix = "pushrelay_push_jobs_total{service=\"apns\",outcome=\"sent\"";
+    let line = text.lines().find(|l| l.starts_with(prefix));
+    line.and_then(|l| l.rsplit(' ').next()).and_then(|n| n.parse().ok()).unwrap_or(0)
 }
 
 /// How many distinct devices the service was asked to push to.
