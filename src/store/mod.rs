@@ -2,6 +2,7 @@
 //! protocol code. Writes go through the single [`writer`] task; reads go straight to the store.
 
 pub mod jobs;
+mod migrations;
 pub mod postgres;
 pub mod registrations;
 mod rules;

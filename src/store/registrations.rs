@@ -141,7 +141,6 @@ pub(super) const REMOVE_REGISTRATION: &str =
     "DELETE FROM push_registrations WHERE device_id = $1 AND pubkey = $2 RETURNING pubkey";
 
 /// A registration row as the tables hold it, lists as JSON text (read alike from either database).
-#[derive(sqlx::FromRow)]
 pub(super) struct StoredRegistration {
     pubkey: Vec<u8>,
     device_id: String,
@@ -156,6 +155,34 @@ pub(super) struct StoredRegistration {
     updated_at: i64,
     only_from_authors: i64,
     limit_mentions: i64,
+}
+
+/// What `#[derive(sqlx::FromRow)]` would write; the derive needs sqlx's proc macros, which the build goes without
+/// (`store::migrations` says why).
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for StoredRegistration
+where
+    &'static str: sqlx::ColumnIndex<R>,
+    Vec<u8>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
+    fn from_row(row: &'r R) -> Result<Self, sqlx::Error> {
+        Ok(Self {
+            pubkey: row.try_get("pubkey")?,
+            device_id: row.try_get("device_id")?,
+            kinds: row.try_get("kinds")?,
+            p_tags: row.try_get("p_tags")?,
+            e_tags: row.try_get("e_tags")?,
+            authors: row.try_get("authors")?,
+            exclude_authors: row.try_get("exclude_authors")?,
+            relays: row.try_get("relays")?,
+            platform: row.try_get("platform")?,
+            created_at: row.try_get("created_at")?,
+            updated_at: row.try_get("updated_at")?,
+            only_from_authors: row.try_get("only_from_authors")?,
+            limit_mentions: row.try_get("limit_mentions")?,
+        })
+    }
 }
 
 impl StoredRegistration {

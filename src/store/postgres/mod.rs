@@ -58,7 +58,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::new(format!("cannot connect to PostgreSQL: {e}")))?;
         // sqlx takes an advisory lock while migrating, so nodes starting together do not race.
-        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        super::migrations::migrator(super::migrations::POSTGRES).run(&pool).await?;
         Ok(Self { pool, node, clock, search_index: true, search_candidates: 1000 })
     }
 

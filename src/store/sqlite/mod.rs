@@ -68,7 +68,7 @@ impl SqliteStore {
             .pragma("temp_store", "memory")
             .pragma("cache_size", "-32000");
         let mut migrator = SqliteConnection::connect_with(&options.clone().create_if_missing(true)).await?;
-        sqlx::migrate!("./migrations/sqlite").run(&mut migrator).await?;
+        super::migrations::migrator(super::migrations::SQLITE).run(&mut migrator).await?;
         migrator.close().await?;
         let owned = path.to_owned();
         let writer = tokio::task::spawn_blocking(move || WriteConnection::open(&owned, busy_timeout))
