@@ -107,11 +107,12 @@ impl Device {
     /// Where notifications go, whichever form or protocol named the device: registrations with one address are
     /// one device to push (an event notifies it once).
     pub fn address(&self) -> String {
+        let prefix = address_prefix(self.platform());
         match self {
-            Self::Apns { token, .. } => format!("apns:{token}"),
-            Self::Fcm { token } | Self::EmbeddedFcm { token, .. } => format!("fcm:{token}"),
-            Self::UnifiedPush { endpoint } => format!("up:{endpoint}"),
-            Self::WebPush { endpoint, .. } => format!("webpush:{endpoint}"),
+            Self::Apns { token, .. } | Self::Fcm { token } | Self::EmbeddedFcm { token, .. } => {
+                format!("{prefix}:{token}")
+            }
+            Self::UnifiedPush { endpoint } | Self::WebPush { endpoint, .. } => format!("{prefix}:{endpoint}"),
         }
     }
 
@@ -122,6 +123,16 @@ impl Device {
             Self::UnifiedPush { .. } => "unifiedpush",
             Self::WebPush { .. } => "webpush",
         }
+    }
+}
+
+/// What an address starts with (before a `:`), by service (`Device::platform`).
+pub fn address_prefix(platform: &str) -> &'static str {
+    match platform {
+        "apns" => "apns",
+        "fcm" => "fcm",
+        "unifiedpush" => "up",
+        _ => "webpush",
     }
 }
 

@@ -22,9 +22,11 @@ use crate::push::device::Device;
 pub struct Registration {
     pub pubkey: Hash32,
     pub device_id: String,
-    /// Where its notifications go (`Device::address`): registrations with one address are one device to push. The
-    /// device itself is parsed from its id when a push is sent (it would hold its token a second time).
-    pub address: Box<str>,
+    /// Where its notifications go (`Device::address`), held only when `address()` cannot rebuild it from the service
+    /// and the id (a bundle-prefixed or upper-case APNs token, an embedded FCM, Web Push or NIP-97 id): for most
+    /// registrations it is the id behind the service's name, and a second copy of the token would be a tenth of a
+    /// registration's memory. The device itself is parsed from its id when a push is sent, for the same reason.
+    pub address: Option<Box<str>>,
     /// The service (`Device::platform`).
     pub platform: &'static str,
     pub kinds: Box<[u16]>,
@@ -49,7 +51,7 @@ impl Registration {
         Self {
             pubkey,
             device_id: device_id.to_owned(),
-            address: device.address().into(),
+            address: kept_address(device_id, &device),
             platform: device.platform(),
             kinds: Box::default(),
             p_tags: Box::default(),
@@ -64,10 +66,26 @@ impl Registration {
         }
     }
 
+    /// Where its notifications go (`Device::address`): registrations with one address are one device to push.
+    pub fn address(&self) -> String {
+        match &self.address {
+            Some(address) => address.to_string(),
+            None => format!("{}:{}", crate::push::device::address_prefix(self.platform), self.device_id),
+        }
+    }
+
     /// NIP-97 devices have no presence: they are always treated as offline.
     pub fn has_presence(&self) -> bool {
         !crate::push::device::is_nip97(&self.device_id)
     }
+}
+
+/// `device`'s address, if `Registration::address` could not rebuild it from the service and `device_id`.
+pub(super) fn kept_address(device_id: &str, device: &Device) -> Option<Box<str>> {
+    let address = device.address();
+    let prefix = crate::push::device::address_prefix(device.platform());
+    let rebuilt = address.strip_prefix(prefix).and_then(|rest| rest.strip_prefix(':')) == Some(device_id);
+    (!rebuilt).then(|| address.into())
 }
 
 /// Presence belongs to the pubkey (heartbeats carry no device id).
@@ -161,8 +179,24 @@ fn remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, key: &K, slot: S
 #[derive(Default)]
 pub(super) struct OfPubkey {
     slots: Option<Slots>,
-    presence: Presence,
+    /// The presence's last heartbeat, in seconds, held in four bytes (until 2106; later times read as then): with
+    /// the two flags the entry is 56 bytes, not 72, in a map of a million.
+    heartbeat: u32,
+    online: bool,
     lists_read: bool,
+}
+
+const _: () = assert!(std::mem::size_of::<OfPubkey>() == 24);
+
+impl OfPubkey {
+    fn presence(&self) -> Presence {
+        Presence { online: self.online, last_heartbeat: i64::from(self.heartbeat) }
+    }
+
+    fn set_presence(&mut self, presence: Presence) {
+        self.online = presence.online;
+        self.heartbeat = presence.last_heartbeat.clamp(0, i64::from(u32::MAX)) as u32;
+    }
 }
 
 #[derive(Default)]
@@ -223,7 +257,7 @@ impl RegistrationIndex {
             if of_pubkey.slots.as_mut().is_some_and(|slots| slots.remove(slot)) {
                 of_pubkey.slots = None;
             }
-            if of_pubkey.slots.is_none() && of_pubkey.presence == Presence::default() {
+            if of_pubkey.slots.is_none() && of_pubkey.presence() == Presence::default() {
                 self.by_pubkey.remove(pubkey);
             }
         }
@@ -285,11 +319,9 @@ impl RegistrationIndex {
             Some(of) if of.slots.is_none() && presence == Presence::default() => {
                 self.by_pubkey.remove(&pubkey);
             }
-            Some(of) => of.presence = presence,
+            Some(of) => of.set_presence(presence),
             None if presence == Presence::default() => {}
-            None => {
-                self.by_pubkey.insert(pubkey, OfPubkey { slots: None, presence, lists_read: false });
-            }
+            None => self.by_pubkey.entry(pubkey).or_default().set_presence(presence),
         }
     }
 
@@ -306,7 +338,7 @@ impl RegistrationIndex {
     }
 
     pub fn presence(&self, pubkey: &Hash32) -> Presence {
-        self.by_pubkey.get(pubkey).map(|of| of.presence).unwrap_or_default()
+        self.by_pubkey.get(pubkey).map(OfPubkey::presence).unwrap_or_default()
     }
 
     pub fn registrations_of(&self, pubkey: &Hash32) -> Vec<Arc<Registration>> {
@@ -426,6 +458,33 @@ pub(super) mod tests {
     fn notified(index: &RegistrationIndex, event: &VerifiedEvent, for_everyone: bool) -> Vec<u8> {
         let rule = Hellthreads { max_mentions: 3, for_everyone };
         index.matching(event, 0, 180, rule).iter().map(|r| r.pubkey[0]).collect()
+    }
+
+    /// Whether the address is kept or rebuilt, it is the device's.
+    #[test]
+    fn a_registration_gives_its_devices_address() {
+        let bundles = ["com.example.app".to_owned()];
+        let token = "a1b2".repeat(16);
+        let ids = [
+            token.clone(),
+            token.to_uppercase(),
+            format!("com.example.app{token}"),
+            format!("fcm-token:{}", "x".repeat(100)),
+            "Embedded-FCM/FCM?instance=abc&token=def".to_owned(),
+            "https://up.example/push/1".to_owned(),
+            format!("nip97:apple:{token}"),
+        ];
+        for id in ids {
+            let device = Device::parse_stored(&id, &bundles, false).unwrap();
+            let registration = Registration::new([1; 32], &id, device.clone(), 0);
+            assert_eq!(registration.address(), device.address(), "{id}");
+            let rebuilt = registration.address.is_none();
+            assert_eq!(
+                rebuilt,
+                [token.as_str(), "https://up.example/push/1"].contains(&id.as_str()) || id.starts_with("fcm"),
+                "{id}"
+            );
+        }
     }
 
     #[test]

@@ -393,8 +393,8 @@ fn row_of(r: &Registration) -> RegistrationRow {
 fn registration_from_row(row: RegistrationRow, device: Device) -> Registration {
     Registration {
         pubkey: row.pubkey,
+        address: super::index::kept_address(&row.device_id, &device),
         device_id: row.device_id,
-        address: device.address().into(),
         platform: device.platform(),
         kinds: row.kinds.into(),
         p_tags: values::pubkeys(&row.p_tags),

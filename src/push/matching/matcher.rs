@@ -43,7 +43,7 @@ impl Matcher<'_> {
         // The addresses already given a job: a set, as a group message matches thousands of devices.
         let mut addresses = std::collections::HashSet::with_capacity(registrations.len());
         for registration in &registrations {
-            let address = &registration.address;
+            let address = registration.address();
             if addresses.contains(&address)
                 || !self.may_read(restricted, &registration.pubkey, event)
                 || self.mutes.silences(&registration.pubkey, event)
