@@ -1,5 +1,6 @@
 //! The in-memory registration index the push matcher queries: registrations in slots, found by the `p` values and
-//! by the `e`/`h` values they watch, by pubkey (with its presence) and by device. Finding the devices for
+//! by the `e`/`h` values they watch, by pubkey (with its presence; the registrations watching a pubkey through `p`
+//! are in the same entry) and by device. Finding the devices for
 //! an event costs a few hash look-ups per tag, however many devices are registered. The database is the source of
 //! truth; this index is rebuilt from it at start and updated after every committed change.
 //!
@@ -173,20 +174,23 @@ fn remove<K: std::hash::Hash + Eq>(map: &mut HashMap<K, Slots>, key: &K, slot: S
     }
 }
 
-/// What the index keeps of one pubkey, in one map entry: its registrations' slots (None once it has none left), its
-/// presence, and whether its lists (mute list, DM inbox relays) were read from the store (kept here rather than as
-/// an entry of its own in the mute lists' map: a million registered pubkeys, most without a list).
+/// What the index keeps of one pubkey, in one map entry: its registrations' slots (None once it has none left), the
+/// registrations watching it through `p` (most registrations watch their own pubkey: one entry serves both, not
+/// one in each of two maps of a million), its presence, and whether its lists (mute list, DM inbox relays) were
+/// read from the store (kept here rather than as an entry of its own in the mute lists' map: a million registered
+/// pubkeys, most without a list).
 #[derive(Default)]
 pub(super) struct OfPubkey {
     slots: Option<Slots>,
+    watched_by: Option<Slots>,
     /// The presence's last heartbeat, in seconds, held in four bytes (until 2106; later times read as then): with
-    /// the two flags the entry is 56 bytes, not 72, in a map of a million.
+    /// the two flags the entry is 72 bytes, not 88, in a map of a million.
     heartbeat: u32,
     online: bool,
     lists_read: bool,
 }
 
-const _: () = assert!(std::mem::size_of::<OfPubkey>() == 24);
+const _: () = assert!(std::mem::size_of::<OfPubkey>() == 40);
 
 impl OfPubkey {
     fn presence(&self) -> Presence {
@@ -197,6 +201,26 @@ impl OfPubkey {
         self.online = presence.online;
         self.heartbeat = presence.last_heartbeat.clamp(0, i64::from(u32::MAX)) as u32;
     }
+
+    /// Holds nothing worth an entry.
+    fn is_empty(&self) -> bool {
+        self.slots.is_none() && self.watched_by.is_none() && self.presence() == Presence::default()
+    }
+}
+
+/// Adds `slot` to the slots `at` (None: none yet).
+fn add_to(at: &mut Option<Slots>, slot: Slot) {
+    match at {
+        Some(slots) => slots.add(slot),
+        None => *at = Some(Slots::One(slot)),
+    }
+}
+
+/// Takes `slot` from the slots `at`.
+fn remove_from(at: &mut Option<Slots>, slot: Slot) {
+    if at.as_mut().is_some_and(|slots| slots.remove(slot)) {
+        *at = None;
+    }
 }
 
 #[derive(Default)]
@@ -206,7 +230,6 @@ pub struct RegistrationIndex {
     by_pubkey: HashMap<Hash32, OfPubkey>,
     /// By a hash of the device id (the registrations hold the id itself, checked on each look-up).
     by_device: HashMap<u64, Slots>,
-    by_p: HashMap<Hash32, Slots>,
     by_e: HashMap<TagValue, Slots>,
     device_hasher: RandomState,
 }
@@ -223,17 +246,14 @@ impl RegistrationIndex {
             }
         };
         for p in &registration.p_tags {
-            add(&mut self.by_p, *p, slot);
+            add_to(&mut self.by_pubkey.entry(*p).or_default().watched_by, slot);
         }
         for e in &registration.e_tags {
             add(&mut self.by_e, e.clone(), slot);
         }
         let of_pubkey = self.by_pubkey.entry(registration.pubkey).or_default();
         of_pubkey.lists_read |= lists_read;
-        match &mut of_pubkey.slots {
-            Some(slots) => slots.add(slot),
-            None => of_pubkey.slots = Some(Slots::One(slot)),
-        }
+        add_to(&mut of_pubkey.slots, slot);
         add(&mut self.by_device, self.device_hasher.hash_one(&registration.device_id), slot);
         self.slots[slot as usize] = Some(Arc::new(registration));
     }
@@ -248,21 +268,28 @@ impl RegistrationIndex {
         let Some(slot) = self.slot_of(pubkey, device_id) else { return };
         let old = self.slots[slot as usize].take().expect("a slot found is filled");
         for p in &old.p_tags {
-            remove(&mut self.by_p, p, slot);
+            self.change(p, |of| remove_from(&mut of.watched_by, slot));
         }
         for e in &old.e_tags {
             remove(&mut self.by_e, e, slot);
         }
-        if let Some(of_pubkey) = self.by_pubkey.get_mut(pubkey) {
-            if of_pubkey.slots.as_mut().is_some_and(|slots| slots.remove(slot)) {
-                of_pubkey.slots = None;
-            }
-            if of_pubkey.slots.is_none() && of_pubkey.presence() == Presence::default() {
+        self.change(pubkey, |of| {
+            remove_from(&mut of.slots, slot);
+            // Lists are learnt only for registered pubkeys: once it is not, what was read may go stale.
+            of.lists_read &= of.slots.is_some();
+        });
+        remove(&mut self.by_device, &self.device_hasher.hash_one(device_id), slot);
+        self.free.push(slot);
+    }
+
+    /// Changes the pubkey's entry, if it has one, and drops it once it holds nothing.
+    fn change(&mut self, pubkey: &Hash32, change: impl FnOnce(&mut OfPubkey)) {
+        if let Some(of) = self.by_pubkey.get_mut(pubkey) {
+            change(of);
+            if of.is_empty() {
                 self.by_pubkey.remove(pubkey);
             }
         }
-        remove(&mut self.by_device, &self.device_hasher.hash_one(device_id), slot);
-        self.free.push(slot);
     }
 
     fn slot_of(&self, pubkey: &Hash32, device_id: &str) -> Option<Slot> {
@@ -315,20 +342,17 @@ impl RegistrationIndex {
     }
 
     pub fn set_presence(&mut self, pubkey: Hash32, presence: Presence) {
-        match self.by_pubkey.get_mut(&pubkey) {
-            Some(of) if of.slots.is_none() && presence == Presence::default() => {
-                self.by_pubkey.remove(&pubkey);
-            }
-            Some(of) => of.set_presence(presence),
-            None if presence == Presence::default() => {}
-            None => self.by_pubkey.entry(pubkey).or_default().set_presence(presence),
+        match self.by_pubkey.contains_key(&pubkey) {
+            true => self.change(&pubkey, |of| of.set_presence(presence)),
+            false if presence == Presence::default() => {}
+            false => self.by_pubkey.entry(pubkey).or_default().set_presence(presence),
         }
     }
 
     /// Records that the pubkey's lists were read from the store; false when the index keeps nothing of the pubkey
     /// (the caller remembers it elsewhere).
     pub fn mark_lists_read(&mut self, pubkey: &Hash32) -> bool {
-        let Some(of) = self.by_pubkey.get_mut(pubkey) else { return false };
+        let Some(of) = self.by_pubkey.get_mut(pubkey).filter(|of| of.slots.is_some()) else { return false };
         of.lists_read = true;
         true
     }
@@ -392,7 +416,7 @@ impl RegistrationIndex {
             match letter {
                 'p' => {
                     mentioned.push(value);
-                    let slots = parse_hash(value).and_then(|p| self.by_p.get(&p));
+                    let slots = parse_hash(value).and_then(|p| self.by_pubkey.get(&p)?.watched_by.as_ref());
                     via_p.extend(slots.into_iter().flat_map(Slots::iter));
                 }
                 'e' | 'h' => via_e.extend(self.by_e.get(&TagValue::new(value)).into_iter().flat_map(Slots::iter)),
@@ -458,6 +482,32 @@ pub(super) mod tests {
     fn notified(index: &RegistrationIndex, event: &VerifiedEvent, for_everyone: bool) -> Vec<u8> {
         let rule = Hellthreads { max_mentions: 3, for_everyone };
         index.matching(event, 0, 180, rule).iter().map(|r| r.pubkey[0]).collect()
+    }
+
+    /// A pubkey's entry holds its registrations, those watching it and its presence; it goes once all are gone.
+    #[test]
+    fn a_pubkeys_entry_lives_while_anything_holds_it() {
+        let mut index = RegistrationIndex::default();
+        let watcher = Registration { p_tags: [[1; 32], [2; 32]].into(), ..registration(1, 1, &[]) };
+        index.insert(watcher);
+        index.set_presence([2; 32], Presence { online: true, last_heartbeat: 5 });
+        assert!(index.mark_lists_read(&[1; 32]));
+        assert!(!index.mark_lists_read(&[2; 32]), "watched, not registered");
+        assert_eq!(index.by_pubkey.len(), 2);
+        let author = Keys::generate();
+        let event = VerifiedEvent::new(
+            EventBuilder::new(Kind::from(1), "")
+                .tags([Tag::parse(["p", &hex::encode([2; 32])]).unwrap()])
+                .finalize(&author)
+                .unwrap(),
+        );
+        assert_eq!(notified(&index, &event, false), [1]);
+        index.remove(&[1; 32], &"01".repeat(32));
+        assert_eq!(notified(&index, &event, false), Vec::<u8>::new());
+        assert_eq!(index.by_pubkey.len(), 1, "pubkey 2's presence stays");
+        assert_eq!(index.presence(&[2; 32]), Presence { online: true, last_heartbeat: 5 });
+        index.set_presence([2; 32], Presence::default());
+        assert!(index.by_pubkey.is_empty());
     }
 
     /// Whether the address is kept or rebuilt, it is the device's.
