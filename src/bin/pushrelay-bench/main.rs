@@ -132,6 +132,9 @@ enum Scenario {
         apns_listen: String,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
+        /// Other nodes on the same database sharing the fan-out: their CPU is counted with --pid's.
+        #[arg(long)]
+        also_pid: Vec<u32>,
     },
     /// Idle connections, and what each costs the relay in memory (needs --pid).
     Idle {
@@ -164,7 +167,9 @@ async fn main() {
         Scenario::Registrations { count, shape } => {
             registrations::registrations(&cli.url, cli.pid, count, &shape).await
         }
-        Scenario::Group { apns_listen, count } => registrations::group(&cli.url, cli.pid, &apns_listen, count).await,
+        Scenario::Group { apns_listen, count, also_pid } => {
+            registrations::group(&cli.url, cli.pid, &also_pid, &apns_listen, count).await
+        }
         Scenario::Idle { connections } => scenarios::idle(&cli.url, cli.pid, connections).await,
     };
     match outcome {

@@ -51,7 +51,17 @@ pub(crate) async fn registrations(url: &str, pid: Option<u32>, count: usize, sha
     Ok(report)
 }
 
-pub(crate) async fn group(url: &str, pid: Option<u32>, apns_listen: &str, count: usize) -> Result<Report, String> {
+pub(crate) async fn group(
+    url: &str,
+    pid: Option<u32>,
+    others: &[u32],
+    apns_listen: &str,
+    count: usize,
+) -> Result<Report, String> {
+    // The CPU of the relay and of the other nodes sharing the fan-out, together.
+    let cpu_seconds =
+        |pid: u32| others.iter().map(|&other| cpu_seconds(other)).sum::<Option<f64>>().zip(cpu_seconds(pid));
+    let cpu_seconds = |pid: u32| cpu_seconds(pid).map(|(others, relay)| others + relay);
     let push_key = crate::push::push_pubkey(url).await?;
     let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
     crate::push::apns_stand_in(apns_listen, arrived).await?;
@@ -70,6 +80,9 @@ pub(crate) async fn group(url: &str, pid: Option<u32>, apns_listen: &str, count:
     let cpu = cpu_before.zip(pid.and_then(cpu_seconds)).map(|(b, a)| a - b);
     let mut report = Report::new("group");
     report.add("offline devices in the channel", count, "");
+    if !others.is_empty() {
+        report.add("nodes", 1 + others.len(), "");
+    }
     report.add("pushes arrived", latencies.len(), &format!("of {count}"));
     if let Some(cpu) = cpu.filter(|cpu| *cpu > 0.0) {
         report.add("relay cpu", (cpu * 100.0).round() / 100.0, "s");
