@@ -172,12 +172,14 @@ async fn badges_count_up_while_offline_and_restart_after_being_online() {
     s.client.publish_ok(&dm(&s.friend, &user)).await;
     assert_eq!(next_push(&mut s.service).await.2["aps"]["badge"], 1);
 
-    // FCM carries it as the notification count.
+    // FCM carries it as the notification count, tagged with the event id (a repeat replaces the first showing).
     let mut fcm = Scenario::new(|_| "fcm-token-for-badges-0123456789".to_owned(), |_| {}).await;
     let user = fcm.user.clone();
-    fcm.client.publish_ok(&dm(&fcm.friend, &user)).await;
+    let event = dm(&fcm.friend, &user);
+    fcm.client.publish_ok(&event).await;
     let message = fcm.service.next().await.json();
     assert_eq!(message["message"]["android"]["notification"]["notification_count"], 1);
+    assert_eq!(message["message"]["android"]["notification"]["tag"], event.id.to_hex());
 }
 
 /// A browser's push subscription: its key pair and authentication secret, as `PushManager.subscribe` makes them.
