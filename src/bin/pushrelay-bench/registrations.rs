@@ -60,8 +60,7 @@ pub(crate) async fn group(
 ) -> Result<Report, String> {
     // The CPU of the relay and of the other nodes sharing the fan-out, together.
     let cpu_seconds =
-        |pid: u32| others.iter().map(|&other| cpu_seconds(other)).sum::<Option<f64>>().zip(cpu_seconds(pid));
-    let cpu_seconds = |pid: u32| cpu_seconds(pid).map(|(others, relay)| others + relay);
+        |pid: u32| std::iter::once(pid).chain(others.iter().copied()).map(cpu_seconds).sum::<Option<f64>>();
     let push_key = crate::push::push_pubkey(url).await?;
     let (arrived, mut arrivals) = tokio::sync::mpsc::unbounded_channel();
     crate::push::apns_stand_in(apns_listen, arrived).await?;

@@ -68,10 +68,10 @@ impl Registration {
     }
 
     /// Where its notifications go (`Device::address`): registrations with one address are one device to push.
-    pub fn address(&self) -> String {
+    pub fn address(&self) -> std::borrow::Cow<'_, str> {
         match &self.address {
-            Some(address) => address.to_string(),
-            None => format!("{}:{}", crate::push::device::address_prefix(self.platform), self.device_id),
+            Some(address) => address.as_ref().into(),
+            None => format!("{}:{}", crate::push::device::address_prefix(self.platform), self.device_id).into(),
         }
     }
 

@@ -78,7 +78,7 @@ async fn a_full_registration_is_applied_with_either_cipher() {
         assert_eq!(stored.len(), 1);
         let r = &stored[0];
         assert_eq!(r.device_id, apns_device(n));
-        assert_eq!((r.address(), r.platform), (format!("apns:{}", format!("{n:02x}").repeat(32)), "apns"));
+        assert_eq!((r.address().into_owned(), r.platform), (format!("apns:{}", format!("{n:02x}").repeat(32)), "apns"));
         assert_eq!(*r.kinds, [4, 1059, 9735, 7]);
         assert_eq!(*r.p_tags, [user.public_key().to_bytes()]);
         assert_eq!(*r.e_tags, [TagValue::new("group-1")]);
